@@ -1,0 +1,221 @@
+"""Checks of the files a config references (cert/key pair, EKU, SANs, CAs, expiry)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.config import GatewayConfig
+from gateway.errors import ConfigProblem
+
+
+@dataclass(frozen=True)
+class HeldCert:
+    """A certificate the gateway holds, for expiry gauges and warnings."""
+
+    kind: str  # server | ca
+    name: str
+    subject: str
+    not_after: float
+
+
+def _read(path: str, where: str, problems: list[ConfigProblem]) -> bytes | None:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        problems.append(ConfigProblem(where, f"cannot read {path}: {exc.strerror or exc}"))
+        return None
+
+
+def _load_certs(
+    data: bytes, path: str, where: str, problems: list[ConfigProblem]
+) -> list[x509.Certificate]:
+    try:
+        if b"-----BEGIN" in data:
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    except ValueError as exc:
+        problems.append(ConfigProblem(where, f"{path} holds no readable certificate: {exc}"))
+        return []
+    return certs
+
+
+def _cn(cert: x509.Certificate) -> str:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = attrs[0].value if attrs else cert.subject.rfc4514_string()
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _san_covers(san: x509.SubjectAlternativeName | None, host: str) -> bool:
+    if san is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        return ip in san.get_values_for_type(x509.IPAddress)
+    for name in san.get_values_for_type(x509.DNSName):
+        name = name.lower().rstrip(".")
+        if name == host:
+            return True
+        if name.startswith("*.") and not host.startswith("*."):
+            head, _, rest = host.partition(".")
+            if rest == name[2:] and head:
+                return True
+    return False
+
+
+def check_files(
+    cfg: GatewayConfig, now: dt.datetime | None = None
+) -> tuple[list[ConfigProblem], list[HeldCert]]:
+    """Every problem with the referenced files, and the certificates found (for gauges)."""
+    now = now or dt.datetime.now(dt.UTC)
+    problems: list[ConfigProblem] = []
+    held: list[HeldCert] = []
+    sans: list[x509.SubjectAlternativeName | None] = []
+    for i, lst in enumerate(cfg.listeners):
+        base = f"listeners[{i}].tls"
+        data = _read(lst.tls.cert, f"{base}.cert", problems)
+        certs = (
+            _load_certs(data, lst.tls.cert, f"{base}.cert", problems) if data is not None else []
+        )
+        if certs:
+            leaf = certs[0]
+            held.append(
+                HeldCert(
+                    "server",
+                    lst.name,
+                    leaf.subject.rfc4514_string(),
+                    leaf.not_valid_after_utc.timestamp(),
+                )
+            )
+            sans.append(_check_server_leaf(leaf, lst.tls.cert, f"{base}.cert", now, problems))
+            key_data = _read(lst.tls.key, f"{base}.key", problems)
+            if key_data is not None:
+                _check_key(key_data, leaf, lst.tls.key, f"{base}.key", problems)
+        if lst.tls.client_auth == "none":
+            continue
+        for j, ca_path in enumerate(lst.tls.client_ca):
+            where = f"{base}.client_ca[{j}]"
+            ca_data = _read(ca_path, where, problems)
+            if ca_data is None:
+                continue
+            for ca in _load_certs(ca_data, ca_path, where, problems):
+                held.append(
+                    HeldCert(
+                        "ca",
+                        _cn(ca),
+                        ca.subject.rfc4514_string(),
+                        ca.not_valid_after_utc.timestamp(),
+                    )
+                )
+                _check_ca(ca, ca_path, where, now, problems)
+    for i, route in enumerate(cfg.routes):
+        host = route.match.host
+        if host is None or not sans:
+            continue
+        if not any(_san_covers(s, host) for s in sans):
+            problems.append(
+                ConfigProblem(
+                    f"routes[{i}].match.host",
+                    f"{host!r} is not covered by the subjectAltName of any listener's server "
+                    "certificate; clients would reject the gateway",
+                )
+            )
+    return problems, held
+
+
+def _check_server_leaf(
+    leaf: x509.Certificate, path: str, where: str, now: dt.datetime, problems: list[ConfigProblem]
+) -> x509.SubjectAlternativeName | None:
+    if leaf.not_valid_after_utc <= now:
+        problems.append(
+            ConfigProblem(
+                where,
+                f"server certificate in {path} expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+            )
+        )
+    elif leaf.not_valid_before_utc > now:
+        problems.append(
+            ConfigProblem(
+                where,
+                f"server certificate in {path} is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            )
+        )
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if ExtendedKeyUsageOID.SERVER_AUTH not in eku:
+            problems.append(
+                ConfigProblem(
+                    where,
+                    f"server certificate in {path} has an extendedKeyUsage without serverAuth (1.3.6.1.5.5.7.3.1)",
+                )
+            )
+    except x509.ExtensionNotFound:
+        problems.append(
+            ConfigProblem(
+                where,
+                f"server certificate in {path} has no extendedKeyUsage; issue it with serverAuth",
+            )
+        )
+    try:
+        return leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        problems.append(
+            ConfigProblem(
+                where, f"server certificate in {path} has no subjectAltName; clients ignore the CN"
+            )
+        )
+        return None
+
+
+def _check_key(
+    data: bytes, leaf: x509.Certificate, path: str, where: str, problems: list[ConfigProblem]
+) -> None:
+    try:
+        key = (
+            serialization.load_pem_private_key(data, password=None)
+            if b"-----BEGIN" in data
+            else serialization.load_der_private_key(data, password=None)
+        )
+    except (ValueError, TypeError) as exc:
+        problems.append(
+            ConfigProblem(where, f"{path} holds no readable unencrypted private key: {exc}")
+        )
+        return
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if key.public_key().public_bytes(enc, pub) != leaf.public_key().public_bytes(enc, pub):
+        problems.append(ConfigProblem(where, f"{path} does not match the certificate's public key"))
+
+
+def _check_ca(
+    ca: x509.Certificate, path: str, where: str, now: dt.datetime, problems: list[ConfigProblem]
+) -> None:
+    name = _cn(ca)
+    try:
+        bc = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+        is_ca = bc.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        problems.append(
+            ConfigProblem(
+                where,
+                f"{name!r} in {path} is not a CA certificate (basicConstraints CA:TRUE missing)",
+            )
+        )
+    if ca.not_valid_after_utc <= now:
+        problems.append(
+            ConfigProblem(
+                where, f"CA {name!r} in {path} expired on {ca.not_valid_after_utc:%Y-%m-%d} UTC"
+            )
+        )

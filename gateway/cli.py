@@ -1,0 +1,154 @@
+"""Command line: run, check, dev-certs, demo. The only module that exits the process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import __version__, devcerts
+from gateway.certfiles import HeldCert, check_files
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError
+from gateway.log import setup as setup_logging
+
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+
+
+def _fail(message: str, code: int) -> int:
+    print(message, file=sys.stderr)
+    return code
+
+
+def load_checked(path: str) -> tuple[GatewayConfig, list[HeldCert]]:
+    """Load the config and check every file it names; raise ConfigError with all problems."""
+    cfg = load_config(path)
+    problems, held = check_files(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg, held
+
+
+def _config_error(path: str, exc: ConfigError) -> int:
+    lines = [f"{path}: invalid configuration ({len(exc.problems)} problem(s)):"]
+    lines += [f"  {p}" for p in exc.problems]
+    return _fail("\n".join(lines), EXIT_CONFIG)
+
+
+def _run_loop(coro: Coroutine[Any, Any, None], loop_kind: str) -> None:
+    if loop_kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if loop_kind == "uvloop":
+                raise
+        else:
+            uvloop.run(coro)
+            return
+    asyncio.run(coro)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg, held = load_checked(args.config)
+    except ConfigError as exc:
+        return _config_error(args.config, exc)
+    from gateway.server import Gateway
+
+    setup_logging(cfg.logging.level)
+
+    async def main() -> None:
+        gateway = Gateway(cfg, held=held)
+        await gateway.serve_until_signalled()
+
+    try:
+        _run_loop(main(), args.loop)
+    except OSError as exc:
+        return _fail(f"error: {exc.strerror or exc}", EXIT_RUNTIME)
+    except ConfigError as exc:
+        return _config_error(args.config, exc)
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg, held = load_checked(args.config)
+    except ConfigError as exc:
+        return _config_error(args.config, exc)
+    from gateway.metrics import Metrics
+    from gateway.runtime import build_snapshot
+
+    try:  # OpenSSL must accept every file too
+        build_snapshot(cfg, Metrics())
+    except ConfigError as exc:
+        return _config_error(args.config, exc)
+    print(
+        f"{args.config}: OK ({len(cfg.listeners)} listener(s), {len(cfg.upstreams)} upstream(s), "
+        f"{len(cfg.routes)} route(s), {len(held)} certificate(s) checked)"
+    )
+    return EXIT_OK
+
+
+def cmd_dev_certs(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if not args.force and not devcerts.missing(out):
+        print(f"{out}: dev PKI already present (use --force to replace it)")
+        return EXIT_OK
+    devcerts.generate(out, extra_hosts=args.host or ())
+    print(f"{out}: wrote the dev PKI (see {out / 'README.md'}); never use it outside development")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(args.config, args.certs, args.loop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtls-gateway", description="mTLS edge gateway")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the gateway in the foreground")
+    p.add_argument("-c", "--config", required=True, help="YAML config file")
+    p.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop (auto: uvloop when installed)",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config and every file it references")
+    p.add_argument("-c", "--config", required=True, help="YAML config file")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("dev-certs", help="write the development PKI")
+    p.add_argument("--out", required=True, help="directory to write into")
+    p.add_argument("--host", action="append", help="extra SAN for the server cert (repeatable)")
+    p.add_argument("--force", action="store_true", help="replace an existing dev PKI")
+    p.set_defaults(func=cmd_dev_certs)
+
+    p = sub.add_parser("demo", help="dev certs + echo upstream + gateway on config/demo.yaml")
+    p.add_argument("-c", "--config", default="config/demo.yaml")
+    p.add_argument("--certs", default="certs-dev", help="where the dev PKI lives")
+    p.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        code = 130
+    return code
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""A small real upstream for the demo and the tests: echoes requests, streams bytes, sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from aiohttp import web
+
+CHUNK = 64 * 1024
+
+
+async def echo(request: web.Request) -> web.Response:
+    """JSON description of the request as received; the body is hashed while streaming."""
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": request.raw_path.partition("?")[0],
+            "query": request.query_string,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_bytes": size,
+            "body_sha256": digest.hexdigest(),
+            "client": request.headers.get("X-Forwarded-Client-Cert"),
+        }
+    )
+
+
+async def stream_bytes(request: web.Request) -> web.StreamResponse:
+    """`/bytes/N`: N bytes of a repeating pattern, streamed in chunks (no Content-Length)."""
+    total = int(request.match_info["n"])
+    resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await resp.prepare(request)
+    block = bytes(range(256)) * (CHUNK // 256)
+    sent = 0
+    while sent < total:
+        piece = block[: min(CHUNK, total - sent)]
+        await resp.write(piece)
+        sent += len(piece)
+    await resp.write_eof()
+    return resp
+
+
+async def slow(request: web.Request) -> web.Response:
+    """`/slow?seconds=S`: answer after S seconds (default 5)."""
+    await asyncio.sleep(float(request.query.get("seconds", "5")))
+    return web.json_response({"slept": True})
+
+
+def make_app() -> web.Application:
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_route("*", "/bytes/{n:\\d+}", stream_bytes)
+    app.router.add_route("*", "/slow", slow)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    return app
+
+
+async def start_echo(host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    """Start the echo upstream; returns the runner (to clean up) and the bound port."""
+    runner = web.AppRunner(make_app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    return runner, runner.addresses[0][1]

@@ -1,0 +1,57 @@
+"""Typed errors: configuration faults (with YAML paths) and HTTP faults split by who is at fault."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem in a configuration: where (a YAML path such as `listeners[0].bind`) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[ConfigProblem] | ConfigProblem | str, path: str = "") -> None:
+        if isinstance(problems, str):
+            problems = [ConfigProblem(path, problems)]
+        elif isinstance(problems, ConfigProblem):
+            problems = [problems]
+        self.problems: tuple[ConfigProblem, ...] = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class HttpError(Exception):
+    """An error answered to the client as JSON `{"error": code, ...}` with `status`."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str = "", *, code: str | None = None, status: int | None = None):
+        super().__init__(detail or self.code)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class DownstreamError(HttpError):
+    """The client is at fault (4xx)."""
+
+    status = 400
+    code = "bad_request"
+
+
+class UpstreamError(HttpError):
+    """The upstream is at fault (502/504)."""
+
+    status = 502
+    code = "upstream_unavailable"

@@ -1,0 +1,145 @@
+"""The per-request pipeline: normalise, route, SNI check, policy, forward, log and count."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway.errors import DownstreamError, HttpError
+from gateway.listener import ConnectionTracker, ConnInfo
+from gateway.log import access_log, event, policy_log, proxy_log
+from gateway.metrics import Metrics
+from gateway.proxy import ClientContext, upstream_headers
+from gateway.reasons import POLICY_ERROR_CODES
+from gateway.routing import normalise_host, normalise_target
+from gateway.runtime import CompiledRoute, Snapshot
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
+class Misdirected(DownstreamError):
+    status = 421
+    code = "misdirected_request"
+
+
+class PolicyDenied(DownstreamError):
+    status = 403
+    code = "client_cert_not_allowed"
+
+
+def error_response(err: HttpError, route: str | None, request_id: str) -> web.Response:
+    body = json.dumps({"error": err.code, "route": route, "request_id": request_id})
+    return web.Response(
+        status=err.status,
+        text=body,
+        content_type="application/json",
+        headers={"X-Request-Id": request_id, "Cache-Control": "no-store"},
+    )
+
+
+class Pipeline:
+    """Handles every request of one listener against the current snapshot."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], metrics: Metrics) -> None:
+        self._snapshot = snapshot
+        self._metrics = metrics
+        self.tracker: ConnectionTracker | None = None  # set once the listener is wired
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = secrets.token_hex(8)
+        assert self.tracker is not None
+        conn = self.tracker.conns.get(request.protocol)
+        route: CompiledRoute | None = None
+        upstream_name = ""
+        try:
+            snap = self._snapshot()
+            if conn is None:  # the connection closed while the request was queued
+                raise DownstreamError("connection gone", code="connection_closed")
+            target = normalise_target(request.raw_path)
+            host = normalise_host(request.headers.get("Host"))
+            if conn.sni is not None and host is not None and host != conn.sni:
+                raise Misdirected(f"SNI {conn.sni!r} but Host {host!r}")
+            route = snap.routes[snap.router.match(host, target.path, request.method).name]
+            decision = route.policy.decide(conn.identity)
+            if not decision.allowed:
+                assert decision.reason is not None
+                self._metrics.policy_denials.labels(route.config.name, decision.reason.value).inc()
+                policy_log.info(
+                    "request denied by policy",
+                    extra=event(
+                        request_id=request_id,
+                        route=route.config.name,
+                        reason=decision.reason.value,
+                        detail=decision.detail,
+                        **_client_fields(conn),
+                    ),
+                )
+                raise PolicyDenied(decision.detail, code=POLICY_ERROR_CODES[decision.reason])
+            upstream = route.upstream
+            upstream_name = upstream.name
+            ctx = ClientContext(conn.peer_ip, host, conn.identity, conn.chain, request_id)
+            headers = upstream_headers(request, ctx, route.config.forward_identity)
+            response = await upstream.forward(
+                request, upstream.url_for(target.encoded, target.query), headers
+            )
+            if not response.prepared:
+                response.headers["X-Request-Id"] = request_id
+        except HttpError as err:
+            if err.status >= 500:
+                proxy_log.warning(
+                    "upstream error",
+                    extra=event(
+                        request_id=request_id,
+                        upstream=upstream_name,
+                        error=err.code,
+                        detail=err.detail,
+                    ),
+                )
+            response = error_response(err, route.config.name if route else None, request_id)
+        self._account(request, response, route, conn, request_id, upstream_name, started)
+        return response
+
+    def _account(
+        self,
+        request: web.BaseRequest,
+        response: web.StreamResponse,
+        route: CompiledRoute | None,
+        conn: ConnInfo | None,
+        request_id: str,
+        upstream: str,
+        started: float,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        route_name = route.config.name if route else ""
+        method = request.method if request.method in KNOWN_METHODS else "OTHER"
+        self._metrics.requests.labels(route_name, method, str(response.status)).inc()
+        self._metrics.request_duration.labels(route_name).observe(elapsed)
+        access_log.info(
+            "request",
+            extra=event(
+                request_id=request_id,
+                listener=conn.listener if conn else "",
+                route=route_name,
+                method=request.method,
+                path=request.raw_path[:2048],
+                status=response.status,
+                upstream=upstream,
+                duration_ms=round(elapsed * 1000, 3),
+                **(_client_fields(conn) if conn else {}),
+            ),
+        )
+
+
+def _client_fields(conn: ConnInfo) -> dict[str, str | None]:
+    ident = conn.identity
+    return {
+        "peer": conn.peer_ip,
+        "sni": conn.sni,
+        "client_subject": ident.subject if ident else None,
+        "client_sha256": ident.sha256 if ident else None,
+    }

@@ -1,0 +1,253 @@
+"""Accept + TLS handshake we drive ourselves, so every failure is classified, counted and logged."""
+
+from __future__ import annotations
+
+import _ssl
+import asyncio
+import contextlib
+import errno
+import socket
+import ssl
+import time
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from gateway.identity import Identity, IdentityCache
+from gateway.log import event, tls_log
+from gateway.metrics import Metrics
+from gateway.tls import classify
+
+_DER = getattr(_ssl, "ENCODING_DER", 1)
+
+
+@dataclass
+class HandshakeState:
+    """Filled in while one handshake runs (the SNI callback and connection_made see it)."""
+
+    sni: str | None = None
+
+
+# Protocol callbacks run in a copy of the context of the task that created the transport, so
+# the handshake task's state reaches the SNI callback and connection_made without a lookup.
+_HANDSHAKE: ContextVar[HandshakeState | None] = ContextVar("handshake", default=None)
+
+
+def record_sni(_ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+    """`SSLContext.sni_callback`: remember the name the client asked for."""
+    state = _HANDSHAKE.get()
+    if state is not None and server_name:
+        state.sni = server_name.lower().rstrip(".")
+
+
+@dataclass
+class ConnInfo:
+    """What the gateway knows about one open connection, fixed at handshake time."""
+
+    listener: str
+    peer_ip: str
+    sni: str | None
+    identity: Identity | None
+    chain: tuple[bytes, ...]
+
+
+class ConnectionTracker(web.Server):
+    """aiohttp's low-level server, plus per-connection identity and the active-connection gauge."""
+
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Coroutine[Any, Any, web.StreamResponse]],
+        listener: str,
+        metrics: Metrics,
+        identities: IdentityCache,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, access_log=None, **kwargs)
+        self.listener = listener
+        self.conns: dict[RequestHandler, ConnInfo] = {}
+        self._identities = identities
+        self._chains: dict[str, tuple[bytes, ...]] = {}
+        self._metrics = metrics
+        self._active = metrics.connections_active.labels(listener)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        ssl_obj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
+        peer = transport.get_extra_info("peername")
+        identity = None
+        chain: tuple[bytes, ...] = ()
+        state = _HANDSHAKE.get()
+        sni = state.sni if state is not None else None
+        if ssl_obj is not None:
+            der = ssl_obj.getpeercert(binary_form=True)
+            if der:
+                try:
+                    identity = self._identities.get(der)
+                except ValueError as exc:  # OpenSSL accepted it, cryptography cannot read it
+                    tls_log.warning("client certificate unreadable", extra=event(error=str(exc)))
+                if identity is not None:
+                    chain = self._chain_of(ssl_obj, identity)
+                    if not ssl_obj.session_reused:
+                        remaining = identity.not_after - time.time()
+                        self._metrics.client_cert_remaining.observe(max(remaining, 0.0))
+        self.conns[handler] = ConnInfo(self.listener, peer[0] if peer else "", sni, identity, chain)
+        self._active.inc()
+
+    def _chain_of(self, ssl_obj: ssl.SSLObject, identity: Identity) -> tuple[bytes, ...]:
+        """Intermediates the client's chain verified through (private API on 3.11; cached)."""
+        cached = self._chains.get(identity.sha256)
+        if cached is not None:
+            return cached
+        getter = getattr(getattr(ssl_obj, "_sslobj", None), "get_verified_chain", None)
+        try:
+            certs = getter() if getter is not None else None
+            ders = [c.public_bytes(_DER) for c in certs[1:]] if certs else []
+        except (AttributeError, ValueError, ssl.SSLError):
+            return ()
+        if not ders:  # resumed sessions have no chain
+            return ()
+        chain = tuple(ders[:-1])  # drop the trust anchor at the end
+        if len(self._chains) > 4096:
+            self._chains.clear()
+        self._chains[identity.sha256] = chain
+        return chain
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        if self.conns.pop(handler, None) is not None:
+            self._active.dec()
+
+
+class Listener:
+    """One listening socket: accepts, handshakes under a timeout, hands over to aiohttp."""
+
+    def __init__(
+        self,
+        name: str,
+        bind: str,
+        context: Callable[[], ssl.SSLContext],
+        handshake_timeout: float,
+        server: ConnectionTracker,
+        metrics: Metrics,
+    ) -> None:
+        self.name = name
+        self.bind = bind
+        self._context = context
+        self._timeout = handshake_timeout
+        self.server = server
+        self._metrics = metrics
+        self._sock: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._ok = metrics.tls_handshakes.labels(name, "ok")
+        self._duration = metrics.tls_handshake_duration.labels(name)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._sock is not None, "listener not started"
+        host, port = self._sock.getsockname()[:2]
+        return host, port
+
+    def open(self) -> None:
+        """Bind and listen (SO_REUSEPORT so several workers may share the port)."""
+        host, _, port = self.bind.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        infos = socket.getaddrinfo(
+            host, int(port), family if ":" in host else 0, socket.SOCK_STREAM
+        )
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+
+    def start(self) -> None:
+        if self._sock is None:
+            self.open()
+        loop = asyncio.get_running_loop()
+        self._accept_task = loop.create_task(self._accept_loop(), name=f"accept-{self.name}")
+
+    async def _accept_loop(self) -> None:
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(self._sock)
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    tls_log.error(
+                        "accept failed: out of resources",
+                        extra=event(listener=self.name, error=str(exc)),
+                    )
+                    await asyncio.sleep(0.1)
+                    continue
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue
+                raise
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            task = loop.create_task(self._handshake(conn, addr))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, conn: socket.socket, addr: Any) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        ctx = self._context()
+        state = HandshakeState()
+        _HANDSHAKE.set(state)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await loop.connect_accepted_socket(
+                    self.server, conn, ssl=ctx, ssl_handshake_timeout=self._timeout + 1
+                )
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception as exc:  # every failure is classified, counted and logged
+            conn.close()
+            failure = classify(exc)
+            self._metrics.tls_handshakes.labels(self.name, failure.reason.value).inc()
+            tls_log.info(
+                "tls handshake failed",
+                extra=event(
+                    listener=self.name,
+                    peer=f"{addr[0]}:{addr[1]}" if addr else "",
+                    sni=state.sni,
+                    reason=failure.reason.value,
+                    verify_code=failure.verify_code,
+                    detail=failure.detail,
+                    error_type=type(exc).__name__,
+                ),
+            )
+            return
+        self._ok.inc()
+        self._duration.observe(time.perf_counter() - started)
+
+    async def stop_accepting(self) -> None:
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+            self._accept_task = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        for task in list(self._handshakes):
+            task.cancel()
+        if self._handshakes:
+            await asyncio.gather(*self._handshakes, return_exceptions=True)

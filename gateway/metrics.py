@@ -1,0 +1,98 @@
+"""Every Prometheus series the gateway exports, declared once; the registry is injected."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "mtls_gateway_"
+
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+_DAY = 86400.0
+_REMAINING_BUCKETS = (0.0, _DAY, 7 * _DAY, 14 * _DAY, 28 * _DAY, 90 * _DAY, 180 * _DAY, 365 * _DAY)
+
+
+class Metrics:
+    """The gateway's series. Names are public surface: extend, never rename."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.tls_handshakes = Counter(
+            PREFIX + "tls_handshakes_total",
+            "TLS handshakes by listener and result (ok or the failure reason).",
+            ["listener", "result"],
+            registry=r,
+        )
+        self.tls_handshake_duration = Histogram(
+            PREFIX + "tls_handshake_duration_seconds",
+            "Duration of successful TLS handshakes.",
+            ["listener"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.connections_active = Gauge(
+            PREFIX + "connections_active",
+            "Open client connections (after the handshake).",
+            ["listener"],
+            registry=r,
+        )
+        self.requests = Counter(
+            PREFIX + "requests_total",
+            "HTTP requests answered, by route, method and status code.",
+            ["route", "method", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            PREFIX + "request_duration_seconds",
+            "Time from request head to response end.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.policy_denials = Counter(
+            PREFIX + "policy_denials_total",
+            "Requests denied by route policy, by reason.",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            PREFIX + "upstream_requests_total",
+            "Requests sent upstream, by outcome.",
+            ["upstream", "outcome"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            PREFIX + "upstream_duration_seconds",
+            "Time until the upstream's response headers.",
+            ["upstream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.certificate_expiry = Gauge(
+            PREFIX + "certificate_expiry_timestamp_seconds",
+            "notAfter of each certificate the gateway holds (kind: server, ca).",
+            ["kind", "name"],
+            registry=r,
+        )
+        self.client_cert_remaining = Histogram(
+            PREFIX + "client_certificate_remaining_seconds",
+            "Remaining lifetime of client certificates presented in full handshakes.",
+            buckets=_REMAINING_BUCKETS,
+            registry=r,
+        )

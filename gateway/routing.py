@@ -1,0 +1,150 @@
+"""Request-target normalisation and route matching (first match wins), pure and cheap."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from gateway.config import RouteConfig
+from gateway.errors import DownstreamError
+
+
+class BadPath(DownstreamError):
+    status = 400
+    code = "bad_path"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A normalised request target: `path` is decoded (for matching), `encoded` goes upstream."""
+
+    path: str
+    encoded: str
+    query: str  # raw, without '?'
+
+
+# Characters that may stand unescaped in a path segment (RFC 3986 pchar minus '%').
+_PCHAR_SAFE = "!$&'()*+,;=:@~"
+_FAST = re.compile(r"^(?:/[A-Za-z0-9\-_~!$&'()*+,;=:@.]+)*/?$")
+_FORBIDDEN_ENCODED = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
+_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def normalise_target(raw: str) -> Target:
+    """Resolve dot segments, merge slashes, decode; reject what could smuggle a path."""
+    path, _, query = raw.partition("?")
+    if not path.startswith("/"):
+        raise BadPath(f"request target {raw[:100]!r} is not an absolute path")
+    if "#" in raw:
+        raise BadPath("request target contains a fragment")
+    if _FAST.match(path) and "//" not in path and "/." not in path:
+        return Target(path, path, query)
+    if "\\" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise BadPath("backslash or control character in path")
+    if _FORBIDDEN_ENCODED.search(path):
+        raise BadPath("encoded '/', '\\' or NUL in path")
+    if _PERCENT.search(path):
+        raise BadPath("malformed percent-encoding in path")
+    try:
+        decoded = _percent_decode(path)
+    except UnicodeDecodeError:
+        raise BadPath("percent-encoded bytes in path are not valid UTF-8") from None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
+        raise BadPath("encoded control character in path")
+    segments: list[str] = []
+    parts = decoded.split("/")[1:]
+    for i, seg in enumerate(parts):
+        last = i == len(parts) - 1
+        if seg == "..":
+            if segments:
+                segments.pop()
+            if last:
+                segments.append("")
+        elif seg == ".":
+            if last:
+                segments.append("")
+        elif seg or last:
+            segments.append(seg)
+    norm = "/" + "/".join(segments)
+    encoded = "/" + "/".join(quote(s, safe=_PCHAR_SAFE) for s in segments)
+    return Target(norm, encoded, query)
+
+
+def _percent_decode(path: str) -> str:
+    if "%" not in path:
+        return path
+    out = bytearray()
+    i = 0
+    raw = path.encode("utf-8")
+    while i < len(raw):
+        if raw[i] == 0x25:  # '%'
+            out.append(int(raw[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "strict")
+
+
+def normalise_host(host: str | None) -> str | None:
+    """`Example.COM.:8443` -> `example.com`; `[::1]:8443` -> `::1`; None when absent/empty."""
+    if not host:
+        return None
+    h = host.strip()
+    if h.startswith("["):
+        end = h.find("]")
+        return h[1:end].lower() if end > 0 else None
+    if h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    return h.lower().rstrip(".") or None
+
+
+def _prefix_matches(prefix: str, path: str) -> bool:
+    if prefix == "/" or path == prefix:
+        return True
+    if prefix.endswith("/"):
+        return path.startswith(prefix)
+    return path.startswith(prefix) and path[len(prefix)] in "/;"
+
+
+def _host_matches(pattern: str, host: str | None) -> bool:
+    if host is None:
+        return False
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        return host.endswith(suffix) and "." not in host[: -len(suffix)] and len(host) > len(suffix)
+    return host == pattern
+
+
+class NoRoute(DownstreamError):
+    status = 404
+    code = "no_route"
+
+
+class MethodNotAllowed(DownstreamError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class Router:
+    """First matching route wins; a path match with the wrong method answers 405."""
+
+    def __init__(self, routes: tuple[RouteConfig, ...]) -> None:
+        self._routes = routes
+
+    def match(self, host: str | None, path: str, method: str) -> RouteConfig:
+        path_hit = False
+        for route in self._routes:
+            m = route.match
+            if m.host is not None and not _host_matches(m.host, host):
+                continue
+            if not _prefix_matches(m.path_prefix, path):
+                continue
+            if m.methods is not None and method not in m.methods:
+                path_hit = True
+                continue
+            return route
+        if path_hit:
+            raise MethodNotAllowed(f"no route for {method} {path}")
+        raise NoRoute(f"no route for host {host!r} path {path!r}")

@@ -1,0 +1,143 @@
+"""Server `SSLContext`s from listener config, and handshake failures -> the fixed reason set."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.config import TlsConfig
+from gateway.errors import ConfigError
+from gateway.reasons import HandshakeReason as R
+
+# AEAD suites with forward secrecy only (TLS 1.2); TLS 1.3 suites are all AEAD + PFS.
+TLS12_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+_CLIENT_AUTH = {
+    "require": ssl.CERT_REQUIRED,
+    "optional": ssl.CERT_OPTIONAL,
+    "none": ssl.CERT_NONE,
+}
+
+SniCallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]
+
+
+def server_context(
+    cfg: TlsConfig, path: str, sni_callback: SniCallback | None = None
+) -> ssl.SSLContext:
+    """Build the listener's context; `path` (e.g. `listeners[0].tls`) prefixes every error."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if cfg.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    try:
+        ctx.load_cert_chain(cfg.cert, cfg.key)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"cannot read {exc.filename}: no such file", f"{path}.cert") from None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"cannot load certificate {cfg.cert} with key {cfg.key}: {_ssl_text(exc)}",
+            f"{path}.key",
+        ) from None
+    ctx.verify_mode = _CLIENT_AUTH[cfg.client_auth]
+    if cfg.client_auth != "none":
+        for i, ca in enumerate(cfg.client_ca):
+            try:
+                ctx.load_verify_locations(cafile=ca)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError(
+                    f"cannot load CA bundle {ca}: {_ssl_text(exc)}", f"{path}.client_ca[{i}]"
+                ) from None
+    if sni_callback is not None:
+        ctx.sni_callback = sni_callback
+    return ctx
+
+
+def _ssl_text(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+# --------------------------------------------------------------------------- classification
+
+# X509_V_ERR_* codes (OpenSSL include/openssl/x509_vfy.h)
+_VERIFY_CODES: dict[int, R] = {
+    2: R.UNKNOWN_CA,  # unable to get issuer certificate
+    18: R.UNKNOWN_CA,  # depth zero self-signed
+    19: R.UNKNOWN_CA,  # self-signed certificate in chain
+    20: R.UNKNOWN_CA,  # unable to get local issuer certificate
+    21: R.UNKNOWN_CA,  # unable to verify the first certificate
+    9: R.NOT_YET_VALID,
+    10: R.EXPIRED,
+    23: R.REVOKED,
+    3: R.CRL_ERROR,  # unable to get CRL
+    8: R.CRL_ERROR,  # CRL signature failure
+    11: R.CRL_ERROR,  # CRL not yet valid
+    12: R.CRL_ERROR,  # CRL has expired
+    15: R.CRL_ERROR,
+    16: R.CRL_ERROR,
+    26: R.BAD_EKU,  # unsupported certificate purpose
+    4: R.BAD_SIGNATURE,
+    6: R.BAD_SIGNATURE,
+    7: R.BAD_SIGNATURE,  # certificate signature failure
+}
+
+_SSL_REASONS: dict[str, R] = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": R.NO_CLIENT_CERT,
+    "UNSUPPORTED_PROTOCOL": R.PROTOCOL_VERSION,
+    "UNKNOWN_PROTOCOL": R.NOT_TLS,
+    "WRONG_VERSION_NUMBER": R.NOT_TLS,
+    "HTTP_REQUEST": R.NOT_TLS,
+    "HTTPS_PROXY_REQUEST": R.NOT_TLS,
+    "RECORD_LAYER_FAILURE": R.NOT_TLS,
+    "PACKET_LENGTH_TOO_LONG": R.NOT_TLS,
+    "NO_SHARED_CIPHER": R.NO_SHARED_CIPHER,
+    "NO_SUITABLE_SIGNATURE_ALGORITHM": R.NO_SHARED_CIPHER,
+    "NO_SHARED_SIGNATURE_ALGORITHMS": R.NO_SHARED_CIPHER,
+    "BAD_SIGNATURE": R.BAD_SIGNATURE,
+    "DIGEST_CHECK_FAILED": R.BAD_SIGNATURE,
+    "UNEXPECTED_EOF_WHILE_READING": R.CLIENT_CLOSED,
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A classified handshake failure: the label plus what the log line needs."""
+
+    reason: R
+    verify_code: int | None = None
+    detail: str = ""
+
+
+def classify(exc: BaseException) -> Failure:
+    """Map whatever the handshake raised to one reason from the fixed set."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        return Failure(_VERIFY_CODES.get(code, R.BAD_CERT), code, exc.verify_message or str(exc))
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc.reason or "")
+        if reason in _SSL_REASONS:
+            return Failure(_SSL_REASONS[reason], None, reason)
+        if reason.startswith(("TLSV1_ALERT_", "SSLV3_ALERT_", "TLSV13_ALERT_")):
+            return Failure(R.CLIENT_ALERT, None, reason)
+        if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            return Failure(R.CLIENT_CLOSED, None, reason or str(exc))
+        return Failure(R.OTHER, None, reason or str(exc))
+    if isinstance(exc, TimeoutError):
+        return Failure(R.TIMEOUT, None, "handshake timed out")
+    if isinstance(exc, ConnectionError | EOFError):
+        return Failure(R.CLIENT_CLOSED, None, str(exc) or type(exc).__name__)
+    return Failure(R.OTHER, None, f"{type(exc).__name__}: {exc}")
