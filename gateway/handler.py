@@ -84,11 +84,8 @@ class Pipeline:
             upstream_name = upstream.name
             ctx = ClientContext(conn.peer_ip, host, conn.identity, conn.chain, request_id)
             headers = upstream_headers(request, ctx, route.config.forward_identity)
-            response = await upstream.forward(
-                request, upstream.url_for(target.encoded, target.query), headers
-            )
-            if not response.prepared:
-                response.headers["X-Request-Id"] = request_id
+            url = upstream.url_for(target.encoded, target.query)
+            response = await upstream.forward(request, url, headers, request_id)
         except HttpError as err:
             if err.status >= 500:
                 proxy_log.warning(

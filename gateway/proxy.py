@@ -174,7 +174,7 @@ class Upstream:
         self._metrics.upstream_requests.labels(self.name, outcome).inc()
 
     async def forward(
-        self, request: web.BaseRequest, url: URL, headers: CIMultiDict[str]
+        self, request: web.BaseRequest, url: URL, headers: CIMultiDict[str], request_id: str
     ) -> web.StreamResponse:
         """Send the request, stream the answer back; map upstream faults to 502/504."""
         data = request.content if request.body_exists else None
@@ -205,12 +205,12 @@ class Upstream:
             raise UpstreamError(f"{self.name}: connection failed: {exc!r}") from None
         self._metrics.upstream_duration.labels(self.name).observe(time.perf_counter() - started)
         try:
-            return await self._relay(request, upstream)
+            return await self._relay(request, upstream, request_id)
         finally:
             upstream.release()
 
     async def _relay(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse
+        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, request_id: str
     ) -> web.StreamResponse:
         drop = _SKIP_RESPONSE
         conn = upstream.headers.getall("Connection", ())
@@ -220,6 +220,7 @@ class Upstream:
         for key, value in upstream.headers.items():
             if key.lower() not in drop:
                 out.headers.add(key, value)
+        out.headers["X-Request-Id"] = request_id
         if upstream.content_length is not None:
             out.content_length = upstream.content_length
         try:

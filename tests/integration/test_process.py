@@ -1,0 +1,244 @@
+"""The real `mtls-gateway` command: run, check, dev-certs; with curl and openssl s_client."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.harness import EchoServer, GatewayProcess, base_config, curl, free_port, sample, scrape
+
+pytestmark = pytest.mark.process
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def _write_config(
+    tmp_path: Path, pki: Path, echo_port: int, **changes: object
+) -> tuple[Path, int, int]:
+    cfg = base_config(pki, echo_port)
+    port, admin = free_port(), free_port()
+    cfg["listeners"][0]["bind"] = f"127.0.0.1:{port}"
+    cfg["admin"]["bind"] = f"127.0.0.1:{admin}"
+    cfg["logging"] = {"level": "info", "access_log": True}
+    cfg.update(changes)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, port, admin
+
+
+def test_dev_certs_writes_every_artefact(tmp_path: Path) -> None:
+    out = _cli("dev-certs", "--out", str(tmp_path / "pki"))
+    assert out.returncode == 0, out.stderr
+    names = {p.name for p in (tmp_path / "pki").iterdir()}
+    for kind in [
+        "client",
+        "client-noeku",
+        "client-servereku",
+        "client-expired",
+        "client-notyetvalid",
+        "client-revoked",
+        "client-untrusted",
+        "client-intermediate",
+    ]:
+        assert {f"{kind}.pem", f"{kind}.key", f"{kind}.p12"} <= names
+    assert {
+        "ca.pem",
+        "intermediate.pem",
+        "server.pem",
+        "server.key",
+        "crl.pem",
+        "README.md",
+    } <= names
+    assert (tmp_path / "pki" / "server.key").stat().st_mode & 0o077 == 0
+    check = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(tmp_path / "pki" / "ca.pem"),
+            "-untrusted",
+            str(tmp_path / "pki" / "intermediate.pem"),
+            str(tmp_path / "pki" / "server.pem"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    p12 = subprocess.run(
+        [
+            "openssl",
+            "pkcs12",
+            "-in",
+            str(tmp_path / "pki" / "client.p12"),
+            "-passin",
+            "pass:changeit",
+            "-nokeys",
+            "-clcerts",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert "CN = client" in p12.stdout or "CN=client" in p12.stdout, p12.stderr
+
+
+def test_check_accepts_good_config(tmp_path: Path, pki: Path) -> None:
+    path, _, _ = _write_config(tmp_path, pki, 9)
+    out = _cli("check", "-c", str(path))
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr
+
+
+def test_check_reports_every_problem_with_its_path(tmp_path: Path, pki: Path) -> None:
+    path, _, _ = _write_config(tmp_path, pki, 9)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["listeners"][0]["tls"]["client_auth"] = "sometimes"
+    cfg["routes"][0]["policy"] = {"allow": []}
+    cfg["routes"][0]["colour"] = "blue"
+    path.write_text(yaml.safe_dump(cfg))
+    out = _cli("check", "-c", str(path))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert (
+        "listeners[0].tls.client_auth: Input should be 'require', 'optional' or 'none' (got 'sometimes')"
+        in out.stderr
+    )
+    assert "routes[0].colour: unknown key 'colour'" in out.stderr
+
+
+def test_check_rejects_key_of_another_certificate(tmp_path: Path, pki: Path) -> None:
+    path, _, _ = _write_config(tmp_path, pki, 9)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["listeners"][0]["tls"]["key"] = str(pki / "client.key")
+    path.write_text(yaml.safe_dump(cfg))
+    out = _cli("check", "-c", str(path))
+    assert out.returncode == 2
+    assert (
+        f"listeners[0].tls.key: {pki / 'client.key'} does not match the certificate's public key"
+        in out.stderr
+    )
+
+
+def test_run_refuses_bad_config_before_binding(tmp_path: Path, pki: Path) -> None:
+    path, port, _ = _write_config(tmp_path, pki, 9)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["upstreams"][0]["url"] = "ftp://x"
+    path.write_text(yaml.safe_dump(cfg))
+    out = _cli("run", "-c", str(path))
+    assert (
+        out.returncode == 2 and "upstreams[0].url" in out.stderr and "Traceback" not in out.stderr
+    )
+
+
+def test_run_serves_curl_and_openssl(tmp_path: Path, pki: Path) -> None:
+    with EchoServer() as echo:
+        path, port, admin = _write_config(tmp_path, pki, echo.port)
+        with GatewayProcess(path, admin) as gw:
+            ok = curl(
+                "--cacert",
+                str(pki / "ca.pem"),
+                "--cert",
+                str(pki / "client.pem"),
+                "--key",
+                str(pki / "client.key"),
+                f"https://localhost:{port}/hello",
+            )
+            assert ok.returncode == 0 and '"path": "/hello"' in ok.stdout, ok.stderr
+            p12 = curl(
+                "--cacert",
+                str(pki / "ca.pem"),
+                "--cert-type",
+                "P12",
+                "--cert",
+                f"{pki / 'client.p12'}:changeit",
+                f"https://localhost:{port}/p12",
+            )
+            assert p12.returncode == 0 and '"path": "/p12"' in p12.stdout, p12.stderr
+            s_client = subprocess.run(
+                [
+                    "openssl",
+                    "s_client",
+                    "-connect",
+                    f"127.0.0.1:{port}",
+                    "-servername",
+                    "localhost",
+                    "-CAfile",
+                    str(pki / "ca.pem"),
+                    "-cert",
+                    str(pki / "client.pem"),
+                    "-key",
+                    str(pki / "client.key"),
+                    "-verify_return_error",
+                    "-quiet",
+                ],
+                input="GET /s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+            assert "HTTP/1.1 200" in s_client.stdout, s_client.stderr
+            expired = curl(
+                "--cacert",
+                str(pki / "ca.pem"),
+                "--cert",
+                str(pki / "client-expired.pem"),
+                "--key",
+                str(pki / "client-expired.key"),
+                f"https://localhost:{port}/",
+            )
+            assert expired.returncode != 0
+            m = scrape(admin)
+            assert (
+                sample(m, "mtls_gateway_tls_handshakes_total", listener="public", result="ok") == 3
+            )
+            assert (
+                sample(m, "mtls_gateway_tls_handshakes_total", listener="public", result="expired")
+                == 1
+            )
+            assert (
+                sample(m, "mtls_gateway_requests_total", route="all", method="GET", code="200") == 3
+            )
+        assert gw.proc is not None and gw.proc.returncode == 0  # SIGTERM drains and exits 0
+        logs = gw.logs()
+    assert '"reason": "expired"' in logs and '"verify_code": 10' in logs
+    assert '"logger": "gateway.access"' in logs and '"path": "/hello"' in logs
+
+
+def test_admin_endpoints(tmp_path: Path, pki: Path) -> None:
+    import urllib.request
+
+    with EchoServer() as echo:
+        path, _, admin = _write_config(tmp_path, pki, echo.port)
+        with GatewayProcess(path, admin):
+            for endpoint in ("healthz", "readyz"):
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/{endpoint}") as r:
+                    assert r.status == 200
+            m = scrape(admin)
+            assert (
+                sample(
+                    m,
+                    "mtls_gateway_certificate_expiry_timestamp_seconds",
+                    kind="server",
+                    name="public",
+                )
+                > 0
+            )
+            assert (
+                sample(
+                    m,
+                    "mtls_gateway_certificate_expiry_timestamp_seconds",
+                    kind="ca",
+                    name="mtls-gateway dev root CA",
+                )
+                > 0
+            )
