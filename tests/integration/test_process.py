@@ -130,7 +130,7 @@ def test_check_rejects_key_of_another_certificate(tmp_path: Path, pki: Path) -> 
 
 
 def test_run_refuses_bad_config_before_binding(tmp_path: Path, pki: Path) -> None:
-    path, port, _ = _write_config(tmp_path, pki, 9)
+    path, _, _ = _write_config(tmp_path, pki, 9)
     cfg = yaml.safe_load(path.read_text())
     cfg["upstreams"][0]["url"] = "ftp://x"
     path.write_text(yaml.safe_dump(cfg))

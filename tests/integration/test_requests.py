@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.harness import base_config, request, running, sample
 
@@ -16,11 +17,7 @@ from tests.harness import base_config, request, running, sample
 def _config(pki: Path, port: int) -> dict[str, Any]:
     cfg = base_config(pki, port, client_auth="optional")
     fp = hashlib.sha256(
-        x509.load_pem_x509_certificate((pki / "client.pem").read_bytes()).public_bytes(
-            __import__(
-                "cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]
-            ).Encoding.DER
-        )
+        x509.load_pem_x509_certificate((pki / "client.pem").read_bytes()).public_bytes(Encoding.DER)
     ).hexdigest()
     cfg["routes"] = [
         {
@@ -194,18 +191,12 @@ def test_rfc9440_and_xfcc_describe_the_client(gw, pki: Path) -> None:
     h = dict((k.lower(), v) for k, v in r.upstream_headers())
     der = x509.load_pem_x509_certificate(
         (pki / "client-intermediate.pem").read_bytes()
-    ).public_bytes(
-        __import__(
-            "cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]
-        ).Encoding.DER
-    )
+    ).public_bytes(Encoding.DER)
     assert h["client-cert"] == ":" + base64.b64encode(der).decode() + ":"
     chain = h["client-cert-chain"].split(", ")
     inter = x509.load_pem_x509_certificate((pki / "intermediate.pem").read_bytes())
     assert len(chain) == 1 and base64.b64decode(chain[0].strip(":")) == inter.public_bytes(
-        __import__(
-            "cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]
-        ).Encoding.DER
+        Encoding.DER
     )
     xfcc = h["x-forwarded-client-cert"]
     assert xfcc.startswith(f"Hash={hashlib.sha256(der).hexdigest()};")
