@@ -176,6 +176,21 @@ def _path_prefix(value: Any) -> str:
     return value
 
 
+def _upstream_url(value: Any) -> str:
+    if isinstance(value, str) and re.fullmatch(
+        r"http://[A-Za-z0-9.\-]+(:\d{1,5})?(/[^?#\s]*)?", value
+    ):
+        return value
+    if isinstance(value, str) and re.fullmatch(
+        r"http://\[[0-9A-Fa-f:.]+\](:\d{1,5})?(/[^?#\s]*)?", value
+    ):
+        return value
+    raise ValueError(
+        f"{value!r} is not an upstream URL; write http://host:port or http://host:port/base-path "
+        "(https upstreams are not supported yet)"
+    )
+
+
 def _method(value: Any) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]+", value):
         raise ValueError(f"{value!r} is not an HTTP method name")
@@ -211,7 +226,7 @@ class UpstreamTimeouts(Model):
 
 class UpstreamConfig(Model):
     name: Name
-    url: str = Field(pattern=r"^http://[^/?#\s]+(/[^?#\s]*)?$")
+    url: Annotated[str, BeforeValidator(_upstream_url)]
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
     max_connections: int = Field(default=100, ge=1, le=100000)
 

@@ -1,0 +1,73 @@
+"""The layering rule of design.md: pure modules import no I/O stack; lower layers never import higher."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "gateway"
+
+LAYER = {
+    "errors": 0,
+    "log": 0,
+    "reasons": 0,
+    "config": 1,
+    "identity": 1,
+    "devcerts": 1,
+    "certfiles": 1,
+    "routing": 2,
+    "policy": 2,
+    "tls": 2,
+    "metrics": 2,
+    "proxy": 3,
+    "listener": 3,
+    "echo": 3,
+    "runtime": 4,
+    "handler": 4,
+    "admin": 4,
+    "server": 5,
+    "demo": 6,
+    "cli": 6,
+    "__main__": 6,
+    "__init__": 0,
+}
+PURE = {"config", "identity", "routing", "policy", "reasons", "errors"}
+IO_MODULES = {"asyncio", "ssl", "aiohttp", "socket", "uvloop"}
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_every_module_has_a_layer() -> None:
+    assert {p.stem for p in PKG.glob("*.py")} == set(LAYER)
+
+
+def test_layers() -> None:
+    problems = []
+    for path in PKG.glob("*.py"):
+        me = path.stem
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if me in PURE and top in IO_MODULES:
+                problems.append(f"{me} is pure but imports {name}")
+            if name.startswith("gateway."):
+                other = name.split(".")[1]
+                if LAYER[other] > LAYER[me]:
+                    problems.append(
+                        f"{me} (layer {LAYER[me]}) imports {other} (layer {LAYER[other]})"
+                    )
+    assert not problems, problems
+
+
+def test_every_module_has_a_docstring() -> None:
+    for path in PKG.glob("*.py"):
+        assert ast.get_docstring(ast.parse(path.read_text())), (
+            f"{path.name} needs a one-line docstring"
+        )

@@ -1,0 +1,166 @@
+"""Path normalisation and route matching."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.config import parse_config
+from gateway.routing import (
+    BadPath,
+    MethodNotAllowed,
+    NoRoute,
+    Router,
+    normalise_host,
+    normalise_target,
+)
+
+
+@pytest.mark.parametrize(
+    "raw, path, encoded, query",
+    [
+        ("/", "/", "/", ""),
+        ("/a/b?x=1", "/a/b", "/a/b", "x=1"),
+        ("/a/../b", "/b", "/b", ""),
+        ("/a/./b/", "/a/b/", "/a/b/", ""),
+        ("//a///b", "/a/b", "/a/b", ""),
+        ("/../../etc", "/etc", "/etc", ""),
+        ("/a/..", "/", "/", ""),
+        ("/a/%2e%2e/b", "/b", "/b", ""),
+        ("/%61%62c", "/abc", "/abc", ""),
+        ("/caf%C3%A9", "/café", "/caf%C3%A9", ""),
+        ("/a%20b", "/a b", "/a%20b", ""),
+        ("/a;p=1/b", "/a;p=1/b", "/a;p=1/b", ""),
+        (
+            "/%25252e",
+            "/%252e",
+            "/%25252e",
+            "",
+        ),  # double encoding stays literal, never decoded twice
+    ],
+)
+def test_normalise(raw: str, path: str, encoded: str, query: str) -> None:
+    t = normalise_target(raw)
+    assert (t.path, t.encoded, t.query) == (path, encoded, query)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/a%2fb",
+        "/a%2F",
+        "/%5c",
+        "/a\\b",
+        "/a%00",
+        "/\x01",
+        "/a%zz",
+        "/a%",
+        "/%c0%ae",
+        "/%ff",
+        "http://x/",
+        "*",
+        "a/b",
+        "/a#f",
+    ],
+)
+def test_rejected_targets(raw: str) -> None:
+    with pytest.raises(BadPath):
+        normalise_target(raw)
+
+
+@given(st.text(max_size=60))
+def test_normaliser_only_raises_bad_path(text: str) -> None:
+    try:
+        t = normalise_target("/" + text)
+    except BadPath:
+        return
+    assert t.path.startswith("/")
+    assert "/../" not in t.path + "/" and "/./" not in t.path + "/" and "//" not in t.path
+    assert (
+        normalise_target(t.encoded + ("?" + t.query if t.query else "")).path == t.path
+    )  # idempotent
+
+
+@pytest.mark.parametrize(
+    "header, host",
+    [
+        ("Example.COM", "example.com"),
+        ("example.com.:8443", "example.com"),
+        ("[::1]:8443", "::1"),
+        ("127.0.0.1:1", "127.0.0.1"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_normalise_host(header: str | None, host: str | None) -> None:
+    assert normalise_host(header) == host
+
+
+def _router() -> Router:
+    doc = {
+        "listeners": [
+            {
+                "name": "l",
+                "bind": "127.0.0.1:1",
+                "tls": {"cert": "c", "key": "k", "client_ca": ["ca"]},
+            }
+        ],
+        "upstreams": [{"name": "u", "url": "http://127.0.0.1:2"}],
+        "routes": [
+            {
+                "name": "orders-read",
+                "match": {
+                    "host": "api.example.internal",
+                    "path_prefix": "/orders",
+                    "methods": ["GET"],
+                },
+                "upstream": "u",
+                "policy": {"allow": "any"},
+            },
+            {
+                "name": "wild",
+                "match": {"host": "*.svc.internal", "path_prefix": "/v1/"},
+                "upstream": "u",
+                "policy": {"allow": "any"},
+            },
+            {
+                "name": "health",
+                "match": {"path_prefix": "/healthz"},
+                "upstream": "u",
+                "policy": {"allow": "any"},
+            },
+        ],
+    }
+    return Router(parse_config(doc, "/").routes)
+
+
+@pytest.mark.parametrize(
+    "host, path, method, route",
+    [
+        ("api.example.internal", "/orders", "GET", "orders-read"),
+        ("api.example.internal", "/orders/1", "GET", "orders-read"),
+        ("api.example.internal", "/orders;x", "GET", "orders-read"),
+        ("a.svc.internal", "/v1/x", "POST", "wild"),
+        (None, "/healthz", "GET", "health"),
+        ("anything", "/healthz/deep", "GET", "health"),
+    ],
+)
+def test_first_match_wins(host: str | None, path: str, method: str, route: str) -> None:
+    assert _router().match(host, path, method).name == route
+
+
+@pytest.mark.parametrize(
+    "host, path, method, error",
+    [
+        ("api.example.internal", "/ordersx", "GET", NoRoute),  # prefix ends at a segment boundary
+        ("other.internal", "/orders", "GET", NoRoute),
+        ("a.b.svc.internal", "/v1/x", "GET", NoRoute),  # '*.' is one label
+        ("svc.internal", "/v1/x", "GET", NoRoute),
+        ("a.svc.internal", "/v1", "GET", NoRoute),  # prefix with trailing slash
+        ("api.example.internal", "/orders", "DELETE", MethodNotAllowed),
+    ],
+)
+def test_no_match(host: str, path: str, method: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        _router().match(host, path, method)
