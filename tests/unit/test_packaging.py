@@ -1,0 +1,37 @@
+"""The repository promises: README quickstart, Dockerfile shape, demo config validity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_shows_both_commands_first() -> None:
+    head = "\n".join((ROOT / "README.md").read_text().splitlines()[:20])
+    assert "make demo" in head and "make test" in head
+
+
+def test_readme_troubleshooting_covers_every_reason() -> None:
+    from gateway.reasons import HandshakeReason
+
+    text = (ROOT / "README.md").read_text()
+    missing = [r.value for r in HandshakeReason if f"| `{r.value}` |" not in text]
+    assert not missing, f"README troubleshooting lacks {missing}"
+
+
+def test_dockerfile_runs_non_root_with_healthcheck_and_no_keys() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    assert lines[[i for i, line in enumerate(lines) if line.startswith("FROM")][0]].endswith(
+        "-slim"
+    )
+    assert any(line.startswith("USER ") and line.split()[1] not in ("root", "0") for line in lines)
+    assert any(line.startswith("HEALTHCHECK") for line in lines)
+    assert 'CMD ["run", "-c", "/etc/mtls-gateway/gateway.yaml"]' in lines
+    copies = [line for line in lines if line.startswith(("COPY", "ADD"))]
+    assert copies and not any("certs" in c or ".key" in c or ".pem" in c for c in copies)
+    assert "certs-dev" in (ROOT / ".dockerignore").read_text()
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
