@@ -22,9 +22,7 @@ def test_readme_troubleshooting_covers_every_reason() -> None:
 
 def test_dockerfile_runs_non_root_with_healthcheck_and_no_keys() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
-    assert lines[[i for i, line in enumerate(lines) if line.startswith("FROM")][0]].endswith(
-        "-slim"
-    )
+    assert next(line for line in lines if line.startswith("FROM")).endswith("-slim")
     assert any(line.startswith("USER ") and line.split()[1] not in ("root", "0") for line in lines)
     assert any(line.startswith("HEALTHCHECK") for line in lines)
     assert 'CMD ["run", "-c", "/etc/mtls-gateway/gateway.yaml"]' in lines
