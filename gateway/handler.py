@@ -127,9 +127,14 @@ class Pipeline:
                 status=response.status,
                 upstream=upstream,
                 duration_ms=round(elapsed * 1000, 3),
+                upstream_ms=_ms(request.get("upstream_headers_seconds")),
                 **(_client_fields(conn) if conn else {}),
             ),
         )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
 def _client_fields(conn: ConnInfo) -> dict[str, str | None]:

@@ -203,7 +203,9 @@ class Upstream:
         except (aiohttp.ClientError, OSError) as exc:
             self._count("reset")
             raise UpstreamError(f"{self.name}: connection failed: {exc!r}") from None
-        self._metrics.upstream_duration.labels(self.name).observe(time.perf_counter() - started)
+        headers_after = time.perf_counter() - started
+        self._metrics.upstream_duration.labels(self.name).observe(headers_after)
+        request["upstream_headers_seconds"] = headers_after
         try:
             return await self._relay(request, upstream, request_id)
         finally:

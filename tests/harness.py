@@ -174,10 +174,12 @@ def request(
         conn.putheader(k, v)
     if body is not None:
         conn.putheader("Content-Length", str(len(body)))
-    conn.endheaders(body)
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
+    try:
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        data = resp.read()
+    finally:
+        conn.close()
     return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
 
 

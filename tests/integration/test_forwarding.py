@@ -170,3 +170,39 @@ def test_upstream_base_path_and_status_pass_through(pki: Path) -> None:
         assert body["method"] == "PUT" and body["body_bytes"] == 5
         assert ["X-Custom", "kept"] in body["headers"]
         assert scrape(gw.admin_port)
+
+
+def test_upstream_dying_mid_body_truncates_the_response(pki: Path) -> None:
+    """After the headers went out, an upstream reset must not look like a complete response."""
+    import http.client
+    import socket
+    import threading
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve_once() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        srv.close()
+
+    t = threading.Thread(target=serve_once, daemon=True)
+    t.start()
+    with running(lambda p: _upstream_config(pki, p, f"http://127.0.0.1:{port}"), pki) as gw:
+        with pytest.raises(
+            (http.client.IncompleteRead, ConnectionError, http.client.RemoteDisconnected)
+        ):
+            request(gw.port, "/dead/x", pki)
+        assert (
+            sample(
+                gw.metrics(),
+                "mtls_gateway_upstream_requests_total",
+                upstream="down",
+                outcome="reset",
+            )
+            == 1
+        )
+        assert request(gw.port, "/still-serving", pki).status == 200
+    t.join(5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -211,7 +212,18 @@ def test_run_serves_curl_and_openssl(tmp_path: Path, pki: Path) -> None:
         assert gw.proc is not None and gw.proc.returncode == 0  # SIGTERM drains and exits 0
         logs = gw.logs()
     assert '"reason": "expired"' in logs and '"verify_code": 10' in logs
-    assert '"logger": "gateway.access"' in logs and '"path": "/hello"' in logs
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    access = next(e for e in lines if e["logger"] == "gateway.access" and e["path"] == "/hello")
+    assert access["status"] == 200 and access["route"] == "all" and access["upstream"] == "echo"
+    assert access["client_subject"] == "OU=clients,O=mtls-gateway dev,CN=client"
+    assert len(access["client_sha256"]) == 64 and len(access["request_id"]) == 16
+    assert access["duration_ms"] >= access["upstream_ms"] > 0
+    failed = next(e for e in lines if e["msg"] == "tls handshake failed")
+    assert (
+        failed["reason"] == "expired"
+        and failed["sni"] == "localhost"
+        and failed["peer"].startswith("127.0.0.1:")
+    )
 
 
 def test_admin_endpoints(tmp_path: Path, pki: Path) -> None:
