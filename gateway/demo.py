@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import sys
-from contextlib import suppress
 from pathlib import Path
 
 from yarl import URL
@@ -26,7 +23,7 @@ def _rel(path: Path) -> str:
 
 def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
     from gateway.cli import _config_error, _run_loop, load_checked
-    from gateway.server import Gateway
+    from gateway.server import Gateway, wait_for_stop_signal
 
     certs = Path(certs_dir)
     if devcerts.missing(certs):
@@ -69,12 +66,7 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
                 ]
             lines += ["", "Ctrl-C stops the demo.", ""]
             print("\n".join(lines), file=sys.stderr, flush=True)
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with suppress(NotImplementedError):
-                    loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
+            await wait_for_stop_signal()
         finally:
             await gateway.stop(drain_seconds=5)
             await runner.cleanup()

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway.errors import DownstreamError, HttpError
 from gateway.listener import ConnectionTracker, ConnInfo
-from gateway.log import access_log, event, policy_log, proxy_log
+from gateway.log import access_log, event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
 from gateway.proxy import ClientContext, upstream_headers
 from gateway.reasons import POLICY_ERROR_CODES
@@ -56,6 +56,7 @@ class Pipeline:
         conn = self.tracker.conns.get(request.protocol)
         route: CompiledRoute | None = None
         upstream_name = ""
+        upstream_seconds: float | None = None
         try:
             snap = self._snapshot()
             if conn is None:  # the connection closed while the request was queued
@@ -85,7 +86,7 @@ class Pipeline:
             ctx = ClientContext(conn.peer_ip, host, conn.identity, conn.chain, request_id)
             headers = upstream_headers(request, ctx, route.config.forward_identity)
             url = upstream.url_for(target.encoded, target.query)
-            response = await upstream.forward(request, url, headers, request_id)
+            response, upstream_seconds = await upstream.forward(request, url, headers, request_id)
         except HttpError as err:
             if err.status >= 500:
                 proxy_log.warning(
@@ -98,7 +99,18 @@ class Pipeline:
                     ),
                 )
             response = error_response(err, route.config.name if route else None, request_id)
-        self._account(request, response, route, conn, request_id, upstream_name, started)
+        except (
+            Exception
+        ):  # a gateway bug: logged with its traceback, counted, JSON 500 to the client
+            server_log.exception(
+                "unhandled error in request pipeline", extra=event(request_id=request_id)
+            )
+            response = error_response(
+                HttpError("internal error"), route.config.name if route else None, request_id
+            )
+        self._account(
+            request, response, route, conn, request_id, upstream_name, upstream_seconds, started
+        )
         return response
 
     def _account(
@@ -109,6 +121,7 @@ class Pipeline:
         conn: ConnInfo | None,
         request_id: str,
         upstream: str,
+        upstream_seconds: float | None,
         started: float,
     ) -> None:
         elapsed = time.perf_counter() - started
@@ -127,7 +140,7 @@ class Pipeline:
                 status=response.status,
                 upstream=upstream,
                 duration_ms=round(elapsed * 1000, 3),
-                upstream_ms=_ms(request.get("upstream_headers_seconds")),
+                upstream_ms=_ms(upstream_seconds),
                 **(_client_fields(conn) if conn else {}),
             ),
         )

@@ -175,8 +175,10 @@ class Upstream:
 
     async def forward(
         self, request: web.BaseRequest, url: URL, headers: CIMultiDict[str], request_id: str
-    ) -> web.StreamResponse:
-        """Send the request, stream the answer back; map upstream faults to 502/504."""
+    ) -> tuple[web.StreamResponse, float]:
+        """Send the request and stream the answer back; map upstream faults to 502/504.
+
+        Returns the response and how long the upstream took to send its headers."""
         data = request.content if request.body_exists else None
         if data is not None and request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -205,9 +207,8 @@ class Upstream:
             raise UpstreamError(f"{self.name}: connection failed: {exc!r}") from None
         headers_after = time.perf_counter() - started
         self._metrics.upstream_duration.labels(self.name).observe(headers_after)
-        request["upstream_headers_seconds"] = headers_after
         try:
-            return await self._relay(request, upstream, request_id)
+            return await self._relay(request, upstream, request_id), headers_after
         finally:
             upstream.release()
 

@@ -19,6 +19,16 @@ from gateway.metrics import Metrics
 from gateway.runtime import Snapshot, build_snapshot
 
 
+async def wait_for_stop_signal() -> None:
+    """Return once SIGTERM or SIGINT arrives."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 class Gateway:
     """Build everything from a validated config, bind, serve; `stop` drains gracefully."""
 
@@ -107,12 +117,7 @@ class Gateway:
 
     async def serve_until_signalled(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         await self.start()
-        await stop.wait()
+        await wait_for_stop_signal()
         server_log.info("signal received, draining")
         await self.stop()

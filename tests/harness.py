@@ -296,3 +296,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def write_config(
+    tmp_path: Path, pki: Path, echo_port: int, **changes: Any
+) -> tuple[Path, int, int]:
+    """The baseline config on free ports, written to `tmp_path/gateway.yaml` for the real command."""
+    import yaml
+
+    cfg = base_config(pki, echo_port)
+    port, admin = free_port(), free_port()
+    cfg["listeners"][0]["bind"] = f"127.0.0.1:{port}"
+    cfg["admin"]["bind"] = f"127.0.0.1:{admin}"
+    cfg["logging"] = {"level": "info", "access_log": True}
+    cfg.update(changes)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, port, admin

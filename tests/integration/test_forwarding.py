@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.harness import (
     EchoServer,
@@ -19,6 +18,7 @@ from tests.harness import (
     running,
     sample,
     scrape,
+    write_config,
 )
 
 MIB = 1024 * 1024
@@ -48,12 +48,7 @@ def test_large_bodies_stream_without_memory_growth(tmp_path: Path, pki: Path) ->
             f.write(block)
             digest.update(block)
     with EchoServer() as echo:
-        cfg = base_config(pki, echo.port)
-        port, admin = free_port(), free_port()
-        cfg["listeners"][0]["bind"] = f"127.0.0.1:{port}"
-        cfg["admin"]["bind"] = f"127.0.0.1:{admin}"
-        path = tmp_path / "gateway.yaml"
-        path.write_text(yaml.safe_dump(cfg))
+        path, port, admin = write_config(tmp_path, pki, echo.port)
         with GatewayProcess(path, admin) as gw:
             warm = subprocess.run(
                 [*_curl_tls(pki), f"https://localhost:{port}/warm", "-d", "x"],

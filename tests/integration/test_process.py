@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import EchoServer, GatewayProcess, base_config, curl, free_port, sample, scrape
+from tests.harness import EchoServer, GatewayProcess, curl, sample, scrape, write_config
 
 pytestmark = pytest.mark.process
 
@@ -23,20 +23,6 @@ def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
         timeout=60,
         cwd=cwd,
     )
-
-
-def _write_config(
-    tmp_path: Path, pki: Path, echo_port: int, **changes: object
-) -> tuple[Path, int, int]:
-    cfg = base_config(pki, echo_port)
-    port, admin = free_port(), free_port()
-    cfg["listeners"][0]["bind"] = f"127.0.0.1:{port}"
-    cfg["admin"]["bind"] = f"127.0.0.1:{admin}"
-    cfg["logging"] = {"level": "info", "access_log": True}
-    cfg.update(changes)
-    path = tmp_path / "gateway.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path, port, admin
 
 
 def test_dev_certs_writes_every_artefact(tmp_path: Path) -> None:
@@ -95,13 +81,13 @@ def test_dev_certs_writes_every_artefact(tmp_path: Path) -> None:
 
 
 def test_check_accepts_good_config(tmp_path: Path, pki: Path) -> None:
-    path, _, _ = _write_config(tmp_path, pki, 9)
+    path, _, _ = write_config(tmp_path, pki, 9)
     out = _cli("check", "-c", str(path))
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr
 
 
 def test_check_reports_every_problem_with_its_path(tmp_path: Path, pki: Path) -> None:
-    path, _, _ = _write_config(tmp_path, pki, 9)
+    path, _, _ = write_config(tmp_path, pki, 9)
     cfg = yaml.safe_load(path.read_text())
     cfg["listeners"][0]["tls"]["client_auth"] = "sometimes"
     cfg["routes"][0]["policy"] = {"allow": []}
@@ -118,7 +104,7 @@ def test_check_reports_every_problem_with_its_path(tmp_path: Path, pki: Path) ->
 
 
 def test_check_rejects_key_of_another_certificate(tmp_path: Path, pki: Path) -> None:
-    path, _, _ = _write_config(tmp_path, pki, 9)
+    path, _, _ = write_config(tmp_path, pki, 9)
     cfg = yaml.safe_load(path.read_text())
     cfg["listeners"][0]["tls"]["key"] = str(pki / "client.key")
     path.write_text(yaml.safe_dump(cfg))
@@ -131,7 +117,7 @@ def test_check_rejects_key_of_another_certificate(tmp_path: Path, pki: Path) -> 
 
 
 def test_run_refuses_bad_config_before_binding(tmp_path: Path, pki: Path) -> None:
-    path, _, _ = _write_config(tmp_path, pki, 9)
+    path, _, _ = write_config(tmp_path, pki, 9)
     cfg = yaml.safe_load(path.read_text())
     cfg["upstreams"][0]["url"] = "ftp://x"
     path.write_text(yaml.safe_dump(cfg))
@@ -143,7 +129,7 @@ def test_run_refuses_bad_config_before_binding(tmp_path: Path, pki: Path) -> Non
 
 def test_run_serves_curl_and_openssl(tmp_path: Path, pki: Path) -> None:
     with EchoServer() as echo:
-        path, port, admin = _write_config(tmp_path, pki, echo.port)
+        path, port, admin = write_config(tmp_path, pki, echo.port)
         with GatewayProcess(path, admin) as gw:
             ok = curl(
                 "--cacert",
@@ -230,7 +216,7 @@ def test_admin_endpoints(tmp_path: Path, pki: Path) -> None:
     import urllib.request
 
     with EchoServer() as echo:
-        path, _, admin = _write_config(tmp_path, pki, echo.port)
+        path, _, admin = write_config(tmp_path, pki, echo.port)
         with GatewayProcess(path, admin):
             for endpoint in ("healthz", "readyz"):
                 with urllib.request.urlopen(f"http://127.0.0.1:{admin}/{endpoint}") as r:
