@@ -183,6 +183,18 @@ def request(
     return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
 
 
+def cert_args(pki: Path, cert: str = "client") -> list[str]:
+    """curl options: trust the dev CA and present `cert`."""
+    return [
+        "--cacert",
+        str(pki / "ca.pem"),
+        "--cert",
+        str(pki / f"{cert}.pem"),
+        "--key",
+        str(pki / f"{cert}.key"),
+    ]
+
+
 def curl(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["curl", "-sS", *args], capture_output=True, text=True, timeout=timeout)
 

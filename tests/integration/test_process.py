@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import EchoServer, GatewayProcess, curl, sample, scrape, write_config
+from tests.harness import (
+    EchoServer,
+    GatewayProcess,
+    cert_args,
+    curl,
+    sample,
+    scrape,
+    write_config,
+)
 
 pytestmark = pytest.mark.process
 
@@ -131,15 +139,7 @@ def test_run_serves_curl_and_openssl(tmp_path: Path, pki: Path) -> None:
     with EchoServer() as echo:
         path, port, admin = write_config(tmp_path, pki, echo.port)
         with GatewayProcess(path, admin) as gw:
-            ok = curl(
-                "--cacert",
-                str(pki / "ca.pem"),
-                "--cert",
-                str(pki / "client.pem"),
-                "--key",
-                str(pki / "client.key"),
-                f"https://localhost:{port}/hello",
-            )
+            ok = curl(*cert_args(pki), f"https://localhost:{port}/hello")
             assert ok.returncode == 0 and '"path": "/hello"' in ok.stdout, ok.stderr
             p12 = curl(
                 "--cacert",
