@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import base_config, curl, running, sample
+from tests.harness import base_config, cert_args, curl, running, sample
 
 HANDSHAKES = "mtls_gateway_tls_handshakes_total"
 
@@ -68,12 +68,7 @@ def test_client_certificate_outcome_and_label(gateway, pki: Path, cert: str) -> 
     result, succeeds = CERT_CASES[cert]
     before = _handshake_counts(gateway)
     out = curl(
-        "--cacert",
-        str(pki / "ca.pem"),
-        "--cert",
-        str(pki / f"{cert}.pem"),
-        "--key",
-        str(pki / f"{cert}.key"),
+        *cert_args(pki, cert),
         "-o",
         "/dev/null",
         "-w",
