@@ -1,24 +1,32 @@
-"""The admin port: /metrics (Prometheus), /healthz (alive) and /readyz (every listener bound)."""
+"""The admin port: /metrics, /healthz (alive), /readyz (serving) and POST /reload."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.metrics import Metrics
+from gateway.runtime import ReloadResult
 
 
 class Admin:
     """Plain-HTTP admin listener; keep it on loopback or a private interface."""
 
-    def __init__(self, bind: str, metrics: Metrics, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        bind: str,
+        metrics: Metrics,
+        ready: Callable[[], bool],
+        reload: Callable[[str], Awaitable[ReloadResult]] | None = None,
+    ) -> None:
         host, _, port = bind.rpartition(":")
         self._host = host.strip("[]")
         self._port = int(port)
         self._metrics = metrics
         self._ready = ready
+        self._reload = reload
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -26,6 +34,7 @@ class Admin:
         app.router.add_get("/metrics", self._metrics_view)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_post("/reload", self._reload_view)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
@@ -53,3 +62,17 @@ class Admin:
         if self._ready():
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready"}, status=503)
+
+    async def _reload_view(self, _request: web.Request) -> web.Response:
+        """200 with the result when the new config is serving; 422 with every problem if not."""
+        if self._reload is None:
+            return web.json_response(
+                {"result": "failure", "problems": ["reload unavailable"]}, status=501
+            )
+        result = await self._reload("admin")
+        body = {
+            "result": "success" if result.ok else "failure",
+            "problems": result.problems,
+            "duration_ms": round(result.seconds * 1000, 3),
+        }
+        return web.json_response(body, status=200 if result.ok else 422)

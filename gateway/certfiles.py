@@ -11,18 +11,25 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.config import GatewayConfig
-from gateway.errors import ConfigProblem
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError, ConfigProblem
 
 
 @dataclass(frozen=True)
 class HeldCert:
     """A certificate the gateway holds, for expiry gauges and warnings."""
 
-    kind: str  # server | ca
+    kind: str  # server | server_chain | ca | crl
     name: str
     subject: str
-    not_after: float
+    not_after: float  # for a CRL: its nextUpdate
+    warn_before: float = 0.0  # seconds before not_after at which to log a warning
+
+
+def _held(kind: str, name: str, cert: x509.Certificate, warn_before: float) -> HeldCert:
+    return HeldCert(
+        kind, name, cert.subject.rfc4514_string(), cert.not_valid_after_utc.timestamp(), warn_before
+    )
 
 
 def _read(path: str, where: str, problems: list[ConfigProblem]) -> bytes | None:
@@ -73,6 +80,15 @@ def _san_covers(san: x509.SubjectAlternativeName | None, host: str) -> bool:
     return False
 
 
+def load_checked(path: str | Path) -> tuple[GatewayConfig, list[HeldCert]]:
+    """Load the config and check every file it names; raise ConfigError with all problems."""
+    cfg = load_config(path)
+    problems, held = check_files(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg, held
+
+
 def check_files(
     cfg: GatewayConfig, now: dt.datetime | None = None
 ) -> tuple[list[ConfigProblem], list[HeldCert]]:
@@ -89,14 +105,9 @@ def check_files(
         )
         if certs:
             leaf = certs[0]
-            held.append(
-                HeldCert(
-                    "server",
-                    lst.name,
-                    leaf.subject.rfc4514_string(),
-                    leaf.not_valid_after_utc.timestamp(),
-                )
-            )
+            warn = lst.tls.expiry_warning
+            held.append(_held("server", lst.name, leaf, warn))
+            held += [_held("server_chain", f"{lst.name}/{_cn(c)}", c, warn) for c in certs[1:]]
             sans.append(_check_server_leaf(leaf, lst.tls.cert, f"{base}.cert", now, problems))
             key_data = _read(lst.tls.key, f"{base}.key", problems)
             if key_data is not None:
@@ -109,14 +120,7 @@ def check_files(
             if ca_data is None:
                 continue
             for ca in _load_certs(ca_data, ca_path, where, problems):
-                held.append(
-                    HeldCert(
-                        "ca",
-                        _cn(ca),
-                        ca.subject.rfc4514_string(),
-                        ca.not_valid_after_utc.timestamp(),
-                    )
-                )
+                held.append(_held("ca", _cn(ca), ca, lst.tls.expiry_warning))
                 _check_ca(ca, ca_path, where, now, problems)
     for i, route in enumerate(cfg.routes):
         host = route.match.host

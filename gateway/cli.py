@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import __version__, devcerts
-from gateway.certfiles import HeldCert, check_files
-from gateway.config import GatewayConfig, load_config
+from gateway.certfiles import load_checked
 from gateway.errors import ConfigError
 from gateway.log import setup as setup_logging
 
@@ -21,15 +20,6 @@ EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 def _fail(message: str, code: int) -> int:
     print(message, file=sys.stderr)
     return code
-
-
-def load_checked(path: str) -> tuple[GatewayConfig, list[HeldCert]]:
-    """Load the config and check every file it names; raise ConfigError with all problems."""
-    cfg = load_config(path)
-    problems, held = check_files(cfg)
-    if problems:
-        raise ConfigError(problems)
-    return cfg, held
 
 
 def _config_error(path: str, exc: ConfigError) -> int:
@@ -61,7 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(cfg.logging.level)
 
     async def main() -> None:
-        gateway = Gateway(cfg, held=held)
+        gateway = Gateway(cfg, held=held, config_path=args.config)
         await gateway.serve_until_signalled()
 
     try:

@@ -26,17 +26,17 @@ from gateway.errors import ConfigError, ConfigProblem
 
 # --------------------------------------------------------------------------- value types
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def parse_duration(value: Any) -> float:
-    """`500ms`, `10s`, `5m`, `1h` -> seconds."""
+    """`500ms`, `10s`, `5m`, `1h`, `28d` -> seconds."""
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
             return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError(f"{value!r} is not a duration; write it like 500ms, 10s, 5m or 1h")
+    raise ValueError(f"{value!r} is not a duration; write it like 500ms, 10s, 5m, 1h or 28d")
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
@@ -204,6 +204,43 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _http_url(value: Any) -> str:
+    if isinstance(value, str) and re.fullmatch(r"https?://[^\s/?#]+(/[^\s#]*)?", value):
+        return value
+    raise ValueError(f"{value!r} is not an http:// or https:// URL")
+
+
+HttpUrl = Annotated[str, BeforeValidator(_http_url)]
+
+
+class CrlUrl(Model):
+    """A CRL fetched over HTTP on a schedule; the last good copy is kept in `cache`."""
+
+    url: HttpUrl
+    cache: FilePath = Field(description="file holding the last good copy (written atomically)")
+    refresh: Duration = 3600.0
+    timeout: Duration = 10.0
+
+
+def _crl_tag(value: Any) -> str:
+    return "__url__" if isinstance(value, dict) else "__file__"
+
+
+CrlSource = Annotated[
+    Annotated[FilePath, Tag("__file__")] | Annotated[CrlUrl, Tag("__url__")],
+    Discriminator(_crl_tag),
+]
+
+
+class OcspConfig(Model):
+    """OCSP status of client certificates, checked after the handshake, before any request."""
+
+    mode: Literal["off", "soft", "hard"] = "off"
+    responder_url: HttpUrl | None = None
+    cache_ttl: Duration = 300.0
+    timeout: Duration = 2.0
+
+
 class TlsConfig(Model):
     cert: FilePath = Field(description="server certificate chain (PEM): leaf first")
     key: FilePath = Field(description="private key of the server certificate (PEM)")
@@ -211,6 +248,19 @@ class TlsConfig(Model):
     client_auth: Literal["require", "optional", "none"] = "require"
     min_version: Literal["1.2", "1.3"] = "1.2"
     handshake_timeout: Duration = 10.0
+    crl: tuple[CrlSource, ...] = Field(default=(), description="CRL files (PEM/DER) or URLs")
+    allow_missing_crl: bool = Field(
+        default=False,
+        description="start even when a CA of client_ca has no CRL (its clients fail crl_error)",
+    )
+    ocsp: OcspConfig = OcspConfig()
+    verify_profile: Literal["openssl", "strict"] = "openssl"
+    expiry_warning: Duration = Field(
+        default=28 * 86400.0, description="warn when the server certificate has less than this left"
+    )
+    crl_warning: Duration = Field(
+        default=86400.0, description="warn when a CRL's nextUpdate is closer than this"
+    )
 
 
 class ListenerConfig(Model):
@@ -303,6 +353,11 @@ class AdminConfig(Model):
     bind: Bind = "127.0.0.1:9901"
 
 
+class ReloadConfig(Model):
+    watch: bool = Field(default=True, description="reload when a referenced file changes")
+    debounce: Duration = 0.5
+
+
 class LoggingConfig(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = True
@@ -320,11 +375,13 @@ class GatewayConfig(Model):
     routes: Annotated[tuple[RouteConfig, ...], AfterValidator(_non_empty)]
     admin: AdminConfig | None = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
+    reload: ReloadConfig = ReloadConfig()
+    shutdown_timeout: Duration = 30.0
 
 
 # --------------------------------------------------------------------------- loading
 
-_HIDDEN_LOC = {"__any__", "__list__"}
+_HIDDEN_LOC = {"__any__", "__list__", "__url__", "__file__"}
 
 
 def _loc_to_path(loc: tuple[int | str, ...]) -> str:

@@ -22,8 +22,9 @@ def _rel(path: Path) -> str:
 
 
 def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
-    from gateway.cli import _config_error, _run_loop, load_checked
-    from gateway.server import Gateway, wait_for_stop_signal
+    from gateway.certfiles import load_checked
+    from gateway.cli import _config_error, _run_loop
+    from gateway.server import Gateway
 
     certs = Path(certs_dir)
     if devcerts.missing(certs):
@@ -38,9 +39,9 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
 
     async def main() -> None:
         runner, _ = await start_echo(upstream.host or "127.0.0.1", upstream.port or 80)
-        gateway = Gateway(cfg, held=held)
-        try:
-            await gateway.start()
+        gateway = Gateway(cfg, held=held, config_path=config_path)
+
+        def announce() -> None:
             host, port = gateway.listeners[0].address
             name = "localhost" if host in ("127.0.0.1", "::1") else host
             base = (
@@ -66,9 +67,10 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
                 ]
             lines += ["", "Ctrl-C stops the demo.", ""]
             print("\n".join(lines), file=sys.stderr, flush=True)
-            await wait_for_stop_signal()
+
+        try:
+            await gateway.serve_until_signalled(on_ready=announce)
         finally:
-            await gateway.stop(drain_seconds=5)
             await runner.cleanup()
 
     try:

@@ -137,7 +137,7 @@ class Listener:
         self.name = name
         self.bind = bind
         self._context = context
-        self._timeout = handshake_timeout
+        self.handshake_timeout = handshake_timeout  # updated in place by a reload
         self.server = server
         self._metrics = metrics
         self._sock: socket.socket | None = None
@@ -211,9 +211,10 @@ class Listener:
         state = HandshakeState()
         _HANDSHAKE.set(state)
         try:
-            async with asyncio.timeout(self._timeout):
+            timeout = self.handshake_timeout
+            async with asyncio.timeout(timeout):
                 await loop.connect_accepted_socket(
-                    self.server, conn, ssl=ctx, ssl_handshake_timeout=self._timeout + 1
+                    self.server, conn, ssl=ctx, ssl_handshake_timeout=timeout + 1
                 )
         except asyncio.CancelledError:
             conn.close()

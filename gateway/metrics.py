@@ -86,7 +86,8 @@ class Metrics:
         )
         self.certificate_expiry = Gauge(
             PREFIX + "certificate_expiry_timestamp_seconds",
-            "notAfter of each certificate the gateway holds (kind: server, ca).",
+            "notAfter of each certificate the gateway holds, nextUpdate of each CRL "
+            "(kind: server, server_chain, ca, crl).",
             ["kind", "name"],
             registry=r,
         )
@@ -96,3 +97,15 @@ class Metrics:
             buckets=_REMAINING_BUCKETS,
             registry=r,
         )
+        self.config_reloads = Counter(
+            PREFIX + "config_reloads_total",
+            "Reload attempts by result (success, failure).",
+            ["result"],
+            registry=r,
+        )
+        self.config_last_reload_success = Gauge(
+            PREFIX + "config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully (start or reload).",
+            registry=r,
+        )
+        self.config_last_reload_success.set_to_current_time()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -144,6 +146,8 @@ class Upstream:
         )
         self._limit = cfg.max_connections
         self._session: aiohttp.ClientSession | None = None
+        self.config = cfg
+        self.inflight = 0  # requests between forward() and the end of the relayed body
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -166,6 +170,14 @@ class Upstream:
             await self._session.close()
             self._session = None
 
+    async def close_when_idle(self, deadline: float) -> None:
+        """Close the pool once no request uses it (retired by a reload), at most `deadline` s."""
+        waited = 0.0
+        while self.inflight and waited < deadline:
+            await asyncio.sleep(0.1)
+            waited += 0.1
+        await self.close()
+
     def url_for(self, encoded_path: str, query: str) -> URL:
         text = self._origin + self._base_path + encoded_path + (f"?{query}" if query else "")
         return URL(text, encoded=True)
@@ -183,6 +195,21 @@ class Upstream:
         if data is not None and request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         started = time.perf_counter()
+        self.inflight += 1
+        try:
+            return await self._forward(request, url, headers, request_id, data, started)
+        finally:
+            self.inflight -= 1
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        url: URL,
+        headers: CIMultiDict[str],
+        request_id: str,
+        data: Any,
+        started: float,
+    ) -> tuple[web.StreamResponse, float]:
         try:
             upstream = await self.session.request(
                 request.method,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import GatewayConfig, RouteConfig
 from gateway.listener import record_sni
@@ -35,14 +35,37 @@ class Snapshot:
         for upstream in self.upstreams.values():
             await upstream.close()
 
+    def retired_by(self, new: Snapshot) -> list[Upstream]:
+        """Upstream pools of this snapshot that `new` does not reuse."""
+        keep = {id(u) for u in new.upstreams.values()}
+        return [u for u in self.upstreams.values() if id(u) not in keep]
 
-def build_snapshot(cfg: GatewayConfig, metrics: Metrics) -> Snapshot:
-    """Compile policies, create upstream pools and TLS contexts; raises ConfigError."""
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What one reload attempt did: ok, or every problem that made it keep the old config."""
+
+    ok: bool
+    trigger: str
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def build_snapshot(
+    cfg: GatewayConfig, metrics: Metrics, previous: Snapshot | None = None
+) -> Snapshot:
+    """Compile policies, create upstream pools and TLS contexts; raises ConfigError.
+
+    Upstreams whose config did not change keep their pool (and its warm connections)."""
     contexts = {
         lst.name: server_context(lst.tls, f"listeners[{i}].tls", sni_callback=record_sni)
         for i, lst in enumerate(cfg.listeners)
     }
-    upstreams = {u.name: Upstream(u, metrics) for u in cfg.upstreams}
+    old = previous.upstreams if previous is not None else {}
+    upstreams = {
+        u.name: old[u.name] if u.name in old and old[u.name].config == u else Upstream(u, metrics)
+        for u in cfg.upstreams
+    }
     routes = {
         r.name: CompiledRoute(
             r, RoutePolicy(r.policy, f"routes[{i}].policy"), upstreams[r.upstream]

@@ -1,52 +1,89 @@
-"""One running gateway: snapshot, listeners, admin port, start and graceful stop."""
+"""One running gateway: snapshot, listeners, admin port, reload, start and graceful stop."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import ssl
+import time
+from collections.abc import Callable, Coroutine
 from contextlib import suppress
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 from gateway.admin import Admin
-from gateway.certfiles import HeldCert
-from gateway.config import GatewayConfig
+from gateway.certfiles import HeldCert, load_checked
+from gateway.config import GatewayConfig, ListenerConfig
+from gateway.errors import ConfigError
 from gateway.handler import Pipeline
 from gateway.identity import IdentityCache
 from gateway.listener import ConnectionTracker, Listener
-from gateway.log import access_log, event, server_log
+from gateway.log import access_log, config_log, event, server_log
 from gateway.metrics import Metrics
-from gateway.runtime import Snapshot, build_snapshot
+from gateway.runtime import ReloadResult, Snapshot, build_snapshot
+from gateway.watch import FileWatcher
+
+EXPIRY_CHECK_SECONDS = 3600.0
 
 
-async def wait_for_stop_signal() -> None:
-    """Return once SIGTERM or SIGINT arrives."""
+async def wait_for_stop_signal(on_signal: Callable[[], None] | None = None) -> None:
+    """Return once SIGTERM or SIGINT arrives; `on_signal` runs in the signal callback itself."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def received() -> None:
+        if on_signal is not None:
+            on_signal()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, received)
     await stop.wait()
 
 
+def referenced_files(cfg: GatewayConfig) -> list[str]:
+    """Every local file a config names (what a reload re-reads)."""
+    files: list[str] = []
+    for lst in cfg.listeners:
+        files += [lst.tls.cert, lst.tls.key, *lst.tls.client_ca]
+        files += [c for c in lst.tls.crl if isinstance(c, str)]
+    return files
+
+
 class Gateway:
-    """Build everything from a validated config, bind, serve; `stop` drains gracefully."""
+    """Build everything from a validated config, bind, serve; `reload` swaps, `stop` drains."""
 
     def __init__(
-        self, cfg: GatewayConfig, metrics: Metrics | None = None, held: list[HeldCert] | None = None
+        self,
+        cfg: GatewayConfig,
+        metrics: Metrics | None = None,
+        held: list[HeldCert] | None = None,
+        config_path: str | Path | None = None,
     ):
         self.metrics = metrics or Metrics()
         self._snapshot = build_snapshot(cfg, self.metrics)
         self._held = held or []
+        self._config_path = Path(config_path).resolve() if config_path is not None else None
         self.identities = IdentityCache()
-        self.listeners: list[Listener] = []
+        self._listeners: dict[str, Listener] = {}
         self.admin: Admin | None = None
         self._ready = False
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watcher: FileWatcher | None = None
+        self._warned: set[tuple[str, str, int]] = set()
         access_log.disabled = not cfg.logging.access_log
 
     @property
     def config(self) -> GatewayConfig:
         return self._snapshot.config
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return list(self._listeners.values())
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
@@ -58,39 +95,58 @@ class Gateway:
     def ready(self) -> bool:
         return self._ready
 
+    def _not_ready(self) -> None:
+        self._ready = False
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ start / stop
+
+    def _open_listener(self, lst: ListenerConfig) -> Listener:
+        pipeline = Pipeline(self.snapshot, self.metrics)
+        tracker = ConnectionTracker(
+            pipeline, lst.name, self.metrics, self.identities, keepalive_timeout=75.0
+        )
+        pipeline.tracker = tracker
+        listener = Listener(
+            lst.name,
+            lst.bind,
+            partial(self.context_for, lst.name),
+            lst.tls.handshake_timeout,
+            tracker,
+            self.metrics,
+        )
+        try:
+            listener.open()
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"listener {lst.name!r} cannot bind {lst.bind}: {exc.strerror}"
+            ) from None
+        return listener
+
     async def start(self) -> None:
         """Bind every listener (raising OSError if one cannot), then start serving."""
         cfg = self._snapshot.config
-        for lst in cfg.listeners:
-            pipeline = Pipeline(self.snapshot, self.metrics)
-            tracker = ConnectionTracker(
-                pipeline, lst.name, self.metrics, self.identities, keepalive_timeout=75.0
-            )
-            pipeline.tracker = tracker
-            listener = Listener(
-                lst.name,
-                lst.bind,
-                partial(self.context_for, lst.name),
-                lst.tls.handshake_timeout,
-                tracker,
-                self.metrics,
-            )
-            try:
-                listener.open()
-            except OSError as exc:
-                for opened in self.listeners:
-                    await opened.stop_accepting()
-                raise OSError(
-                    exc.errno, f"listener {lst.name!r} cannot bind {lst.bind}: {exc.strerror}"
-                ) from None
-            self.listeners.append(listener)
+        opened: list[Listener] = []
+        try:
+            for lst in cfg.listeners:
+                opened.append(self._open_listener(lst))
+        except OSError:
+            for listener in opened:
+                await listener.stop_accepting()
+            raise
+        self._listeners = {lst.name: lst for lst in opened}
         if cfg.admin is not None:
-            self.admin = Admin(cfg.admin.bind, self.metrics, self.ready)
+            self.admin = Admin(cfg.admin.bind, self.metrics, self.ready, self.reload)
             await self.admin.start()
-        for listener in self.listeners:
+        for listener in opened:
             listener.start()
-        for cert in self._held:
-            self.metrics.certificate_expiry.labels(cert.kind, cert.name).set(cert.not_after)
+        self._publish_held()
+        self._spawn(self._expiry_loop(), "expiry-check")
+        self._restart_watcher()
         self._ready = True
         server_log.info(
             "gateway ready",
@@ -102,22 +158,174 @@ class Gateway:
             ),
         )
 
-    async def stop(self, drain_seconds: float = 10.0) -> None:
-        """Stop accepting, let in-flight requests finish (up to `drain_seconds`), close pools."""
+    async def stop(self, drain_seconds: float | None = None) -> None:
+        """Not ready at once, stop accepting, let in-flight requests finish, close pools."""
+        drain = self.config.shutdown_timeout if drain_seconds is None else drain_seconds
         self._ready = False
         for listener in self.listeners:
             await listener.stop_accepting()
+        started = time.monotonic()
+        if self._watcher is not None:
+            await self._watcher.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(
-            *(lst.server.shutdown(drain_seconds) for lst in self.listeners), return_exceptions=True
+            *(lst.server.shutdown(drain) for lst in self.listeners), return_exceptions=True
         )
         await self._snapshot.close()
         if self.admin is not None:
             await self.admin.stop()
-        server_log.info("gateway stopped")
+        server_log.info(
+            "gateway stopped", extra=event(drain_seconds=round(time.monotonic() - started, 3))
+        )
 
-    async def serve_until_signalled(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop gracefully."""
+    async def serve_until_signalled(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully; SIGHUP reloads."""
         await self.start()
-        await wait_for_stop_signal()
-        server_log.info("signal received, draining")
+        loop = asyncio.get_running_loop()
+        with suppress(NotImplementedError):
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: self._spawn(self.reload("signal"), "reload")
+            )
+        if on_ready is not None:
+            on_ready()
+        await wait_for_stop_signal(on_signal=self._not_ready)
+        server_log.info(
+            "signal received, draining",
+            extra=event(shutdown_timeout=self.config.shutdown_timeout),
+        )
         await self.stop()
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self, trigger: str = "admin") -> ReloadResult:
+        """Re-read the config file and every file it names; swap only if all of it is good."""
+        async with self._reload_lock:
+            started = time.perf_counter()
+            try:
+                new, held, opened = await self._prepare(trigger)
+            except ConfigError as exc:
+                problems = [str(p) for p in exc.problems]
+                self.metrics.config_reloads.labels("failure").inc()
+                config_log.error(
+                    "reload rejected, still serving the previous config",
+                    extra=event(trigger=trigger, problems=problems),
+                )
+                return ReloadResult(False, trigger, problems, time.perf_counter() - started)
+            self._swap(new, held, opened)
+            seconds = time.perf_counter() - started
+            self.metrics.config_reloads.labels("success").inc()
+            self.metrics.config_last_reload_success.set(time.time())
+            config_log.info(
+                "config reloaded",
+                extra=event(trigger=trigger, duration_ms=round(seconds * 1000, 3)),
+            )
+            return ReloadResult(True, trigger, [], seconds)
+
+    async def _prepare(self, trigger: str) -> tuple[Snapshot, list[HeldCert], list[Listener]]:
+        if self._config_path is None:
+            raise ConfigError("this gateway was started without a config file; nothing to reload")
+        loop = asyncio.get_running_loop()
+        cfg, held = await loop.run_in_executor(None, load_checked, self._config_path)
+        old_admin = self.config.admin.bind if self.config.admin else None
+        new_admin = cfg.admin.bind if cfg.admin else None
+        if old_admin != new_admin:
+            raise ConfigError(
+                f"changing the admin address ({old_admin} -> {new_admin}) needs a restart",
+                "admin.bind",
+            )
+        new = build_snapshot(cfg, self.metrics, previous=self._snapshot)
+        opened: list[Listener] = []
+        for i, lst in enumerate(cfg.listeners):
+            current = self._listeners.get(lst.name)
+            if current is not None and current.bind == lst.bind:
+                continue
+            try:
+                opened.append(self._open_listener(lst))
+            except OSError as exc:
+                for listener in opened:
+                    await listener.stop_accepting()
+                raise ConfigError(str(exc.strerror), f"listeners[{i}].bind") from None
+        return new, held, opened
+
+    def _swap(self, new: Snapshot, held: list[HeldCert], opened: list[Listener]) -> None:
+        old = self._snapshot
+        self._snapshot = new
+        cfg = new.config
+        by_name = {lst.name: lst for lst in cfg.listeners}
+        for name, listener in list(self._listeners.items()):
+            lst = by_name.get(name)
+            if lst is None or lst.bind != listener.bind:
+                del self._listeners[name]
+                self._spawn(self._retire_listener(listener), f"retire-{name}")
+            else:
+                listener.handshake_timeout = lst.tls.handshake_timeout
+        for listener in opened:
+            self._listeners[listener.name] = listener
+            listener.start()
+        for upstream in old.retired_by(new):
+            self._spawn(upstream.close_when_idle(cfg.shutdown_timeout), f"retire-{upstream.name}")
+        self._held = held
+        self._publish_held()
+        access_log.disabled = not cfg.logging.access_log
+        logging.getLogger().setLevel(cfg.logging.level.upper())
+        self._restart_watcher()
+
+    async def _retire_listener(self, listener: Listener) -> None:
+        await listener.stop_accepting()
+        await listener.server.shutdown(self.config.shutdown_timeout)
+
+    def _restart_watcher(self) -> None:
+        """(Re)start the file watcher so it covers exactly the files of the current config."""
+        if self._config_path is None or not self.config.reload.watch:
+            if self._watcher is not None:
+                self._spawn(self._watcher.stop(), "watcher-stop")
+                self._watcher = None
+            return
+        files = [str(self._config_path), *referenced_files(self.config)]
+        if self._watcher is not None and self._watcher.paths == files:
+            return
+        if self._watcher is not None:
+            self._spawn(self._watcher.stop(), "watcher-stop")
+        self._watcher = FileWatcher(
+            files, partial(self.reload, "watch"), self.config.reload.debounce
+        )
+        self._watcher.start()
+
+    # ------------------------------------------------------------------ expiry
+
+    def _publish_held(self) -> None:
+        gauge = self.metrics.certificate_expiry
+        gauge.clear()
+        for cert in self._held:
+            gauge.labels(cert.kind, cert.name).set(cert.not_after)
+        self._warn_expiring()
+
+    def _warn_expiring(self) -> None:
+        """One warning per certificate per remaining day once inside its warning window."""
+        now = time.time()
+        for cert in self._held:
+            left = cert.not_after - now
+            if left >= cert.warn_before:
+                continue
+            key = (cert.kind, cert.name, int(left // 86400))
+            if key in self._warned:
+                continue
+            self._warned.add(key)
+            what = "CRL next update" if cert.kind == "crl" else "certificate expiry"
+            server_log.warning(
+                f"{what} is near" if left > 0 else f"{what} has passed",
+                extra=event(
+                    kind=cert.kind,
+                    name=cert.name,
+                    subject=cert.subject,
+                    not_after=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cert.not_after)),
+                    days_left=round(left / 86400, 2),
+                ),
+            )
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
+            self._warn_expiring()

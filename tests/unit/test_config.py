@@ -71,12 +71,12 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "unknown key",
         lambda d: d["listeners"][0]["tls"].update(ciphers="ALL"),
-        "listeners[0].tls.ciphers: unknown key 'ciphers'; allowed keys here: cert, key, client_ca, client_auth, min_version, handshake_timeout",
+        "listeners[0].tls.ciphers: unknown key 'ciphers'; allowed keys here: cert, key, client_ca, client_auth, min_version, handshake_timeout, crl, allow_missing_crl, ocsp, verify_profile, expiry_warning, crl_warning",
     ),
     (
         "unknown top-level key",
         lambda d: d.update(listener=[]),
-        "listener: unknown key 'listener'; allowed keys here: listeners, upstreams, routes, admin, logging",
+        "listener: unknown key 'listener'; allowed keys here: listeners, upstreams, routes, admin, logging, reload, shutdown_timeout",
     ),
     (
         "unknown subject attribute",
@@ -91,7 +91,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "bad duration",
         lambda d: d["listeners"][0]["tls"].update(handshake_timeout="10"),
-        "listeners[0].tls.handshake_timeout: '10' is not a duration; write it like 500ms, 10s, 5m or 1h",
+        "listeners[0].tls.handshake_timeout: '10' is not a duration; write it like 500ms, 10s, 5m, 1h or 28d",
     ),
     (
         "bad bind",

@@ -22,6 +22,7 @@ LAYER = {
     "proxy": 3,
     "listener": 3,
     "echo": 3,
+    "watch": 3,
     "runtime": 4,
     "handler": 4,
     "admin": 4,
