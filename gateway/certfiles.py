@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.config import GatewayConfig, load_config
+from gateway import crl as crls
+from gateway.config import GatewayConfig, ListenerConfig, load_config
 from gateway.errors import ConfigError, ConfigProblem
 
 
@@ -80,9 +82,17 @@ def _san_covers(san: x509.SubjectAlternativeName | None, host: str) -> bool:
     return False
 
 
-def load_checked(path: str | Path) -> tuple[GatewayConfig, list[HeldCert]]:
-    """Load the config and check every file it names; raise ConfigError with all problems."""
+def load_checked(
+    path: str | Path, prepare: Callable[[GatewayConfig], list[ConfigProblem]] | None = None
+) -> tuple[GatewayConfig, list[HeldCert]]:
+    """Load the config and check every file it names; raise ConfigError with all problems.
+
+    `prepare` runs between the two (it fetches CRLs that have no cached copy yet)."""
     cfg = load_config(path)
+    if prepare is not None:
+        problems = prepare(cfg)
+        if problems:
+            raise ConfigError(problems)
     problems, held = check_files(cfg)
     if problems:
         raise ConfigError(problems)
@@ -114,6 +124,7 @@ def check_files(
                 _check_key(key_data, leaf, lst.tls.key, f"{base}.key", problems)
         if lst.tls.client_auth == "none":
             continue
+        bundle: list[x509.Certificate] = []
         for j, ca_path in enumerate(lst.tls.client_ca):
             where = f"{base}.client_ca[{j}]"
             ca_data = _read(ca_path, where, problems)
@@ -122,6 +133,9 @@ def check_files(
             for ca in _load_certs(ca_data, ca_path, where, problems):
                 held.append(_held("ca", _cn(ca), ca, lst.tls.expiry_warning))
                 _check_ca(ca, ca_path, where, now, problems)
+                bundle.append(ca)
+        if lst.tls.crl:
+            held += _check_crls(lst, base, bundle, now, problems)
     for i, route in enumerate(cfg.routes):
         host = route.match.host
         if host is None or not sans:
@@ -223,3 +237,70 @@ def _check_ca(
                 where, f"CA {name!r} in {path} expired on {ca.not_valid_after_utc:%Y-%m-%d} UTC"
             )
         )
+
+
+def _check_crls(
+    lst: ListenerConfig,
+    base: str,
+    bundle: list[x509.Certificate],
+    now: dt.datetime,
+    problems: list[ConfigProblem],
+) -> list[HeldCert]:
+    """CRLs readable, not lapsed, signed by their CA; every CA of the bundle has one."""
+    held: list[HeldCert] = []
+    covered: set[bytes] = set()
+    for j, source in enumerate(lst.tls.crl):
+        path = crls.source_path(source)
+        where = f"{base}.crl[{j}]" + (".cache" if path != source else "")
+        data = _read(path, where, problems)
+        if data is None:
+            continue
+        try:
+            found = crls.parse_crls(data)
+        except ValueError as exc:
+            problems.append(ConfigProblem(where, f"{path} holds no readable CRL: {exc}"))
+            continue
+        for crl in found:
+            name = crls.issuer_name(crl)
+            nxt = crl.next_update_utc
+            if nxt is not None:
+                held.append(
+                    HeldCert(
+                        "crl",
+                        name,
+                        crl.issuer.rfc4514_string(),
+                        nxt.timestamp(),
+                        lst.tls.crl_warning,
+                    )
+                )
+                if nxt < now:
+                    problems.append(
+                        ConfigProblem(
+                            where,
+                            f"the CRL of {name!r} in {path} lapsed on {nxt:%Y-%m-%d %H:%M} UTC "
+                            "(nextUpdate); every client of that CA would fail with crl_error",
+                        )
+                    )
+            same_name = [ca for ca in bundle if ca.subject == crl.issuer]
+            signers = [ca for ca in same_name if crls.signed_by(crl, ca)]
+            if same_name and not signers:
+                problems.append(
+                    ConfigProblem(
+                        where,
+                        f"the CRL of {name!r} in {path} is not signed by that CA's key "
+                        "(a CRL from another CA with the same name?)",
+                    )
+                )
+            covered |= {ca.subject.public_bytes() for ca in signers}
+    if not lst.tls.allow_missing_crl:
+        for ca in bundle:
+            if ca.subject.public_bytes() not in covered:
+                problems.append(
+                    ConfigProblem(
+                        f"{base}.crl",
+                        f"no CRL for CA {_cn(ca)!r} of client_ca: with CRL checking on, every "
+                        "client it issued would fail with crl_error. Add its CRL, or set "
+                        "allow_missing_crl: true if it issues no client certificates",
+                    )
+                )
+    return held

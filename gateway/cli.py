@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway import __version__, devcerts
 from gateway.certfiles import load_checked
+from gateway.crlfetch import fetch_missing
 from gateway.errors import ConfigError
 from gateway.log import setup as setup_logging
 
@@ -43,7 +44,7 @@ def _run_loop(coro: Coroutine[Any, Any, None], loop_kind: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        cfg, held = load_checked(args.config)
+        cfg, held = load_checked(args.config, fetch_missing)
     except ConfigError as exc:
         return _config_error(args.config, exc)
     from gateway.server import Gateway
@@ -65,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        cfg, held = load_checked(args.config)
+        cfg, held = load_checked(args.config, fetch_missing)
     except ConfigError as exc:
         return _config_error(args.config, exc)
     from gateway.metrics import Metrics

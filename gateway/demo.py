@@ -24,6 +24,7 @@ def _rel(path: Path) -> str:
 def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
     from gateway.certfiles import load_checked
     from gateway.cli import _config_error, _run_loop
+    from gateway.crlfetch import fetch_missing
     from gateway.server import Gateway
 
     certs = Path(certs_dir)
@@ -31,7 +32,7 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
         devcerts.generate(certs)
         print(f"wrote the dev PKI to {_rel(certs)}/", file=sys.stderr)
     try:
-        cfg, held = load_checked(config_path)
+        cfg, held = load_checked(config_path, fetch_missing)
     except ConfigError as exc:
         return _config_error(config_path, exc)
     setup_logging(cfg.logging.level)

@@ -98,11 +98,12 @@ def make_crl(
     issuer: Issued, revoked_serials: Sequence[int], *, next_update_days: float = 30
 ) -> x509.CertificateRevocationList:
     now = dt.datetime.now(dt.UTC)
+    next_update = now + dt.timedelta(days=next_update_days)
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(issuer.cert.subject)
-        .last_update(now - dt.timedelta(minutes=5))
-        .next_update(now + dt.timedelta(days=next_update_days))
+        .last_update(min(now - dt.timedelta(minutes=5), next_update - DAY))
+        .next_update(next_update)
     )
     for serial in revoked_serials:
         builder = builder.add_revoked_certificate(
@@ -197,13 +198,18 @@ def generate(out_dir: str | Path, extra_hosts: Sequence[str] = ()) -> Path:
         "client-intermediate": client("client-intermediate", inter),
     }
     crl = make_crl(root, [clients["client-revoked"].cert.serial_number])
+    inter_crl = make_crl(inter, [])
 
     (out / "ca.pem").write_bytes(pem(root.cert))
     (out / "ca.key").write_bytes(key_pem(root.key))
     os.chmod(out / "ca.key", 0o600)
     (out / "intermediate.pem").write_bytes(pem(inter.cert))
     (out / "untrusted-ca.pem").write_bytes(pem(other.cert))
-    (out / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    (out / "crl.pem").write_bytes(
+        crl.public_bytes(serialization.Encoding.PEM)
+        + inter_crl.public_bytes(serialization.Encoding.PEM)
+    )
+    (out / "crl.der").write_bytes(crl.public_bytes(serialization.Encoding.DER))
     write_issued(out, "server", server, p12=False)
     for stem, item in clients.items():
         write_issued(out, stem, item)
@@ -222,7 +228,7 @@ def _is_ip(text: str) -> bool:
 def missing(out_dir: str | Path) -> bool:
     """True when the dev PKI in `out_dir` is absent or incomplete."""
     out = Path(out_dir)
-    needed = ["ca.pem", "intermediate.pem", "server.pem", "server.key", "crl.pem"]
+    needed = ["ca.pem", "intermediate.pem", "server.pem", "server.key", "crl.pem", "crl.der"]
     needed += [f"{k}.{ext}" for k in CLIENT_KINDS for ext in ("pem", "key", "p12")]
     return not all((out / n).is_file() for n in needed)
 
@@ -238,7 +244,8 @@ outside development: the keys are in this folder for everyone to read. PKCS#12 p
 | `ca.pem` / `ca.key` | root CA; trust bundle for client certificates (`client_ca`) and for curl (`--cacert`) |
 | `intermediate.pem` | intermediate CA (issued by the root); issues the server cert and `client-intermediate` |
 | `server.pem` / `server.key` | server certificate + intermediate: EKU serverAuth, SAN localhost, 127.0.0.1, ::1 |
-| `crl.pem` | the root's CRL; lists `client-revoked` |
+| `crl.pem` | the root's CRL (lists `client-revoked`) and the intermediate's (empty) |
+| `crl.der` | the root's CRL alone, DER-encoded |
 | `untrusted-ca.pem` | a CA the gateway does not trust; issues `client-untrusted` |
 | `client.*` | good client: EKU clientAuth, SAN URI `spiffe://dev.local/client` |
 | `client-noeku.*` | no EKU extension (OpenSSL accepts it; `required_eku: [clientAuth]` rejects it) |

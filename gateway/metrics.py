@@ -109,3 +109,9 @@ class Metrics:
             registry=r,
         )
         self.config_last_reload_success.set_to_current_time()
+        self.crl_fetches = Counter(
+            PREFIX + "crl_fetches_total",
+            "Scheduled CRL downloads by URL and result (success, failure).",
+            ["url", "result"],
+            registry=r,
+        )

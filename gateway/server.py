@@ -16,6 +16,7 @@ from typing import Any
 from gateway.admin import Admin
 from gateway.certfiles import HeldCert, load_checked
 from gateway.config import GatewayConfig, ListenerConfig
+from gateway.crlfetch import CrlRefresher, fetch_missing
 from gateway.errors import ConfigError
 from gateway.handler import Pipeline
 from gateway.identity import IdentityCache
@@ -74,6 +75,7 @@ class Gateway:
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: FileWatcher | None = None
+        self._refresher: CrlRefresher | None = None
         self._warned: set[tuple[str, str, int]] = set()
         access_log.disabled = not cfg.logging.access_log
 
@@ -147,6 +149,7 @@ class Gateway:
         self._publish_held()
         self._spawn(self._expiry_loop(), "expiry-check")
         self._restart_watcher()
+        self._restart_refresher()
         self._ready = True
         server_log.info(
             "gateway ready",
@@ -167,6 +170,8 @@ class Gateway:
         started = time.monotonic()
         if self._watcher is not None:
             await self._watcher.stop()
+        if self._refresher is not None:
+            await self._refresher.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -227,7 +232,7 @@ class Gateway:
         if self._config_path is None:
             raise ConfigError("this gateway was started without a config file; nothing to reload")
         loop = asyncio.get_running_loop()
-        cfg, held = await loop.run_in_executor(None, load_checked, self._config_path)
+        cfg, held = await loop.run_in_executor(None, load_checked, self._config_path, fetch_missing)
         old_admin = self.config.admin.bind if self.config.admin else None
         new_admin = cfg.admin.bind if cfg.admin else None
         if old_admin != new_admin:
@@ -271,6 +276,7 @@ class Gateway:
         access_log.disabled = not cfg.logging.access_log
         logging.getLogger().setLevel(cfg.logging.level.upper())
         self._restart_watcher()
+        self._restart_refresher()
 
     async def _retire_listener(self, listener: Listener) -> None:
         await listener.stop_accepting()
@@ -292,6 +298,16 @@ class Gateway:
             files, partial(self.reload, "watch"), self.config.reload.debounce
         )
         self._watcher.start()
+
+    def _restart_refresher(self) -> None:
+        """(Re)start the CRL downloads so they follow the current config's URLs."""
+        refresher = CrlRefresher(self.config, self.metrics, partial(self.reload, "crl"))
+        if self._refresher is not None:
+            if self._refresher.sources == refresher.sources:
+                return
+            self._spawn(self._refresher.stop(), "crl-refresher-stop")
+        self._refresher = refresher
+        refresher.start()
 
     # ------------------------------------------------------------------ expiry
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import ssl
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway import crl as crls
 from gateway.config import TlsConfig
 from gateway.errors import ConfigError
 from gateway.reasons import HandshakeReason as R
@@ -60,9 +63,36 @@ def server_context(
                 raise ConfigError(
                     f"cannot load CA bundle {ca}: {_ssl_text(exc)}", f"{path}.client_ca[{i}]"
                 ) from None
+        if cfg.crl:
+            _load_crls(ctx, cfg, path)
     if sni_callback is not None:
         ctx.sni_callback = sni_callback
     return ctx
+
+
+def _load_crls(ctx: ssl.SSLContext, cfg: TlsConfig, path: str) -> None:
+    """Add every CRL (PEM or DER) to the context's store and check the leaf against them."""
+    blocks: list[bytes] = []
+    for i, source in enumerate(cfg.crl):
+        file = crls.source_path(source)
+        try:
+            with open(file, "rb") as fh:
+                blocks.append(crls.to_pem(crls.parse_crls(fh.read())))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load CRL {file}: {_ssl_text(exc)}", f"{path}.crl[{i}]"
+            ) from None
+    # `load_verify_locations(cadata=...)` takes certificates only; CRLs must come from a file.
+    fd, tmp = tempfile.mkstemp(prefix="mtls-gateway-crl-", suffix=".pem")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(b"".join(blocks))
+        ctx.load_verify_locations(cafile=tmp)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"OpenSSL rejected the CRLs: {_ssl_text(exc)}", f"{path}.crl") from None
+    finally:
+        os.unlink(tmp)
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def _ssl_text(exc: BaseException) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import devcerts
+from gateway.certfiles import check_files
 from gateway.config import parse_config
 from gateway.echo import start_echo
 from gateway.server import Gateway
@@ -59,7 +61,9 @@ class RunningGateway:
         runner, self.echo_port = await start_echo()
         try:
             cfg = parse_config(self._make_config(self.echo_port), self._base_dir)
-            self.gateway = Gateway(cfg)
+            problems, held = check_files(cfg)
+            assert not problems, problems
+            self.gateway = Gateway(cfg, held=held)
             await self.gateway.start()
             self._ready.set()
             await self._stop.wait()
@@ -325,3 +329,49 @@ def write_config(
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, port, admin
+
+
+def dev_root(pki: Path) -> devcerts.Issued:
+    """The dev root CA with its key, to issue extra certificates and CRLs in tests."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return devcerts.Issued(x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes()), key)
+
+
+HANDSHAKES = "mtls_gateway_tls_handshakes_total"
+
+
+def handshake_counts(
+    metrics: Callable[[], dict[tuple[str, tuple[tuple[str, str], ...]], float]],
+) -> dict[str, float]:
+    """tls_handshakes_total of listener `public` by result."""
+    return {
+        labels[1][1]: v
+        for (name, labels), v in metrics().items()
+        if name == HANDSHAKES and labels[0] == ("listener", "public")
+    }
+
+
+def wait_delta(
+    metrics: Callable[[], dict[tuple[str, tuple[tuple[str, str], ...]], float]],
+    before: dict[str, float],
+    want: dict[str, float],
+) -> dict[str, float]:
+    """Poll (up to 5 s) until the handshake counts moved by exactly `want`; return the change."""
+    import time
+
+    deadline = time.monotonic() + 5
+    while True:
+        after = handshake_counts(metrics)
+        got = {
+            k: after.get(k, 0) - before.get(k, 0)
+            for k in set(after) | set(before)
+            if after.get(k, 0) != before.get(k, 0)
+        }
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)

@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import base_config, cert_args, curl, running, sample
-
-HANDSHAKES = "mtls_gateway_tls_handshakes_total"
+from tests.harness import (
+    base_config,
+    cert_args,
+    curl,
+    handshake_counts,
+    running,
+    sample,
+    wait_delta,
+)
 
 # cert -> (expected result label, request succeeds)
 CERT_CASES = {
@@ -38,29 +44,11 @@ def gateway(request: pytest.FixtureRequest, pki: Path):
 
 
 def _handshake_counts(gw) -> dict[str, float]:
-    m = gw.metrics()
-    return {
-        labels[1][1]: v
-        for (name, labels), v in m.items()
-        if name == HANDSHAKES and labels[0] == ("listener", "public")
-    }
-
-
-def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {
-        k: after.get(k, 0) - before.get(k, 0)
-        for k in set(after) | set(before)
-        if after.get(k, 0) != before.get(k, 0)
-    }
+    return handshake_counts(gw.metrics)
 
 
 def _wait_delta(gw, before: dict[str, float], want: dict[str, float]) -> dict[str, float]:
-    deadline = time.monotonic() + 5
-    while True:
-        got = _delta(before, _handshake_counts(gw))
-        if got == want or time.monotonic() > deadline:
-            return got
-        time.sleep(0.05)
+    return wait_delta(gw.metrics, before, want)
 
 
 @pytest.mark.parametrize("cert", list(CERT_CASES))

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway import devcerts
@@ -29,6 +28,7 @@ from tests.harness import (
     EchoServer,
     GatewayProcess,
     client_context,
+    dev_root,
     request,
     sample,
     scrape,
@@ -40,13 +40,9 @@ pytestmark = pytest.mark.process
 
 def issue_server(pki: Path, out: Path, stem: str) -> int:
     """A fresh server cert for localhost/127.0.0.1 from the dev root; returns its serial."""
-    root = devcerts.Issued(
-        x509.load_pem_x509_certificate((pki / "ca.pem").read_bytes()),
-        serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None),  # type: ignore[arg-type]
-    )
     item = devcerts.issue(
         devcerts.name("localhost"),
-        root,
+        dev_root(pki),
         eku=[ExtendedKeyUsageOID.SERVER_AUTH],
         sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
