@@ -54,6 +54,12 @@ class Pipeline:
         request_id = secrets.token_hex(8)
         assert self.tracker is not None
         conn = self.tracker.conns.get(request.protocol)
+        if conn is not None and conn.gate is not None and await conn.gate is not None:
+            # rejected after the handshake (strict profile, OCSP): the listener counts and
+            # logs it and drops the connection; nothing is served on it
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=403)
         route: CompiledRoute | None = None
         upstream_name = ""
         upstream_seconds: float | None = None

@@ -17,10 +17,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.admission import Admission
 from gateway.identity import Identity, IdentityCache
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
-from gateway.tls import classify
+from gateway.tls import Failure, classify
 
 _DER = getattr(_ssl, "ENCODING_DER", 1)
 
@@ -30,6 +31,7 @@ class HandshakeState:
     """Filled in while one handshake runs (the SNI callback and connection_made see it)."""
 
     sni: str | None = None
+    conn: ConnInfo | None = None  # set by connection_made once the handshake succeeded
 
 
 # Protocol callbacks run in a copy of the context of the task that created the transport, so
@@ -53,6 +55,8 @@ class ConnInfo:
     sni: str | None
     identity: Identity | None
     chain: tuple[bytes, ...]
+    # post-handshake checks (strict profile, OCSP): requests wait for it; None = nothing to wait for
+    gate: asyncio.Task[Failure | None] | None = None
 
 
 class ConnectionTracker(web.Server):
@@ -64,10 +68,12 @@ class ConnectionTracker(web.Server):
         listener: str,
         metrics: Metrics,
         identities: IdentityCache,
+        admission: Callable[[], Admission | None] = lambda: None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, access_log=None, **kwargs)
         self.listener = listener
+        self._admission = admission
         self.conns: dict[RequestHandler, ConnInfo] = {}
         self._identities = identities
         self._chains: dict[str, tuple[bytes, ...]] = {}
@@ -94,7 +100,14 @@ class ConnectionTracker(web.Server):
                     if not ssl_obj.session_reused:
                         remaining = identity.not_after - time.time()
                         self._metrics.client_cert_remaining.observe(max(remaining, 0.0))
-        self.conns[handler] = ConnInfo(self.listener, peer[0] if peer else "", sni, identity, chain)
+        info = ConnInfo(self.listener, peer[0] if peer else "", sni, identity, chain)
+        admission = self._admission()
+        if identity is not None and admission is not None and admission.needed:
+            loop = asyncio.get_running_loop()
+            info.gate = loop.create_task(admission.check(identity, chain))
+        if state is not None:
+            state.conn = info
+        self.conns[handler] = info
         self._active.inc()
 
     def _chain_of(self, ssl_obj: ssl.SSLObject, identity: Identity) -> tuple[bytes, ...]:
@@ -213,7 +226,7 @@ class Listener:
         try:
             timeout = self.handshake_timeout
             async with asyncio.timeout(timeout):
-                await loop.connect_accepted_socket(
+                transport, _ = await loop.connect_accepted_socket(
                     self.server, conn, ssl=ctx, ssl_handshake_timeout=timeout + 1
                 )
         except asyncio.CancelledError:
@@ -221,23 +234,32 @@ class Listener:
             raise
         except Exception as exc:  # every failure is classified, counted and logged
             conn.close()
-            failure = classify(exc)
-            self._metrics.tls_handshakes.labels(self.name, failure.reason.value).inc()
-            tls_log.info(
-                "tls handshake failed",
-                extra=event(
-                    listener=self.name,
-                    peer=f"{addr[0]}:{addr[1]}" if addr else "",
-                    sni=state.sni,
-                    reason=failure.reason.value,
-                    verify_code=failure.verify_code,
-                    detail=failure.detail,
-                    error_type=type(exc).__name__,
-                ),
-            )
+            self._failed(classify(exc), addr, state, type(exc).__name__)
             return
+        info = state.conn
+        if info is not None and info.gate is not None:
+            failure = await info.gate
+            if failure is not None:  # rejected after the handshake: same metric, same log
+                transport.abort()
+                self._failed(failure, addr, state, "post_handshake")
+                return
         self._ok.inc()
         self._duration.observe(time.perf_counter() - started)
+
+    def _failed(self, failure: Failure, addr: Any, state: HandshakeState, error_type: str) -> None:
+        self._metrics.tls_handshakes.labels(self.name, failure.reason.value).inc()
+        tls_log.info(
+            "tls handshake failed",
+            extra=event(
+                listener=self.name,
+                peer=f"{addr[0]}:{addr[1]}" if addr else "",
+                sni=state.sni,
+                reason=failure.reason.value,
+                verify_code=failure.verify_code,
+                detail=failure.detail,
+                error_type=error_type,
+            ),
+        )
 
     async def stop_accepting(self) -> None:
         if self._accept_task is not None:

@@ -115,3 +115,10 @@ class Metrics:
             ["url", "result"],
             registry=r,
         )
+        self.ocsp_checks = Counter(
+            PREFIX + "ocsp_checks_total",
+            "OCSP checks of client certificates by listener and status "
+            "(good, revoked, unknown, error); cached answers count too.",
+            ["listener", "result"],
+            registry=r,
+        )

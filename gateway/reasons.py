@@ -15,6 +15,7 @@ class HandshakeReason(StrEnum):
     BAD_EKU = "bad_eku"
     REVOKED = "revoked"
     CRL_ERROR = "crl_error"
+    OCSP_ERROR = "ocsp_error"
     BAD_SIGNATURE = "bad_signature"
     BAD_CERT = "bad_cert"
     PROTOCOL_VERSION = "protocol_version"
@@ -38,6 +39,8 @@ HANDSHAKE_HINTS: dict[HandshakeReason, str] = {
     "clientAuth; issue the client certificate with EKU clientAuth",
     HandshakeReason.REVOKED: "the client certificate is revoked by its CA",
     HandshakeReason.CRL_ERROR: "a CRL is missing, expired or unreadable for the client's issuer",
+    HandshakeReason.OCSP_ERROR: "ocsp mode is hard and the responder could not vouch for the "
+    "certificate (unreachable, error, unknown status); check ocsp.responder_url or the AIA URL",
     HandshakeReason.BAD_SIGNATURE: "a signature in the chain does not verify (tampered or "
     "mismatched certificate)",
     HandshakeReason.BAD_CERT: "the client certificate was rejected for another verification "

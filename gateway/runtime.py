@@ -5,9 +5,11 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 
+from gateway.admission import Admission
 from gateway.config import GatewayConfig, RouteConfig
 from gateway.listener import record_sni
 from gateway.metrics import Metrics
+from gateway.ocsp import OcspChecker
 from gateway.policy import RoutePolicy
 from gateway.proxy import Upstream
 from gateway.routing import Router
@@ -30,6 +32,7 @@ class Snapshot:
     routes: dict[str, CompiledRoute]
     upstreams: dict[str, Upstream]
     contexts: dict[str, ssl.SSLContext]
+    admissions: dict[str, Admission]
 
     async def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -52,13 +55,21 @@ class ReloadResult:
 
 
 def build_snapshot(
-    cfg: GatewayConfig, metrics: Metrics, previous: Snapshot | None = None
+    cfg: GatewayConfig,
+    metrics: Metrics,
+    previous: Snapshot | None = None,
+    ocsp: OcspChecker | None = None,
 ) -> Snapshot:
     """Compile policies, create upstream pools and TLS contexts; raises ConfigError.
 
     Upstreams whose config did not change keep their pool (and its warm connections)."""
     contexts = {
         lst.name: server_context(lst.tls, f"listeners[{i}].tls", sni_callback=record_sni)
+        for i, lst in enumerate(cfg.listeners)
+    }
+    ocsp = ocsp or OcspChecker()
+    admissions = {
+        lst.name: Admission(lst.name, lst.tls, f"listeners[{i}].tls", ocsp, metrics)
         for i, lst in enumerate(cfg.listeners)
     }
     old = previous.upstreams if previous is not None else {}
@@ -72,4 +83,4 @@ def build_snapshot(
         )
         for i, r in enumerate(cfg.routes)
     }
-    return Snapshot(cfg, Router(cfg.routes), routes, upstreams, contexts)
+    return Snapshot(cfg, Router(cfg.routes), routes, upstreams, contexts, admissions)

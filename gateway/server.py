@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.admin import Admin
+from gateway.admission import Admission
 from gateway.certfiles import HeldCert, load_checked
 from gateway.config import GatewayConfig, ListenerConfig
 from gateway.crlfetch import CrlRefresher, fetch_missing
@@ -23,6 +24,7 @@ from gateway.identity import IdentityCache
 from gateway.listener import ConnectionTracker, Listener
 from gateway.log import access_log, config_log, event, server_log
 from gateway.metrics import Metrics
+from gateway.ocsp import OcspChecker
 from gateway.runtime import ReloadResult, Snapshot, build_snapshot
 from gateway.watch import FileWatcher
 
@@ -65,7 +67,8 @@ class Gateway:
         config_path: str | Path | None = None,
     ):
         self.metrics = metrics or Metrics()
-        self._snapshot = build_snapshot(cfg, self.metrics)
+        self.ocsp = OcspChecker()  # its cache outlives reloads
+        self._snapshot = build_snapshot(cfg, self.metrics, ocsp=self.ocsp)
         self._held = held or []
         self._config_path = Path(config_path).resolve() if config_path is not None else None
         self.identities = IdentityCache()
@@ -94,6 +97,9 @@ class Gateway:
         """The current TLS context of a listener (new connections pick up a reload)."""
         return self._snapshot.contexts[listener]
 
+    def _admission_for(self, listener: str) -> Admission | None:
+        return self._snapshot.admissions.get(listener)
+
     def ready(self) -> bool:
         return self._ready
 
@@ -110,7 +116,12 @@ class Gateway:
     def _open_listener(self, lst: ListenerConfig) -> Listener:
         pipeline = Pipeline(self.snapshot, self.metrics)
         tracker = ConnectionTracker(
-            pipeline, lst.name, self.metrics, self.identities, keepalive_timeout=75.0
+            pipeline,
+            lst.name,
+            self.metrics,
+            self.identities,
+            admission=partial(self._admission_for, lst.name),
+            keepalive_timeout=75.0,
         )
         pipeline.tracker = tracker
         listener = Listener(
@@ -179,6 +190,7 @@ class Gateway:
             *(lst.server.shutdown(drain) for lst in self.listeners), return_exceptions=True
         )
         await self._snapshot.close()
+        await self.ocsp.close()
         if self.admin is not None:
             await self.admin.stop()
         server_log.info(
@@ -240,7 +252,7 @@ class Gateway:
                 f"changing the admin address ({old_admin} -> {new_admin}) needs a restart",
                 "admin.bind",
             )
-        new = build_snapshot(cfg, self.metrics, previous=self._snapshot)
+        new = build_snapshot(cfg, self.metrics, previous=self._snapshot, ocsp=self.ocsp)
         opened: list[Listener] = []
         for i, lst in enumerate(cfg.listeners):
             current = self._listeners.get(lst.name)

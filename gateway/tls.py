@@ -22,6 +22,7 @@ TLS12_CIPHERS = ":".join(
         "ECDHE-RSA-AES256-GCM-SHA384",
         "ECDHE-ECDSA-CHACHA20-POLY1305",
         "ECDHE-RSA-CHACHA20-POLY1305",
+        "@SECLEVEL=2",  # keys below 2048-bit RSA / 224-bit EC are refused, on any distribution
     ]
 )
 

@@ -1,0 +1,125 @@
+"""verify_chain: every reason from a known-good baseline, one change per case."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway import devcerts
+from gateway.verify import verify_chain
+from tests.harness import dev_root
+
+
+def _pem(pki: Path, name: str) -> bytes:
+    return (pki / name).read_bytes()
+
+
+# dev cert -> (openssl profile reason, strict profile reason), with crl.pem
+DEV_CASES = {
+    "client": ("ok", "ok"),
+    "client-intermediate": ("ok", "ok"),
+    "client-noeku": ("ok", "bad_eku"),
+    "client-servereku": ("bad_eku", "bad_eku"),
+    "client-expired": ("expired", "expired"),
+    "client-notyetvalid": ("not_yet_valid", "not_yet_valid"),
+    "client-revoked": ("revoked", "revoked"),
+    "client-untrusted": ("unknown_ca", "unknown_ca"),
+}
+
+
+@pytest.mark.parametrize("cert", list(DEV_CASES))
+@pytest.mark.parametrize("profile", ["openssl", "strict"])
+def test_dev_certificates(pki: Path, cert: str, profile: str) -> None:
+    data = _pem(pki, f"{cert}.pem")
+    v = verify_chain(
+        data,
+        data,
+        _pem(pki, "ca.pem"),
+        crls=_pem(pki, "crl.pem"),
+        profile=profile,  # type: ignore[arg-type]
+    )
+    want = DEV_CASES[cert][0 if profile == "openssl" else 1]
+    assert (v.reason or "ok") == want, v.steps
+    assert v.ok == (want == "ok")
+    if v.ok:
+        assert v.chain[-1].subject == x509.load_pem_x509_certificate(_pem(pki, "ca.pem")).subject
+
+
+def test_der_input_and_parsed_objects(pki: Path) -> None:
+    leaf = x509.load_pem_x509_certificate(_pem(pki, "client.pem"))
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    root = x509.load_pem_x509_certificate(_pem(pki, "ca.pem"))
+    assert verify_chain(der, [], [root.public_bytes(serialization.Encoding.DER)]).ok
+    assert verify_chain(leaf, None, root).ok
+
+
+def test_garbage_is_bad_cert(pki: Path) -> None:
+    v = verify_chain(b"not a certificate", (), _pem(pki, "ca.pem"))
+    assert v.reason == "bad_cert" and v.steps[-1].name == "parse"
+
+
+def test_missing_intermediate_is_unknown_ca_and_says_so(pki: Path) -> None:
+    leaf_only = _pem(pki, "client-intermediate.pem").split(b"-----END CERTIFICATE-----")[0]
+    v = verify_chain(leaf_only + b"-----END CERTIFICATE-----\n", (), _pem(pki, "ca.pem"))
+    assert v.reason == "unknown_ca"
+    assert "client sent no intermediates" in v.detail
+
+
+def test_trusting_only_the_intermediate_is_not_enough(pki: Path) -> None:
+    """OpenSSL without PARTIAL_CHAIN needs the self-signed root; so do we."""
+    data = _pem(pki, "client-intermediate.pem")
+    v = verify_chain(data, data, _pem(pki, "intermediate.pem"))
+    assert v.reason == "unknown_ca"
+
+
+def test_forged_issuer_name_is_bad_signature(pki: Path) -> None:
+    impostor = devcerts.issue(devcerts.name("mtls-gateway dev root CA"), ca=True)
+    forged = devcerts.issue(devcerts.name("forged"), impostor)
+    v = verify_chain(devcerts.pem(forged.cert), (), _pem(pki, "ca.pem"))
+    assert v.reason == "bad_signature", v.steps
+
+
+def test_self_signed_untrusted(pki: Path) -> None:
+    selfie = devcerts.issue(devcerts.name("selfie"), ca=True)
+    v = verify_chain(devcerts.pem(selfie.cert), (), _pem(pki, "ca.pem"))
+    assert v.reason == "unknown_ca" and "self-signed" in v.detail
+
+
+def test_at_moves_the_clock(pki: Path) -> None:
+    data = _pem(pki, "client.pem")
+    now = dt.datetime.now(dt.UTC)
+    assert (
+        verify_chain(data, (), _pem(pki, "ca.pem"), at=now - dt.timedelta(days=3)).reason
+        == "not_yet_valid"
+    )
+    assert (
+        verify_chain(data, (), _pem(pki, "ca.pem"), at=now + dt.timedelta(days=400)).reason
+        == "expired"
+    )
+
+
+def test_crl_states(pki: Path) -> None:
+    root = dev_root(pki)
+    data = _pem(pki, "client.pem")
+    ca = _pem(pki, "ca.pem")
+    lapsed = devcerts.make_crl(root, [], next_update_days=-1)
+    assert verify_chain(data, (), ca, crls=[lapsed]).reason == "crl_error"
+    other = devcerts.make_crl(devcerts.issue(devcerts.name("other"), ca=True), [])
+    v = verify_chain(data, (), ca, crls=[other])
+    assert v.reason == "crl_error" and "no CRL signed by" in v.detail
+    good = devcerts.make_crl(root, [])
+    assert verify_chain(data, (), ca, crls=[good]).ok
+    assert verify_chain(data, (), ca, crls=None).ok  # no revocation check asked for
+
+
+def test_required_ekus_in_strict_profile(pki: Path) -> None:
+    data = _pem(pki, "client.pem")
+    v = verify_chain(data, (), _pem(pki, "ca.pem"), required_ekus=["1.3.6.1.5.5.7.3.4"])
+    assert v.reason == "bad_eku" and "emailProtection" in v.detail
+    assert verify_chain(
+        data, (), _pem(pki, "ca.pem"), required_ekus=["1.3.6.1.5.5.7.3.4"], profile="openssl"
+    ).ok
