@@ -83,6 +83,52 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import json
+
+    from gateway.config import load_config
+    from gateway.explain import InputError, explain, read_client_cert, render
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        return _config_error(args.config, exc)
+    at = None
+    if args.at:
+        try:
+            at = dt.datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+        except ValueError:
+            return _fail(
+                f"--at {args.at!r}: write an ISO time like 2026-12-01T00:00:00Z", EXIT_CONFIG
+            )
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=dt.UTC)
+    try:
+        leaf, chain = read_client_cert(args.cert, args.password, args.chain or [])
+        out = explain(
+            cfg,
+            leaf,
+            chain,
+            listener=args.listener,
+            route=args.route,
+            host=args.host,
+            path=args.path,
+            method=args.method,
+            online=args.online,
+            at=at,
+        )
+    except InputError as exc:
+        return _fail(f"error: {exc}", EXIT_CONFIG)
+    except ConfigError as exc:
+        return _config_error(args.config, exc)
+    if args.json:
+        print(json.dumps(out.as_dict(), indent=2))
+    else:
+        print(render(out, args.cert))
+    return EXIT_OK if out.allowed else EXIT_RUNTIME
+
+
 def cmd_dev_certs(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.force and not devcerts.missing(out):
@@ -117,6 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config and every file it references")
     p.add_argument("-c", "--config", required=True, help="YAML config file")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "explain",
+        help="would this client certificate get through, and why (exit 0 allowed, 1 denied)",
+    )
+    p.add_argument("-c", "--config", required=True, help="YAML config file")
+    p.add_argument("--cert", required=True, help="client certificate: PEM, DER or PKCS#12")
+    p.add_argument("--password", help="PKCS#12 password")
+    p.add_argument("--chain", action="append", help="intermediates the client sends (repeatable)")
+    p.add_argument("--listener", help="listener name (default: the first)")
+    p.add_argument("--route", help="route name")
+    p.add_argument("--host", help="request host (with --path: find the route like the gateway)")
+    p.add_argument("--path", help="request path")
+    p.add_argument("--method", default="GET", help="request method (default GET)")
+    p.add_argument("--online", action="store_true", help="query the OCSP responder")
+    p.add_argument("--at", help="evaluate at this time (ISO 8601, default now)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("dev-certs", help="write the development PKI")
     p.add_argument("--out", required=True, help="directory to write into")

@@ -37,7 +37,8 @@ HANDSHAKE_HINTS: dict[HandshakeReason, str] = {
     "the clocks",
     HandshakeReason.BAD_EKU: "a certificate in the chain has an extendedKeyUsage without "
     "clientAuth; issue the client certificate with EKU clientAuth",
-    HandshakeReason.REVOKED: "the client certificate is revoked by its CA",
+    HandshakeReason.REVOKED: "the client certificate is revoked by its CA; issue the client a "
+    "new certificate",
     HandshakeReason.CRL_ERROR: "a CRL is missing, expired or unreadable for the client's issuer",
     HandshakeReason.OCSP_ERROR: "ocsp mode is hard and the responder could not vouch for the "
     "certificate (unreachable, error, unknown status); check ocsp.responder_url or the AIA URL",

@@ -33,6 +33,7 @@ LAYER = {
     "admin": 4,
     "server": 5,
     "demo": 6,
+    "explain": 5,
     "cli": 6,
     "__main__": 6,
     "__init__": 0,
