@@ -59,12 +59,17 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
                 f"  {base} https://{name}:{port}/admin",
                 "refused at the handshake (no client certificate; see the metrics):",
                 f"  curl --cacert {_rel(certs / 'ca.pem')} https://{name}:{port}/hello",
+                "why a certificate is accepted or not, step by step:",
+                f"  mtls-gateway explain -c {_rel(Path(config_path))} "
+                f"--cert {_rel(certs / 'client-revoked.pem')} --host localhost --path /hello",
             ]
             if gateway.admin is not None:
                 ahost, aport = gateway.admin.address
                 lines += [
                     "metrics:",
                     f"  curl -s http://{ahost}:{aport}/metrics | grep mtls_gateway_",
+                    "reload after editing the config or a certificate (or just save the file):",
+                    f"  curl -s -X POST http://{ahost}:{aport}/reload",
                 ]
             lines += ["", "Ctrl-C stops the demo.", ""]
             print("\n".join(lines), file=sys.stderr, flush=True)

@@ -375,3 +375,23 @@ def wait_delta(
         if got == want or time.monotonic() > deadline:
             return got
         time.sleep(0.05)
+
+
+def issue_server(pki: Path, out: Path, stem: str, days: float = 365) -> int:
+    """A fresh server cert for localhost/127.0.0.1 from the dev root; returns its serial."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    item = devcerts.issue(
+        devcerts.name("localhost"),
+        dev_root(pki),
+        eku=[ExtendedKeyUsageOID.SERVER_AUTH],
+        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=days),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    devcerts.write_issued(out, stem, item, p12=False)
+    return int(item.cert.serial_number)

@@ -211,3 +211,38 @@ def test_responder_from_the_aia_extension(pki: Path, ocsp_env: tuple[Path, Respo
         assert _try(gw, certs, "client-aia") == (200, {"ok": 1})
         # the dev client has no AIA and no responder is configured: hard mode rejects
         assert _try(gw, certs, "client") == (None, {"ocsp_error": 1})
+
+
+def test_explain_online_asks_the_responder(
+    pki: Path, ocsp_env: tuple[Path, Responder], tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    certs, responder = ocsp_env
+    if responder.proc is None:
+        responder.start()
+    doc = base_config(pki, 9, ocsp={"mode": "hard", "responder_url": responder.url})
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(doc))
+
+    def explain(cert: str, *extra: str) -> tuple[int, dict[str, object]]:
+        out = subprocess.run(
+            [sys.executable, "-m", "gateway", "explain", "-c", str(config),
+             "--cert", str(certs / f"{cert}.pem"), "--route", "all", "--json", *extra],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return out.returncode, json.loads(out.stdout)
+
+    code, doc_out = explain("client-revoked", "--online")
+    assert code == 1 and doc_out["stage"] == "ocsp" and doc_out["reason"] == "revoked"
+    code, doc_out = explain("client", "--online")
+    assert code == 0
+    steps = doc_out["steps"]
+    assert isinstance(steps, list)
+    assert any(s["name"] == "ocsp" and s["detail"].startswith("OCSP good") for s in steps)
+    code, doc_out = explain("client-revoked")  # without --online: a note, no network
+    assert code == 0 and any("--online" in n for n in doc_out["notes"])  # type: ignore[union-attr]

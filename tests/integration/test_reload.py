@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import os
 import shutil
@@ -21,14 +20,12 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway import devcerts
 from tests.harness import (
     EchoServer,
     GatewayProcess,
     client_context,
-    dev_root,
+    issue_server,
     request,
     sample,
     scrape,
@@ -36,19 +33,6 @@ from tests.harness import (
 )
 
 pytestmark = pytest.mark.process
-
-
-def issue_server(pki: Path, out: Path, stem: str) -> int:
-    """A fresh server cert for localhost/127.0.0.1 from the dev root; returns its serial."""
-    item = devcerts.issue(
-        devcerts.name("localhost"),
-        dev_root(pki),
-        eku=[ExtendedKeyUsageOID.SERVER_AUTH],
-        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    devcerts.write_issued(out, stem, item, p12=False)
-    return int(item.cert.serial_number)
 
 
 def server_serial(port: int, pki: Path) -> int:
