@@ -292,3 +292,38 @@ def test_reloading_under_load_fails_no_request(tmp_path: Path, pki: Path) -> Non
             assert done >= reloads - 1 and reloads >= 20
             assert sample(metrics, "mtls_gateway_config_reloads_total", result="failure") == 0
             assert all(n > 0 for n in ok), ok
+
+
+def test_new_trust_applies_to_new_connections_while_open_ones_finish(
+    tmp_path: Path, pki: Path
+) -> None:
+    with EchoServer() as echo:
+        path, port, admin = write_config(tmp_path, pki, echo.port, reload={"watch": False})
+        doc = yaml.safe_load(path.read_text())
+        with GatewayProcess(path, admin):
+            kept = http.client.HTTPSConnection(
+                "localhost", port, context=client_context(pki), timeout=10
+            )
+            try:
+                kept.request("GET", "/before")
+                first = kept.getresponse()
+                first.read()
+                assert first.status == 200
+                with pytest.raises(OSError):
+                    request(port, "/x", pki, "client-untrusted")  # not trusted yet
+
+                doc["listeners"][0]["tls"]["client_ca"] = [str(pki / "untrusted-ca.pem")]
+                path.write_text(yaml.safe_dump(doc))
+                assert post_reload(admin)[0] == 200
+
+                assert request(port, "/x", pki, "client-untrusted").status == 200
+                with pytest.raises(OSError):
+                    request(port, "/x", pki, "client")  # no longer trusted on a new connection
+                # the connection opened under the old trust keeps working until it closes
+                for _ in range(3):
+                    kept.request("GET", "/after")
+                    again = kept.getresponse()
+                    again.read()
+                    assert again.status == 200
+            finally:
+                kept.close()
