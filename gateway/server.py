@@ -25,6 +25,7 @@ from gateway.listener import ConnectionTracker, Listener
 from gateway.log import access_log, config_log, event, server_log
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker
+from gateway.proxy import Upstream
 from gateway.runtime import ReloadResult, Snapshot, build_snapshot
 from gateway.watch import FileWatcher
 
@@ -79,6 +80,8 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watcher: FileWatcher | None = None
         self._refresher: CrlRefresher | None = None
+        self._retired_upstreams: list[Upstream] = []  # closed once idle, or at stop
+        self._retired_listeners: list[Listener] = []
         self._warned: set[tuple[str, str, int]] = set()
         access_log.disabled = not cfg.logging.access_log
 
@@ -176,7 +179,7 @@ class Gateway:
         """Not ready at once, stop accepting, let in-flight requests finish, close pools."""
         drain = self.config.shutdown_timeout if drain_seconds is None else drain_seconds
         self._ready = False
-        for listener in self.listeners:
+        for listener in self.listeners + self._retired_listeners:
             await listener.stop_accepting()
         started = time.monotonic()
         if self._watcher is not None:
@@ -186,10 +189,13 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        draining = self.listeners + self._retired_listeners
         await asyncio.gather(
-            *(lst.server.shutdown(drain) for lst in self.listeners), return_exceptions=True
+            *(lst.server.shutdown(drain) for lst in draining), return_exceptions=True
         )
         await self._snapshot.close()
+        for upstream in self._retired_upstreams:
+            await upstream.close()
         await self.ocsp.close()
         if self.admin is not None:
             await self.admin.stop()
@@ -275,6 +281,7 @@ class Gateway:
             lst = by_name.get(name)
             if lst is None or lst.bind != listener.bind:
                 del self._listeners[name]
+                self._retired_listeners.append(listener)
                 self._spawn(self._retire_listener(listener), f"retire-{name}")
             else:
                 listener.handshake_timeout = lst.tls.handshake_timeout
@@ -282,6 +289,7 @@ class Gateway:
             self._listeners[listener.name] = listener
             listener.start()
         for upstream in old.retired_by(new):
+            self._retired_upstreams.append(upstream)
             self._spawn(upstream.close_when_idle(cfg.shutdown_timeout), f"retire-{upstream.name}")
         self._held = held
         self._publish_held()

@@ -395,3 +395,12 @@ def issue_server(pki: Path, out: Path, stem: str, days: float = 365) -> int:
     out.mkdir(parents=True, exist_ok=True)
     devcerts.write_issued(out, stem, item, p12=False)
     return int(item.cert.serial_number)
+
+
+def refused(port: int) -> bool:
+    """True when nothing accepts connections on 127.0.0.1:`port` any more."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False

@@ -13,7 +13,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from tests.harness import (
     EchoServer,
     GatewayProcess,
     client_context,
+    free_port,
     issue_server,
+    refused,
     request,
     sample,
     scrape,
@@ -297,33 +300,81 @@ def test_reloading_under_load_fails_no_request(tmp_path: Path, pki: Path) -> Non
 def test_new_trust_applies_to_new_connections_while_open_ones_finish(
     tmp_path: Path, pki: Path
 ) -> None:
+    with _unwatched_gateway(tmp_path, pki) as (path, port, admin, doc):
+        kept = http.client.HTTPSConnection(
+            "localhost", port, context=client_context(pki), timeout=10
+        )
+        try:
+            kept.request("GET", "/before")
+            first = kept.getresponse()
+            first.read()
+            assert first.status == 200
+            with pytest.raises(OSError):
+                request(port, "/x", pki, "client-untrusted")  # not trusted yet
+
+            doc["listeners"][0]["tls"]["client_ca"] = [str(pki / "untrusted-ca.pem")]
+            path.write_text(yaml.safe_dump(doc))
+            assert post_reload(admin)[0] == 200
+
+            assert request(port, "/x", pki, "client-untrusted").status == 200
+            with pytest.raises(OSError):
+                request(port, "/x", pki, "client")  # no longer trusted on a new connection
+            # the connection opened under the old trust keeps working until it closes
+            for _ in range(3):
+                kept.request("GET", "/after")
+                again = kept.getresponse()
+                again.read()
+                assert again.status == 200
+        finally:
+            kept.close()
+
+
+def test_reload_adds_moves_and_removes_listeners_but_not_the_admin_port(
+    tmp_path: Path, pki: Path
+) -> None:
+    with _unwatched_gateway(tmp_path, pki) as (path, port, admin, doc):
+        second = free_port()
+        extra = json.loads(json.dumps(doc["listeners"][0]))
+        extra.update(name="second", bind=f"127.0.0.1:{second}")
+        doc["listeners"].append(extra)
+        path.write_text(yaml.safe_dump(doc))
+        assert post_reload(admin)[0] == 200
+        assert request(second, "/x", pki).status == 200
+        assert request(port, "/x", pki).status == 200
+
+        del doc["listeners"][0]
+        path.write_text(yaml.safe_dump(doc))
+        assert post_reload(admin)[0] == 200
+        assert wait_for(lambda: refused(port))
+        assert request(second, "/x", pki).status == 200
+
+        doc["admin"]["bind"] = f"127.0.0.1:{free_port()}"
+        path.write_text(yaml.safe_dump(doc))
+        status, body = post_reload(admin)
+        assert status == 422
+        assert body["problems"] == [
+            f"admin.bind: changing the admin address (127.0.0.1:{admin} -> "
+            f"{doc['admin']['bind']}) needs a restart"
+        ]
+
+        # a listener whose port is taken: the reload fails and nothing changes
+        with socket.socket() as blocker:
+            blocker.bind(("127.0.0.1", 0))
+            blocker.listen()
+            doc["admin"]["bind"] = f"127.0.0.1:{admin}"
+            doc["listeners"][0]["bind"] = f"127.0.0.1:{blocker.getsockname()[1]}"
+            path.write_text(yaml.safe_dump(doc))
+            status, body = post_reload(admin)
+        assert status == 422 and body["problems"][0].startswith("listeners[0].bind: ")
+        assert request(second, "/x", pki).status == 200
+
+
+@contextmanager
+def _unwatched_gateway(
+    tmp_path: Path, pki: Path
+) -> Iterator[tuple[Path, int, int, dict[str, Any]]]:
+    """The real process on the baseline config with file watching off (reloads are explicit)."""
     with EchoServer() as echo:
         path, port, admin = write_config(tmp_path, pki, echo.port, reload={"watch": False})
-        doc = yaml.safe_load(path.read_text())
         with GatewayProcess(path, admin):
-            kept = http.client.HTTPSConnection(
-                "localhost", port, context=client_context(pki), timeout=10
-            )
-            try:
-                kept.request("GET", "/before")
-                first = kept.getresponse()
-                first.read()
-                assert first.status == 200
-                with pytest.raises(OSError):
-                    request(port, "/x", pki, "client-untrusted")  # not trusted yet
-
-                doc["listeners"][0]["tls"]["client_ca"] = [str(pki / "untrusted-ca.pem")]
-                path.write_text(yaml.safe_dump(doc))
-                assert post_reload(admin)[0] == 200
-
-                assert request(port, "/x", pki, "client-untrusted").status == 200
-                with pytest.raises(OSError):
-                    request(port, "/x", pki, "client")  # no longer trusted on a new connection
-                # the connection opened under the old trust keeps working until it closes
-                for _ in range(3):
-                    kept.request("GET", "/after")
-                    again = kept.getresponse()
-                    again.read()
-                    assert again.status == 200
-            finally:
-                kept.close()
+            yield path, port, admin, yaml.safe_load(path.read_text())

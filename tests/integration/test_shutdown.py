@@ -3,7 +3,6 @@ requests finish (up to shutdown_timeout), exit 0."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import urllib.error
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import EchoServer, GatewayProcess, Reply, request, write_config
+from tests.harness import EchoServer, GatewayProcess, Reply, refused, request, write_config
 
 pytestmark = pytest.mark.process
 
@@ -30,14 +29,6 @@ def _in_flight(port: int, pki: Path, seconds: float, out: list[Reply | BaseExcep
         out.append(request(port, f"/slow?seconds={seconds}", pki))
     except BaseException as exc:
         out.append(exc)
-
-
-def _refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def _terminate_during_slow_request(
@@ -63,9 +54,9 @@ def _terminate_during_slow_request(
                 while _readyz(admin) != 503 and time.monotonic() < deadline:
                     time.sleep(0.02)
                 assert _readyz(admin) == 503
-                while not _refused(port) and time.monotonic() < deadline:
+                while not refused(port) and time.monotonic() < deadline:
                     time.sleep(0.02)
-                assert _refused(port)
+                assert refused(port)
             code = gw.proc.wait(15)
             took = time.monotonic() - sent
             slow.join(15)
