@@ -83,6 +83,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _password(path: str | None, env: str | None) -> str | None:
+    """A secret from a file (first line) or an environment variable; never from argv."""
+    import os
+
+    from gateway.explain import InputError
+
+    if path is not None:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise InputError(f"cannot read the password file {path}: {reason}") from None
+        return lines[0] if lines else ""
+    if env is not None:
+        if env not in os.environ:
+            raise InputError(f"environment variable {env} is not set")
+        return os.environ[env]
+    return None
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     import datetime as dt
     import json
@@ -105,7 +125,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if at.tzinfo is None:
             at = at.replace(tzinfo=dt.UTC)
     try:
-        leaf, chain = read_client_cert(args.cert, args.password, args.chain or [])
+        password = _password(args.password_file, args.password_env)
+        leaf, chain = read_client_cert(args.cert, password, args.chain or [])
         out = explain(
             cfg,
             leaf,
@@ -170,7 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-c", "--config", required=True, help="YAML config file")
     p.add_argument("--cert", required=True, help="client certificate: PEM, DER or PKCS#12")
-    p.add_argument("--password", help="PKCS#12 password")
+    p.add_argument(
+        "--password-file", help="file holding the PKCS#12 password (never on the command line)"
+    )
+    p.add_argument(
+        "--password-env", metavar="VAR", help="environment variable holding the PKCS#12 password"
+    )
     p.add_argument("--chain", action="append", help="intermediates the client sends (repeatable)")
     p.add_argument("--listener", help="listener name (default: the first)")
     p.add_argument("--route", help="route name")

@@ -64,7 +64,11 @@ def read_client_cert(
                 data, password.encode() if password is not None else None
             )
         except ValueError as exc:
-            hint = "" if password is not None else " (a PKCS#12 file needs --password)"
+            hint = (
+                ""
+                if password is not None
+                else " (a PKCS#12 file needs --password-file or --password-env)"
+            )
             raise InputError(
                 f"{path} is not a PEM/DER certificate or readable PKCS#12: {exc}{hint}"
             ) from None

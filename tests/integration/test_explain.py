@@ -4,6 +4,7 @@ the stage and the reason must be what the gateway really does with that certific
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,11 +30,14 @@ pytestmark = pytest.mark.process
 
 
 def _explain(config: Path, *args: str) -> tuple[int, dict[str, Any] | None, str]:
+    env = {**os.environ, "P12_WRONG": "wrong", "P12_GOOD": "changeit"}
+    env.pop("UNSET_VAR", None)
     out = subprocess.run(
         [sys.executable, "-m", "gateway", "explain", "-c", str(config), *args],
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
     doc = json.loads(out.stdout) if "--json" in args and out.returncode in (0, 1) else None
     return out.returncode, doc, out.stdout + out.stderr
@@ -121,14 +125,20 @@ def test_explain_reads_der_and_pkcs12_and_explains_in_text(tmp_path: Path, pki: 
     der.write_bytes(leaf.public_bytes(serialization.Encoding.DER))
     code, _, text = _explain(config, "--cert", str(der), "--route", "api")
     assert code == 0 and "ALLOWED on listener 'public', route 'api'" in text, text
+    secret = tmp_path / "p12-password"
+    secret.write_text("changeit\n")
     code, doc, text = _explain(
-        config, "--cert", str(pki / "client-intermediate.p12"), "--password", "changeit",
+        config, "--cert", str(pki / "client-intermediate.p12"), "--password-file", str(secret),
         "--route", "api", "--json",
     )  # fmt: skip
     assert code == 0 and doc is not None, text
     assert "'mtls-gateway dev intermediate CA'" in next(
         s["detail"] for s in doc["steps"] if s["name"] == "chain"
     )
+    code, _, _ = _explain(
+        config, "--cert", str(pki / "client.p12"), "--password-env", "P12_GOOD", "--route", "api"
+    )
+    assert code == 0
     code, _, text = _explain(config, "--cert", str(pki / "client-revoked.pem"), "--route", "api")
     assert code == 1
     assert "DENIED at handshake (revoked)" in text and "FAIL revocation" in text and "fix: " in text
@@ -143,8 +153,13 @@ def test_explain_reads_der_and_pkcs12_and_explains_in_text(tmp_path: Path, pki: 
     ("args", "message"),
     [
         (["--cert", "/nonexistent.pem"], "cannot read /nonexistent.pem"),
-        (["--cert", "{pki}/client.p12"], "needs --password"),
-        (["--cert", "{pki}/client.p12", "--password", "wrong"], "readable PKCS#12"),
+        (["--cert", "{pki}/client.p12"], "needs --password-file or --password-env"),
+        (["--cert", "{pki}/client.p12", "--password-env", "P12_WRONG"], "readable PKCS#12"),
+        (["--cert", "{pki}/client.p12", "--password-env", "UNSET_VAR"], "UNSET_VAR is not set"),
+        (
+            ["--cert", "{pki}/client.p12", "--password-file", "/nope"],
+            "cannot read the password file",
+        ),
         (
             ["--cert", "{pki}/client.pem", "--route", "nope"],
             "no route named 'nope'; defined: api, intermediate-only",
