@@ -150,6 +150,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK if out.allowed else EXIT_RUNTIME
 
 
+def cmd_schema(_args: argparse.Namespace) -> int:
+    from gateway.schema import config_schema_text
+
+    sys.stdout.write(config_schema_text())
+    return EXIT_OK
+
+
 def cmd_dev_certs(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.force and not devcerts.missing(out):
@@ -207,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", help="evaluate at this time (ISO 8601, default now)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the config file")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("dev-certs", help="write the development PKI")
     p.add_argument("--out", required=True, help="directory to write into")

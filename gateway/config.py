@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import re
 import typing
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,183 +17,28 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
-    ValidationInfo,
 )
 
+from gateway.configtypes import (
+    EKU_NAMES,
+    Bind,
+    Duration,
+    EkuOid,
+    FilePath,
+    HexDigest,
+    HexSerial,
+    HostName,
+    HttpUrl,
+    Method,
+    Name,
+    PathPrefix,
+    UpstreamUrl,
+    Values,
+    parse_duration,
+)
 from gateway.errors import ConfigError, ConfigProblem
 
-# --------------------------------------------------------------------------- value types
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: Any) -> float:
-    """`500ms`, `10s`, `5m`, `1h`, `28d` -> seconds."""
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ValueError(f"{value!r} is not a duration; write it like 500ms, 10s, 5m, 1h or 28d")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
-
-
-def _resolve_path(value: Any, info: ValidationInfo) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{value!r} is not a file path")
-    base = (info.context or {}).get("base_dir")
-    p = Path(value).expanduser()
-    if not p.is_absolute() and base is not None:
-        p = Path(base) / p
-    return str(p)
-
-
-FilePath = Annotated[str, BeforeValidator(_resolve_path)]
-
-
-def parse_bind(value: Any) -> str:
-    """`host:port` with an IPv4 address, `[IPv6]` or a host name; port 0 picks a free port."""
-    if not isinstance(value, str) or ":" not in value:
-        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:8443 or [::1]:8443)")
-    host, _, port = value.rpartition(":")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError(f"{value!r}: unbalanced brackets around the IPv6 address")
-        try:
-            ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise ValueError(f"{value!r}: {host[1:-1]!r} is not an IPv6 address") from None
-    elif not host or not re.fullmatch(r"[A-Za-z0-9.\-]+", host):
-        raise ValueError(f"{value!r}: {host!r} is not an IPv4 address or host name")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r}: port must be a number from 0 to 65535")
-    return value
-
-
-Bind = Annotated[str, BeforeValidator(parse_bind)]
-
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
-Name = Annotated[str, Field(pattern=_NAME)]
-
-
-def _as_values(value: Any) -> tuple[str, ...]:
-    """A matcher value: one string or a list of strings; `re:` patterns must compile."""
-    items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
-        raise ValueError(f"{value!r} must be a string or a non-empty list of strings")
-    out: list[str] = []
-    for item in items:
-        if isinstance(item, int) and not isinstance(item, bool):
-            item = str(item)
-        if not isinstance(item, str) or not item:
-            raise ValueError(f"{item!r} is not a non-empty string")
-        if item.startswith("re:"):
-            try:
-                re.compile(item[3:])
-            except re.error as exc:
-                raise ValueError(f"{item!r} is not a valid regular expression: {exc}") from None
-        out.append(item)
-    return tuple(out)
-
-
-Values = Annotated[tuple[str, ...], BeforeValidator(_as_values)]
-
-
-def _hex_values(length: int | None) -> Any:
-    def check(values: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for v in values:
-            h = v.replace(":", "").lower()
-            if h.startswith("0x"):
-                h = h[2:]
-            if not re.fullmatch(r"[0-9a-f]+", h) or (length is not None and len(h) != length):
-                want = f"{length} hex digits" if length else "hex digits"
-                raise ValueError(f"{v!r} is not {want} (colons allowed)")
-            out.append(h if length else h.lstrip("0") or "0")
-        return tuple(out)
-
-    return AfterValidator(check)
-
-
-HexDigest = Annotated[Values, _hex_values(64)]
-HexSerial = Annotated[Values, _hex_values(None)]
-
-EKU_NAMES: dict[str, str] = {
-    "serverAuth": "1.3.6.1.5.5.7.3.1",
-    "clientAuth": "1.3.6.1.5.5.7.3.2",
-    "codeSigning": "1.3.6.1.5.5.7.3.3",
-    "emailProtection": "1.3.6.1.5.5.7.3.4",
-    "timeStamping": "1.3.6.1.5.5.7.3.8",
-    "OCSPSigning": "1.3.6.1.5.5.7.3.9",
-}
-
-
-def _eku_oid(value: Any) -> str:
-    if isinstance(value, str):
-        if value in EKU_NAMES:
-            return EKU_NAMES[value]
-        if re.fullmatch(r"[0-2](\.\d+)+", value):
-            return value
-    raise ValueError(f"{value!r} is not an EKU; use one of {', '.join(EKU_NAMES)} or a dotted OID")
-
-
-EkuOid = Annotated[str, BeforeValidator(_eku_oid)]
-
-
-def _host(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a host name")
-    h = value.strip().lower().rstrip(".")
-    label = r"(\*|[a-z0-9]([a-z0-9\-]*[a-z0-9])?)"
-    if not re.fullmatch(rf"{label}(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*", h) and not _is_ip(h):
-        raise ValueError(
-            f"{value!r} is not a host name (letters, digits, '-', '.', optionally '*.' first)"
-        )
-    return h
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-def _path_prefix(value: Any) -> str:
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise ValueError(f"{value!r} must start with '/'")
-    parts = value.split("/")
-    if "//" in value or "." in parts or ".." in parts or "%" in value or "\\" in value:
-        raise ValueError(
-            f"{value!r} is not a normalised path (no '//', '.', '..', '%' or '\\'); "
-            "routes match the normalised request path"
-        )
-    return value
-
-
-def _upstream_url(value: Any) -> str:
-    if isinstance(value, str) and re.fullmatch(
-        r"http://[A-Za-z0-9.\-]+(:\d{1,5})?(/[^?#\s]*)?", value
-    ):
-        return value
-    if isinstance(value, str) and re.fullmatch(
-        r"http://\[[0-9A-Fa-f:.]+\](:\d{1,5})?(/[^?#\s]*)?", value
-    ):
-        return value
-    raise ValueError(
-        f"{value!r} is not an upstream URL; write http://host:port or http://host:port/base-path "
-        "(https upstreams are not supported yet)"
-    )
-
-
-def _method(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z]+", value):
-        raise ValueError(f"{value!r} is not an HTTP method name")
-    return value.upper()
-
+__all__ = ["EKU_NAMES", "GatewayConfig", "load_config", "parse_config", "parse_duration"]
 
 # --------------------------------------------------------------------------- the model
 
@@ -204,22 +47,13 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _http_url(value: Any) -> str:
-    if isinstance(value, str) and re.fullmatch(r"https?://[^\s/?#]+(/[^\s#]*)?", value):
-        return value
-    raise ValueError(f"{value!r} is not an http:// or https:// URL")
-
-
-HttpUrl = Annotated[str, BeforeValidator(_http_url)]
-
-
 class CrlUrl(Model):
     """A CRL fetched over HTTP on a schedule; the last good copy is kept in `cache`."""
 
-    url: HttpUrl
+    url: HttpUrl = Field(description="where the CRL is published (http:// or https://)")
     cache: FilePath = Field(description="file holding the last good copy (written atomically)")
-    refresh: Duration = 3600.0
-    timeout: Duration = 10.0
+    refresh: Duration = Field(default=3600.0, description="how often to download it again")
+    timeout: Duration = Field(default=10.0, description="per download")
 
 
 def _crl_tag(value: Any) -> str:
@@ -235,26 +69,49 @@ CrlSource = Annotated[
 class OcspConfig(Model):
     """OCSP status of client certificates, checked after the handshake, before any request."""
 
-    mode: Literal["off", "soft", "hard"] = "off"
-    responder_url: HttpUrl | None = None
-    cache_ttl: Duration = 300.0
-    timeout: Duration = 2.0
+    mode: Literal["off", "soft", "hard"] = Field(
+        default="off",
+        description="soft: ask, let the client through when the responder cannot answer; "
+        "hard: reject then (ocsp_error)",
+    )
+    responder_url: HttpUrl | None = Field(
+        default=None, description="responder to ask; default: the leaf's AIA OCSP URL"
+    )
+    cache_ttl: Duration = Field(
+        default=300.0, description="cache answers by issuer and serial this long"
+    )
+    timeout: Duration = Field(default=2.0, description="per query")
 
 
 class TlsConfig(Model):
+    """TLS of one listener: server certificate, client trust, revocation, profile."""
+
     cert: FilePath = Field(description="server certificate chain (PEM): leaf first")
     key: FilePath = Field(description="private key of the server certificate (PEM)")
-    client_ca: tuple[FilePath, ...] = Field(default=(), description="trust bundles (PEM)")
-    client_auth: Literal["require", "optional", "none"] = "require"
-    min_version: Literal["1.2", "1.3"] = "1.2"
-    handshake_timeout: Duration = 10.0
-    crl: tuple[CrlSource, ...] = Field(default=(), description="CRL files (PEM/DER) or URLs")
+    client_ca: tuple[FilePath, ...] = Field(
+        default=(), description="trust bundles (PEM) for client certificates"
+    )
+    client_auth: Literal["require", "optional", "none"] = Field(
+        default="require",
+        description="require: no verified certificate, no handshake; optional: anonymous "
+        "clients reach routes with require_client_cert: false",
+    )
+    min_version: Literal["1.2", "1.3"] = Field(default="1.2", description="lowest TLS version")
+    handshake_timeout: Duration = Field(
+        default=10.0, description="drop a client that has not finished the handshake by then"
+    )
+    crl: tuple[CrlSource, ...] = Field(
+        default=(), description="CRL files (PEM/DER) or {url, cache, refresh} entries"
+    )
     allow_missing_crl: bool = Field(
         default=False,
         description="start even when a CA of client_ca has no CRL (its clients fail crl_error)",
     )
-    ocsp: OcspConfig = OcspConfig()
-    verify_profile: Literal["openssl", "strict"] = "openssl"
+    ocsp: OcspConfig = Field(default=OcspConfig(), description="OCSP for client certificates")
+    verify_profile: Literal["openssl", "strict"] = Field(
+        default="openssl",
+        description="strict: re-verify each new client chain with gateway.verify's profile",
+    )
     expiry_warning: Duration = Field(
         default=28 * 86400.0, description="warn when the server certificate has less than this left"
     )
@@ -264,40 +121,52 @@ class TlsConfig(Model):
 
 
 class ListenerConfig(Model):
-    name: Name
-    bind: Bind
+    """One TLS port."""
+
+    name: Name = Field(description="unique; the `listener` metric label")
+    bind: Bind = Field(description="host:port or [v6]:port; port 0 picks a free port")
     tls: TlsConfig
 
 
 class UpstreamTimeouts(Model):
-    connect: Duration = 5.0
+    """How long the gateway waits for an upstream (exceeded: 504 upstream_timeout)."""
+
+    connect: Duration = Field(default=5.0, description="connect time; exceeded: 504")
     read: Duration = Field(default=30.0, description="max wait for each read from the upstream")
 
 
 class UpstreamConfig(Model):
-    name: Name
-    url: Annotated[str, BeforeValidator(_upstream_url)]
+    """A service requests are forwarded to."""
+
+    name: Name = Field(description="unique; the `upstream` metric label")
+    url: UpstreamUrl = Field(description="http://host:port[/base-path]")
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
-    max_connections: int = Field(default=100, ge=1, le=100000)
+    max_connections: int = Field(default=100, ge=1, le=100000, description="keep-alive pool size")
 
 
 class RouteMatch(Model):
-    host: Annotated[str, BeforeValidator(_host)] | None = None
-    path_prefix: Annotated[str, BeforeValidator(_path_prefix)] = "/"
-    methods: tuple[Annotated[str, BeforeValidator(_method)], ...] | None = None
+    """What a request must look like for the route to apply."""
+
+    host: HostName | None = Field(
+        default=None, description="exact host or *.example.org; default: any"
+    )
+    path_prefix: PathPrefix = Field(
+        default="/", description="normalised path prefix, matched on whole segments"
+    )
+    methods: tuple[Method, ...] | None = Field(default=None, description="default: any")
 
 
 class NameMatch(Model):
     """Distinguished-name attributes; each value is exact, a glob, or `re:` + regex."""
 
-    CN: Values | None = None
-    O: Values | None = None  # noqa: E741
-    OU: Values | None = None
-    C: Values | None = None
-    L: Values | None = None
-    ST: Values | None = None
-    emailAddress: Values | None = None
-    serialNumber: Values | None = None
+    CN: Values | None = Field(default=None, description="commonName")
+    O: Values | None = Field(default=None, description="organizationName")  # noqa: E741
+    OU: Values | None = Field(default=None, description="organizationalUnitName")
+    C: Values | None = Field(default=None, description="countryName")
+    L: Values | None = Field(default=None, description="localityName")
+    ST: Values | None = Field(default=None, description="stateOrProvinceName")
+    emailAddress: Values | None = Field(default=None, description="emailAddress")
+    serialNumber: Values | None = Field(default=None, description="serialNumber attribute")
 
     def items(self) -> Iterable[tuple[str, tuple[str, ...]]]:
         return ((k, v) for k, v in self.__dict__.items() if v is not None)
@@ -306,15 +175,19 @@ class NameMatch(Model):
 class Matcher(Model):
     """One allow/deny entry: every field given must match (AND)."""
 
-    subject: NameMatch | None = None
-    issuer: NameMatch | None = None
-    san_dns: Values | None = None
-    san_uri: Values | None = None
-    san_email: Values | None = None
-    san_ip: Values | None = None
-    serial: HexSerial | None = None
-    fingerprint_sha256: HexDigest | None = None
-    spki_sha256: HexDigest | None = None
+    subject: NameMatch | None = Field(default=None, description="subject attributes")
+    issuer: NameMatch | None = Field(default=None, description="issuer attributes")
+    san_dns: Values | None = Field(default=None, description="SAN DNS names (glob * stops at .)")
+    san_uri: Values | None = Field(default=None, description="SAN URIs (glob * stops at /)")
+    san_email: Values | None = Field(default=None, description="SAN e-mail addresses")
+    san_ip: Values | None = Field(default=None, description="SAN IP addresses")
+    serial: HexSerial | None = Field(default=None, description="certificate serial (hex)")
+    fingerprint_sha256: HexDigest | None = Field(
+        default=None, description="SHA-256 of the certificate DER (hex)"
+    )
+    spki_sha256: HexDigest | None = Field(
+        default=None, description="SHA-256 of the SubjectPublicKeyInfo (hex): a key pin"
+    )
 
 
 def _allow_tag(value: Any) -> str:
@@ -335,32 +208,52 @@ AllowSpec = Annotated[
 
 
 class Policy(Model):
-    require_client_cert: bool = True
-    required_eku: tuple[EkuOid, ...] = ()
-    allow: AllowSpec | None = None
-    deny: tuple[Matcher, ...] = ()
+    """Who may use the route: fail closed, deny first, then required_eku, then allow."""
+
+    require_client_cert: bool = Field(
+        default=True, description="false admits anonymous clients (client_auth: optional)"
+    )
+    required_eku: tuple[EkuOid, ...] = Field(
+        default=(), description="EKU names or dotted OIDs the leaf must list"
+    )
+    allow: AllowSpec | None = Field(
+        default=None, description="`any` (every verified client) or matchers (OR)"
+    )
+    deny: tuple[Matcher, ...] = Field(default=(), description="matchers checked first")
 
 
 class RouteConfig(Model):
-    name: Name
+    """First match wins."""
+
+    name: Name = Field(description="unique; the `route` metric label")
     match: RouteMatch = RouteMatch()
-    upstream: Name
+    upstream: Name = Field(description="an upstream name")
     policy: Policy = Policy()
-    forward_identity: tuple[Literal["rfc9440", "xfcc"], ...] = ()
+    forward_identity: tuple[Literal["rfc9440", "xfcc"], ...] = Field(
+        default=(), description="identity headers the upstream gets"
+    )
 
 
 class AdminConfig(Model):
-    bind: Bind = "127.0.0.1:9901"
+    """Plain-HTTP admin port: /, /status, /certs, /metrics, /healthz, /readyz, POST /reload."""
+
+    bind: Bind = Field(default="127.0.0.1:9901", description="keep it on loopback")
 
 
 class ReloadConfig(Model):
+    """Reload triggers besides SIGHUP and POST /reload."""
+
     watch: bool = Field(default=True, description="reload when a referenced file changes")
-    debounce: Duration = 0.5
+    debounce: Duration = Field(default=0.5, description="wait for writes to settle")
 
 
 class LoggingConfig(Model):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    access_log: bool = True
+    """JSON lines on stdout."""
+
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="least severe level written"
+    )
+    access_log: bool = Field(default=True, description="one JSON line per request")
 
 
 def _non_empty(items: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -370,13 +263,23 @@ def _non_empty(items: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 class GatewayConfig(Model):
-    listeners: Annotated[tuple[ListenerConfig, ...], AfterValidator(_non_empty)]
-    upstreams: Annotated[tuple[UpstreamConfig, ...], AfterValidator(_non_empty)]
-    routes: Annotated[tuple[RouteConfig, ...], AfterValidator(_non_empty)]
-    admin: AdminConfig | None = AdminConfig()
+    """mtls-gateway configuration (relative file paths resolve against the file's folder)."""
+
+    listeners: Annotated[tuple[ListenerConfig, ...], AfterValidator(_non_empty)] = Field(
+        description="TLS ports", json_schema_extra={"minItems": 1}
+    )
+    upstreams: Annotated[tuple[UpstreamConfig, ...], AfterValidator(_non_empty)] = Field(
+        description="services to forward to", json_schema_extra={"minItems": 1}
+    )
+    routes: Annotated[tuple[RouteConfig, ...], AfterValidator(_non_empty)] = Field(
+        description="first match wins", json_schema_extra={"minItems": 1}
+    )
+    admin: AdminConfig | None = Field(default=AdminConfig(), description="null disables it")
     logging: LoggingConfig = LoggingConfig()
     reload: ReloadConfig = ReloadConfig()
-    shutdown_timeout: Duration = 30.0
+    shutdown_timeout: Duration = Field(
+        default=30.0, description="SIGTERM: how long in-flight requests may finish"
+    )
 
 
 # --------------------------------------------------------------------------- loading

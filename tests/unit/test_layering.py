@@ -12,6 +12,7 @@ LAYER = {
     "log": 0,
     "reasons": 0,
     "config": 1,
+    "configtypes": 1,
     "identity": 1,
     "devcerts": 1,
     "certfiles": 1,
@@ -34,11 +35,12 @@ LAYER = {
     "server": 5,
     "demo": 6,
     "explain": 5,
+    "schema": 5,
     "cli": 6,
     "__main__": 6,
     "__init__": 0,
 }
-PURE = {"config", "identity", "routing", "policy", "reasons", "errors"}
+PURE = {"config", "configtypes", "identity", "routing", "policy", "reasons", "errors"}
 IO_MODULES = {"asyncio", "ssl", "aiohttp", "socket", "uvloop"}
 
 
