@@ -1,4 +1,4 @@
-"""The admin port: /metrics, /healthz (alive), /readyz (serving) and POST /reload."""
+"""The admin port: / (status page), /status, /certs, /metrics, /healthz, /readyz, POST /reload."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.metrics import Metrics
 from gateway.runtime import ReloadResult
+from gateway.status import StatusSource, certs_doc, render_page, status_doc
 
 
 class Admin:
@@ -20,6 +21,7 @@ class Admin:
         metrics: Metrics,
         ready: Callable[[], bool],
         reload: Callable[[str], Awaitable[ReloadResult]] | None = None,
+        source: StatusSource | None = None,
     ) -> None:
         host, _, port = bind.rpartition(":")
         self._host = host.strip("[]")
@@ -27,6 +29,7 @@ class Admin:
         self._metrics = metrics
         self._ready = ready
         self._reload = reload
+        self._source = source
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -35,6 +38,10 @@ class Admin:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_post("/reload", self._reload_view)
+        if self._source is not None:
+            app.router.add_get("/", self._page)
+            app.router.add_get("/status", self._status)
+            app.router.add_get("/certs", self._certs)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
@@ -76,3 +83,23 @@ class Admin:
             "duration_ms": round(result.seconds * 1000, 3),
         }
         return web.json_response(body, status=200 if result.ok else 422)
+
+    async def _page(self, _request: web.Request) -> web.Response:
+        assert self._source is not None
+        return web.Response(
+            text=render_page(self._source),
+            content_type="text/html",
+            headers={
+                "Cache-Control": "no-store",
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+            },
+        )
+
+    async def _status(self, _request: web.Request) -> web.Response:
+        assert self._source is not None
+        code, doc = status_doc(self._source)
+        return web.json_response(doc, status=code)
+
+    async def _certs(self, _request: web.Request) -> web.Response:
+        assert self._source is not None
+        return web.json_response(certs_doc(self._source))

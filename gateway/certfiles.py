@@ -26,11 +26,23 @@ class HeldCert:
     subject: str
     not_after: float  # for a CRL: its nextUpdate
     warn_before: float = 0.0  # seconds before not_after at which to log a warning
+    issuer: str = ""
+    serial: str = ""  # hex; empty for a CRL
+    not_before: float = 0.0  # for a CRL: its lastUpdate
+    path: str = ""
 
 
-def _held(kind: str, name: str, cert: x509.Certificate, warn_before: float) -> HeldCert:
+def _held(kind: str, name: str, cert: x509.Certificate, warn_before: float, path: str) -> HeldCert:
     return HeldCert(
-        kind, name, cert.subject.rfc4514_string(), cert.not_valid_after_utc.timestamp(), warn_before
+        kind,
+        name,
+        cert.subject.rfc4514_string(),
+        cert.not_valid_after_utc.timestamp(),
+        warn_before,
+        cert.issuer.rfc4514_string(),
+        f"{cert.serial_number:x}",
+        cert.not_valid_before_utc.timestamp(),
+        path,
     )
 
 
@@ -116,8 +128,11 @@ def check_files(
         if certs:
             leaf = certs[0]
             warn = lst.tls.expiry_warning
-            held.append(_held("server", lst.name, leaf, warn))
-            held += [_held("server_chain", f"{lst.name}/{_cn(c)}", c, warn) for c in certs[1:]]
+            held.append(_held("server", lst.name, leaf, warn, lst.tls.cert))
+            held += [
+                _held("server_chain", f"{lst.name}/{_cn(c)}", c, warn, lst.tls.cert)
+                for c in certs[1:]
+            ]
             sans.append(_check_server_leaf(leaf, lst.tls.cert, f"{base}.cert", now, problems))
             key_data = _read(lst.tls.key, f"{base}.key", problems)
             if key_data is not None:
@@ -131,7 +146,7 @@ def check_files(
             if ca_data is None:
                 continue
             for ca in _load_certs(ca_data, ca_path, where, problems):
-                held.append(_held("ca", _cn(ca), ca, lst.tls.expiry_warning))
+                held.append(_held("ca", _cn(ca), ca, lst.tls.expiry_warning, ca_path))
                 _check_ca(ca, ca_path, where, now, problems)
                 bundle.append(ca)
         if lst.tls.crl:
@@ -271,6 +286,10 @@ def _check_crls(
                         crl.issuer.rfc4514_string(),
                         nxt.timestamp(),
                         lst.tls.crl_warning,
+                        crl.issuer.rfc4514_string(),
+                        "",
+                        crl.last_update_utc.timestamp(),
+                        path,
                     )
                 )
                 if nxt < now:

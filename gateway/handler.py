@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from gateway.activity import Activity
 from gateway.errors import DownstreamError, HttpError
 from gateway.listener import ConnectionTracker, ConnInfo
 from gateway.log import access_log, event, policy_log, proxy_log, server_log
@@ -44,9 +45,12 @@ def error_response(err: HttpError, route: str | None, request_id: str) -> web.Re
 class Pipeline:
     """Handles every request of one listener against the current snapshot."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot], metrics: Metrics) -> None:
+    def __init__(
+        self, snapshot: Callable[[], Snapshot], metrics: Metrics, activity: Activity | None = None
+    ) -> None:
         self._snapshot = snapshot
         self._metrics = metrics
+        self._activity = activity or Activity()
         self.tracker: ConnectionTracker | None = None  # set once the listener is wired
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -76,6 +80,13 @@ class Pipeline:
             if not decision.allowed:
                 assert decision.reason is not None
                 self._metrics.policy_denials.labels(route.config.name, decision.reason.value).inc()
+                subject = conn.identity.subject if conn.identity else "no certificate"
+                detail = decision.detail
+                if subject not in detail:
+                    detail = f"{subject}: {detail}"
+                self._activity.denial(
+                    route.config.name, decision.reason.value, conn.peer_ip, detail
+                )
                 policy_log.info(
                     "request denied by policy",
                     extra=event(

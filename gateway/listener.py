@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from gateway.activity import Activity
 from gateway.admission import Admission
 from gateway.identity import Identity, IdentityCache
 from gateway.log import event, tls_log
@@ -146,8 +147,10 @@ class Listener:
         handshake_timeout: float,
         server: ConnectionTracker,
         metrics: Metrics,
+        activity: Activity | None = None,
     ) -> None:
         self.name = name
+        self._activity = activity or Activity()
         self.bind = bind
         self._context = context
         self.handshake_timeout = handshake_timeout  # updated in place by a reload
@@ -158,6 +161,10 @@ class Listener:
         self._handshakes: set[asyncio.Task[None]] = set()
         self._ok = metrics.tls_handshakes.labels(name, "ok")
         self._duration = metrics.tls_handshake_duration.labels(name)
+
+    @property
+    def is_open(self) -> bool:
+        return self._sock is not None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -245,14 +252,17 @@ class Listener:
                 return
         self._ok.inc()
         self._duration.observe(time.perf_counter() - started)
+        self._activity.handshake(self.name, "ok")
 
     def _failed(self, failure: Failure, addr: Any, state: HandshakeState, error_type: str) -> None:
         self._metrics.tls_handshakes.labels(self.name, failure.reason.value).inc()
+        peer = f"{addr[0]}:{addr[1]}" if addr else ""
+        self._activity.handshake(self.name, failure.reason.value, peer, failure.detail)
         tls_log.info(
             "tls handshake failed",
             extra=event(
                 listener=self.name,
-                peer=f"{addr[0]}:{addr[1]}" if addr else "",
+                peer=peer,
                 sni=state.sni,
                 reason=failure.reason.value,
                 verify_code=failure.verify_code,

@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gateway.activity import Activity
 from gateway.admin import Admin
 from gateway.admission import Admission
 from gateway.certfiles import HeldCert, load_checked
@@ -73,6 +74,9 @@ class Gateway:
         self._held = held or []
         self._config_path = Path(config_path).resolve() if config_path is not None else None
         self.identities = IdentityCache()
+        self.activity = Activity()
+        self.started_at = time.time()
+        self.last_reload: float | None = None
         self._listeners: dict[str, Listener] = {}
         self.admin: Admin | None = None
         self._ready = False
@@ -100,6 +104,18 @@ class Gateway:
         """The current TLS context of a listener (new connections pick up a reload)."""
         return self._snapshot.contexts[listener]
 
+    def held_certs(self) -> list[HeldCert]:
+        return list(self._held)
+
+    def listener_addresses(self) -> dict[str, str]:
+        out = {}
+        for name, lst in self._listeners.items():
+            if not lst.is_open:  # stopping
+                continue
+            host, port = lst.address
+            out[name] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return out
+
     def _admission_for(self, listener: str) -> Admission | None:
         return self._snapshot.admissions.get(listener)
 
@@ -117,7 +133,7 @@ class Gateway:
     # ------------------------------------------------------------------ start / stop
 
     def _open_listener(self, lst: ListenerConfig) -> Listener:
-        pipeline = Pipeline(self.snapshot, self.metrics)
+        pipeline = Pipeline(self.snapshot, self.metrics, self.activity)
         tracker = ConnectionTracker(
             pipeline,
             lst.name,
@@ -134,6 +150,7 @@ class Gateway:
             lst.tls.handshake_timeout,
             tracker,
             self.metrics,
+            self.activity,
         )
         try:
             listener.open()
@@ -156,7 +173,7 @@ class Gateway:
             raise
         self._listeners = {lst.name: lst for lst in opened}
         if cfg.admin is not None:
-            self.admin = Admin(cfg.admin.bind, self.metrics, self.ready, self.reload)
+            self.admin = Admin(cfg.admin.bind, self.metrics, self.ready, self.reload, self)
             await self.admin.start()
         for listener in opened:
             listener.start()
@@ -239,7 +256,8 @@ class Gateway:
             self._swap(new, held, opened)
             seconds = time.perf_counter() - started
             self.metrics.config_reloads.labels("success").inc()
-            self.metrics.config_last_reload_success.set(time.time())
+            self.last_reload = time.time()
+            self.metrics.config_last_reload_success.set(self.last_reload)
             config_log.info(
                 "config reloaded",
                 extra=event(trigger=trigger, duration_ms=round(seconds * 1000, 3)),

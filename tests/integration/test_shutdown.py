@@ -16,12 +16,16 @@ from tests.harness import EchoServer, GatewayProcess, Reply, refused, request, w
 pytestmark = pytest.mark.process
 
 
-def _readyz(admin: int) -> int:
+def _get(admin: int, path: str) -> int:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}{path}", timeout=2) as resp:
             return resp.status
     except urllib.error.HTTPError as err:
         return err.code
+
+
+def _readyz(admin: int) -> int:
+    return _get(admin, "/readyz")
 
 
 def _in_flight(port: int, pki: Path, seconds: float, out: list[Reply | BaseException]) -> None:
@@ -54,6 +58,7 @@ def _terminate_during_slow_request(
                 while _readyz(admin) != 503 and time.monotonic() < deadline:
                     time.sleep(0.02)
                 assert _readyz(admin) == 503
+                assert _get(admin, "/status") == 503
                 while not refused(port) and time.monotonic() < deadline:
                     time.sleep(0.02)
                 assert refused(port)
