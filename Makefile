@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint unit certs schema clean
+.PHONY: install demo test lint unit certs schema e2e-browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: lint
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+e2e-browser: $(STAMP)
+	command -v chromium >/dev/null && command -v certutil >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libnss3-tools)
+	$(BIN)/pytest -q -m browser tests/e2e
 
 schema: $(STAMP)
 	$(BIN)/mtls-gateway schema > config/schema.json
