@@ -1,4 +1,4 @@
-"""Accept + TLS handshake we drive ourselves, so every failure is classified, counted and logged."""
+"""Accept + TLS handshake we drive ourselves: every failure classified, counted, logged, alerted."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from gateway.identity import Identity, IdentityCache
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
 from gateway.tls import Failure, classify
+from gateway.tlsconn import TlsTransport, handshake
 
 _DER = getattr(_ssl, "ENCODING_DER", 1)
 
@@ -231,11 +233,11 @@ class Listener:
         state = HandshakeState()
         _HANDSHAKE.set(state)
         try:
-            timeout = self.handshake_timeout
-            async with asyncio.timeout(timeout):
-                transport, _ = await loop.connect_accepted_socket(
-                    self.server, conn, ssl=ctx, ssl_handshake_timeout=timeout + 1
-                )
+            async with asyncio.timeout(self.handshake_timeout):
+                sslobj, incoming, outgoing = await handshake(conn, ctx)
+            transport, _ = await loop.connect_accepted_socket(
+                partial(TlsTransport, sslobj, incoming, outgoing, self.server), conn
+            )
         except asyncio.CancelledError:
             conn.close()
             raise

@@ -24,6 +24,7 @@ LAYER = {
     "metrics": 2,
     "activity": 2,
     "proxy": 3,
+    "tlsconn": 2,
     "listener": 3,
     "ocsp": 3,
     "admission": 3,
