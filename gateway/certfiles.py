@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,9 +107,33 @@ def load_checked(
         if problems:
             raise ConfigError(problems)
     problems, held = check_files(cfg)
+    problems += key_permission_problems(cfg, honour_allow=True)
     if problems:
         raise ConfigError(problems)
     return cfg, held
+
+
+def key_permission_problems(cfg: GatewayConfig, honour_allow: bool) -> list[ConfigProblem]:
+    """Private keys readable by group or others. `run` refuses them unless the listener says
+    `allow_readable_key: true`; `check` reports them as warnings either way."""
+    problems = []
+    for i, lst in enumerate(cfg.listeners):
+        if honour_allow and lst.tls.allow_readable_key:
+            continue
+        try:
+            mode = os.stat(lst.tls.key).st_mode & 0o777
+        except OSError:
+            continue  # unreadable keys are reported by check_files
+        if mode & 0o077:
+            problems.append(
+                ConfigProblem(
+                    f"listeners[{i}].tls.key",
+                    f"{lst.tls.key} is readable by {'others' if mode & 0o007 else 'its group'} "
+                    f"(mode {mode:04o}); chmod 600 it (Kubernetes: defaultMode 0400 on the "
+                    "secret volume), or set allow_readable_key: true",
+                )
+            )
+    return problems
 
 
 def check_files(

@@ -65,10 +65,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from gateway.certfiles import check_files, key_permission_problems
+    from gateway.config import load_config
+
     try:
-        cfg, held = load_checked(args.config, fetch_missing)
+        cfg = load_config(args.config)
+        problems = fetch_missing(cfg)
+        more, held = check_files(cfg)
+        if problems or more:
+            raise ConfigError(problems + more)
     except ConfigError as exc:
         return _config_error(args.config, exc)
+    for warning in key_permission_problems(cfg, honour_allow=False):
+        print(f"warning: {warning}", file=sys.stderr)
     from gateway.metrics import Metrics
     from gateway.runtime import build_snapshot
 

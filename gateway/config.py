@@ -115,6 +115,11 @@ class TlsConfig(Model):
     expiry_warning: Duration = Field(
         default=28 * 86400.0, description="warn when the server certificate has less than this left"
     )
+    allow_readable_key: bool = Field(
+        default=False,
+        description="start even when the key file is readable by group or others "
+        "(`check` warns either way)",
+    )
     crl_warning: Duration = Field(
         default=86400.0, description="warn when a CRL's nextUpdate is closer than this"
     )
