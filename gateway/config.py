@@ -32,6 +32,7 @@ from gateway.configtypes import (
     Method,
     Name,
     PathPrefix,
+    Size,
     UpstreamUrl,
     Values,
     parse_duration,
@@ -125,12 +126,40 @@ class TlsConfig(Model):
     )
 
 
+class ListenerLimits(Model):
+    """Resource limits of one listener; each is counted in limits_hit_total when it bites."""
+
+    max_connections: int = Field(
+        default=10000, ge=1, description="open client connections; more wait in the backlog"
+    )
+    max_handshakes: int = Field(
+        default=512, ge=1, description="TLS handshakes in progress at once; more wait"
+    )
+    max_request_line: int = Field(
+        default=8190, ge=256, le=1048576, description="bytes of the request line (414 beyond)"
+    )
+    max_header_size: int = Field(
+        default=8190, ge=256, le=1048576, description="bytes of one header line (431 beyond)"
+    )
+    max_headers: int = Field(default=100, ge=8, le=10000, description="header count (431 beyond)")
+    max_request_body: Size = Field(
+        default=100 * 1024**2, description="request body bytes (413 beyond)"
+    )
+    header_timeout: Duration = Field(
+        default=10.0, description="a request head must arrive completely within this (408)"
+    )
+    keepalive_timeout: Duration = Field(
+        default=75.0, description="idle keep-alive connections are closed after this"
+    )
+
+
 class ListenerConfig(Model):
     """One TLS port."""
 
     name: Name = Field(description="unique; the `listener` metric label")
     bind: Bind = Field(description="host:port or [v6]:port; port 0 picks a free port")
     tls: TlsConfig
+    limits: ListenerLimits = ListenerLimits()
 
 
 class UpstreamTimeouts(Model):

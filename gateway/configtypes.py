@@ -38,6 +38,41 @@ Duration = Annotated[
 ]
 
 
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {
+    None: 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+    "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
+}  # fmt: skip
+SIZE_PATTERN = r"^\s*[0-9]+\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$"
+
+
+def parse_size(value: Any) -> int:
+    """`8190`, `64KiB`, `10MiB`, `1GiB` -> bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = _SIZE.match(value)
+        if m:
+            return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    raise ValueError(f"{value!r} is not a size; write bytes or e.g. 64KiB, 10MiB, 1GiB")
+
+
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+            "examples": ["64KiB", "10MiB"],
+        }
+    ),
+]
+
+
 def _resolve_path(value: Any, info: ValidationInfo) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{value!r} is not a file path")

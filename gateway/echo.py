@@ -6,8 +6,16 @@ import asyncio
 import hashlib
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 CHUNK = 64 * 1024
+SEEN = web.AppKey("seen", list[str])  # "METHOD raw-path" of every request, for the tests
+
+
+@web.middleware
+async def record(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request.app[SEEN].append(f"{request.method} {request.raw_path}")
+    return await handler(request)
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -52,7 +60,8 @@ async def slow(request: web.Request) -> web.Response:
 
 
 def make_app() -> web.Application:
-    app = web.Application(client_max_size=1024**3)
+    app = web.Application(client_max_size=1024**3, middlewares=[record])
+    app[SEEN] = []
     app.router.add_route("*", "/bytes/{n:\\d+}", stream_bytes)
     app.router.add_route("*", "/slow", slow)
     app.router.add_route("*", "/{tail:.*}", echo)

@@ -50,6 +50,11 @@ class DownstreamError(HttpError):
     code = "bad_request"
 
 
+class PayloadTooLarge(DownstreamError):
+    status = 413
+    code = "request_too_large"
+
+
 class UpstreamError(HttpError):
     """The upstream is at fault (502/504)."""
 

@@ -10,11 +10,12 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.activity import Activity
-from gateway.errors import DownstreamError, HttpError
+from gateway.errors import DownstreamError, HttpError, PayloadTooLarge
+from gateway.httpconn import GatewayRequestHandler
 from gateway.listener import ConnectionTracker, ConnInfo
 from gateway.log import access_log, event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
-from gateway.proxy import ClientContext, upstream_headers
+from gateway.proxy import BodyLimit, ClientContext, upstream_headers
 from gateway.reasons import POLICY_ERROR_CODES
 from gateway.routing import normalise_host, normalise_target
 from gateway.runtime import CompiledRoute, Snapshot
@@ -25,6 +26,27 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 class Misdirected(DownstreamError):
     status = 421
     code = "misdirected_request"
+
+
+class BadRequest(DownstreamError):
+    status = 400
+    code = "bad_request"
+
+
+def check_head(request: web.BaseRequest, max_body: int, on_body_limit: Callable[[], None]) -> None:
+    """What aiohttp's parser lets through but a gateway must not forward."""
+    if request.method == "CONNECT":
+        raise BadRequest("CONNECT is not served: the gateway is not an open proxy")
+    hosts = request.headers.getall("Host", ())
+    if len(hosts) != 1:
+        raise BadRequest("no Host header" if not hosts else "more than one Host header")
+    te = request.headers.getall("Transfer-Encoding", ())
+    if te and (len(te) > 1 or te[0].strip().lower() != "chunked"):
+        raise BadRequest(f"Transfer-Encoding {', '.join(te)!r}: only a single chunked is accepted")
+    length = request.content_length
+    if length is not None and length > max_body:
+        on_body_limit()
+        raise PayloadTooLarge(f"Content-Length {length} over the limit of {max_body} bytes")
 
 
 class PolicyDenied(DownstreamError):
@@ -58,6 +80,18 @@ class Pipeline:
         request_id = secrets.token_hex(8)
         assert self.tracker is not None
         conn = self.tracker.conns.get(request.protocol)
+        proto = request.protocol
+        if isinstance(proto, GatewayRequestHandler):
+            proto.head_received()
+            try:
+                return await self._handle(request, conn, request_id, started)
+            finally:
+                proto.response_done()
+        return await self._handle(request, conn, request_id, started)
+
+    async def _handle(
+        self, request: web.BaseRequest, conn: ConnInfo | None, request_id: str, started: float
+    ) -> web.StreamResponse:
         if conn is not None and conn.gate is not None and await conn.gate is not None:
             # rejected after the handshake (strict profile, OCSP): the listener counts and
             # logs it and drops the connection; nothing is served on it
@@ -71,6 +105,8 @@ class Pipeline:
             snap = self._snapshot()
             if conn is None:  # the connection closed while the request was queued
                 raise DownstreamError("connection gone", code="connection_closed")
+            limits = snap.limits[conn.listener]
+            check_head(request, limits.max_request_body, self._limit_hit(conn.listener))
             target = normalise_target(request.raw_path)
             host = normalise_host(request.headers.get("Host"))
             if conn.sni is not None and host is not None and host != conn.sni:
@@ -103,7 +139,10 @@ class Pipeline:
             ctx = ClientContext(conn.peer_ip, host, conn.identity, conn.chain, request_id)
             headers = upstream_headers(request, ctx, route.config.forward_identity)
             url = upstream.url_for(target.encoded, target.query)
-            response, upstream_seconds = await upstream.forward(request, url, headers, request_id)
+            body_limit = BodyLimit(limits.max_request_body, self._limit_hit(conn.listener))
+            response, upstream_seconds = await upstream.forward(
+                request, url, headers, request_id, body_limit
+            )
         except HttpError as err:
             if err.status >= 500:
                 proxy_log.warning(
@@ -116,6 +155,8 @@ class Pipeline:
                     ),
                 )
             response = error_response(err, route.config.name if route else None, request_id)
+            if isinstance(err, PayloadTooLarge | BadRequest):
+                response.force_close()  # the body was not (entirely) read
         except (
             Exception
         ):  # a gateway bug: logged with its traceback, counted, JSON 500 to the client
@@ -129,6 +170,10 @@ class Pipeline:
             request, response, route, conn, request_id, upstream_name, upstream_seconds, started
         )
         return response
+
+    def _limit_hit(self, listener: str) -> Callable[[], None]:
+        counter = self._metrics.limits_hit.labels(listener, "body_size")
+        return counter.inc
 
     def _account(
         self,

@@ -20,6 +20,8 @@ from aiohttp.web_protocol import RequestHandler
 
 from gateway.activity import Activity
 from gateway.admission import Admission
+from gateway.config import ListenerLimits
+from gateway.httpconn import GatewayRequestHandler, HeadDeadline
 from gateway.identity import Identity, IdentityCache
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
@@ -76,12 +78,35 @@ class ConnectionTracker(web.Server):
     ) -> None:
         super().__init__(handler, access_log=None, **kwargs)
         self.listener = listener
+        self.rules = HeadDeadline(listener, metrics, ListenerLimits().header_timeout)
+        self.apply_limits(ListenerLimits())
         self._admission = admission
+        self.capacity = asyncio.Event()  # set whenever a connection closes
         self.conns: dict[RequestHandler, ConnInfo] = {}
         self._identities = identities
         self._chains: dict[str, tuple[bytes, ...]] = {}
         self._metrics = metrics
         self._active = metrics.connections_active.labels(listener)
+
+    def apply_limits(self, limits: ListenerLimits) -> None:
+        """HTTP limits for connections accepted from now on (a reload calls it again)."""
+        # aiohttp's LineTooLong carries only the limit it hit: keep the two limits distinct
+        # (one byte apart at most) so the error can say which one it was
+        line = limits.max_request_line
+        if line == limits.max_header_size:
+            line += 1
+        self._kwargs.update(
+            max_line_size=line,
+            max_field_size=limits.max_header_size,
+            max_headers=limits.max_headers,
+            keepalive_timeout=limits.keepalive_timeout,
+        )
+        self.rules.seconds = limits.header_timeout
+        self.rules.max_line_size = line
+        self.rules.max_field_size = limits.max_header_size
+
+    def __call__(self) -> GatewayRequestHandler:
+        return GatewayRequestHandler(self, rules=self.rules, loop=self._loop, **self._kwargs)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
@@ -136,6 +161,7 @@ class ConnectionTracker(web.Server):
         super().connection_lost(handler, exc)
         if self.conns.pop(handler, None) is not None:
             self._active.dec()
+        self.capacity.set()
 
 
 class Listener:
@@ -163,6 +189,33 @@ class Listener:
         self._handshakes: set[asyncio.Task[None]] = set()
         self._ok = metrics.tls_handshakes.labels(name, "ok")
         self._duration = metrics.tls_handshake_duration.labels(name)
+        self._accepted = metrics.connections_accepted.labels(name)
+        self.max_connections = 10000
+        self.max_handshakes = 512
+        self._handshake_done = asyncio.Event()
+
+    def apply_limits(self, limits: ListenerLimits) -> None:
+        self.max_connections = limits.max_connections
+        self.max_handshakes = limits.max_handshakes
+        self.server.apply_limits(limits)
+
+    async def _wait_for_capacity(self) -> None:
+        """Hold the accept while the listener is full: the kernel's backlog keeps the rest."""
+        counted: set[str] = set()
+        while True:
+            if len(self._handshakes) >= self.max_handshakes:
+                limit, event_ = "handshakes", self._handshake_done
+            elif len(self.server.conns) + len(self._handshakes) >= self.max_connections:
+                limit, event_ = "connections", self.server.capacity
+            else:
+                return
+            if limit not in counted:
+                counted.add(limit)
+                self._metrics.limits_hit.labels(self.name, limit).inc()
+            event_.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await event_.wait()
 
     @property
     def is_open(self) -> bool:
@@ -208,6 +261,7 @@ class Listener:
         assert self._sock is not None
         loop = asyncio.get_running_loop()
         while True:
+            await self._wait_for_capacity()
             try:
                 conn, addr = await loop.sock_accept(self._sock)
             except OSError as exc:
@@ -221,10 +275,15 @@ class Listener:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
                 raise
+            self._accepted.inc()
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             task = loop.create_task(self._handshake(conn, addr))
             self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
+            task.add_done_callback(self._handshake_finished)
+
+    def _handshake_finished(self, task: asyncio.Task[None]) -> None:
+        self._handshakes.discard(task)
+        self._handshake_done.set()
 
     async def _handshake(self, conn: socket.socket, addr: Any) -> None:
         loop = asyncio.get_running_loop()

@@ -122,3 +122,16 @@ class Metrics:
             ["listener", "result"],
             registry=r,
         )
+        self.limits_hit = Counter(
+            PREFIX + "limits_hit_total",
+            "Times a resource limit bit, by listener and limit (connections, handshakes, "
+            "request_line, header_size, header_count, body_size, header_timeout).",
+            ["listener", "limit"],
+            registry=r,
+        )
+        self.connections_accepted = Counter(
+            PREFIX + "connections_accepted_total",
+            "TCP connections accepted (each ends as one tls_handshakes_total result).",
+            ["listener"],
+            registry=r,
+        )

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import StreamReader, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import UpstreamConfig
-from gateway.errors import UpstreamError
+from gateway.errors import PayloadTooLarge, UpstreamError
 from gateway.identity import Identity
 from gateway.log import event, proxy_log
 from gateway.metrics import Metrics
@@ -60,6 +60,25 @@ IDENTITY_HEADERS = frozenset(
 
 _SKIP_REQUEST = HOP_BY_HOP | IDENTITY_HEADERS
 _SKIP_RESPONSE = HOP_BY_HOP | {"content-length"}
+
+
+class BodyLimit:
+    """Counts a streamed request body; stops it (and remembers) past `limit` bytes."""
+
+    def __init__(self, limit: int, on_hit: Callable[[], None]) -> None:
+        self.limit = limit
+        self.exceeded = False
+        self._on_hit = on_hit
+
+    async def wrap(self, stream: StreamReader) -> AsyncIterator[bytes]:
+        total = 0
+        async for chunk in stream.iter_any():
+            total += len(chunk)
+            if total > self.limit:
+                self.exceeded = True
+                self._on_hit()
+                raise PayloadTooLarge(f"request body over {self.limit} bytes")
+            yield chunk
 
 
 class UpstreamTimeout(UpstreamError):
@@ -186,18 +205,32 @@ class Upstream:
         self._metrics.upstream_requests.labels(self.name, outcome).inc()
 
     async def forward(
-        self, request: web.BaseRequest, url: URL, headers: CIMultiDict[str], request_id: str
+        self,
+        request: web.BaseRequest,
+        url: URL,
+        headers: CIMultiDict[str],
+        request_id: str,
+        body_limit: BodyLimit | None = None,
     ) -> tuple[web.StreamResponse, float]:
         """Send the request and stream the answer back; map upstream faults to 502/504.
 
-        Returns the response and how long the upstream took to send its headers."""
-        data = request.content if request.body_exists else None
+        Returns the response and how long the upstream took to send its headers. A body
+        without Content-Length is counted while it streams: past `body_limit`, 413."""
+        data: Any = request.content if request.body_exists else None
+        if data is not None and body_limit is not None and request.content_length is None:
+            data = body_limit.wrap(request.content)
         if data is not None and request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         started = time.perf_counter()
         self.inflight += 1
         try:
             return await self._forward(request, url, headers, request_id, data, started)
+        except UpstreamError:
+            if body_limit is not None and body_limit.exceeded:
+                raise PayloadTooLarge(
+                    f"request body over {body_limit.limit} bytes (chunked)"
+                ) from None
+            raise
         finally:
             self.inflight -= 1
 

@@ -6,7 +6,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from gateway.admission import Admission
-from gateway.config import GatewayConfig, RouteConfig
+from gateway.config import GatewayConfig, ListenerLimits, RouteConfig
 from gateway.listener import record_sni
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker
@@ -33,6 +33,7 @@ class Snapshot:
     upstreams: dict[str, Upstream]
     contexts: dict[str, ssl.SSLContext]
     admissions: dict[str, Admission]
+    limits: dict[str, ListenerLimits]
 
     async def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -83,4 +84,5 @@ def build_snapshot(
         )
         for i, r in enumerate(cfg.routes)
     }
-    return Snapshot(cfg, Router(cfg.routes), routes, upstreams, contexts, admissions)
+    limits = {lst.name: lst.limits for lst in cfg.listeners}
+    return Snapshot(cfg, Router(cfg.routes), routes, upstreams, contexts, admissions, limits)

@@ -37,7 +37,10 @@ def _fix_durations(node: Any) -> None:
 
 def _fix_default_object(default: dict[str, Any], prop: dict[str, Any]) -> None:
     """Nested defaults (e.g. `ocsp: {...}`) carry durations as numbers too."""
-    for key in ("cache_ttl", "timeout", "connect", "read", "debounce", "refresh"):
+    for key in (
+        "cache_ttl", "timeout", "connect", "read", "debounce", "refresh", "header_timeout",
+        "keepalive_timeout",
+    ):  # fmt: skip
         if isinstance(default.get(key), float):
             default[key] = duration_text(default[key])
 

@@ -140,7 +140,6 @@ class Gateway:
             self.metrics,
             self.identities,
             admission=partial(self._admission_for, lst.name),
-            keepalive_timeout=75.0,
         )
         pipeline.tracker = tracker
         listener = Listener(
@@ -152,6 +151,7 @@ class Gateway:
             self.metrics,
             self.activity,
         )
+        listener.apply_limits(lst.limits)
         try:
             listener.open()
         except OSError as exc:
@@ -303,6 +303,7 @@ class Gateway:
                 self._spawn(self._retire_listener(listener), f"retire-{name}")
             else:
                 listener.handshake_timeout = lst.tls.handshake_timeout
+                listener.apply_limits(lst.limits)
         for listener in opened:
             self._listeners[listener.name] = listener
             listener.start()

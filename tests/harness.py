@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway import devcerts
 from gateway.certfiles import check_files
 from gateway.config import parse_config
-from gateway.echo import start_echo
+from gateway.echo import SEEN, start_echo
 from gateway.server import Gateway
 
 ConfigFactory = Callable[[int], dict[str, Any]]  # echo port -> config document
@@ -38,6 +38,7 @@ class RunningGateway:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.gateway: Gateway | None = None
         self.echo_port = 0
+        self.echo_seen: list[str] = []
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._main, daemon=True)
 
@@ -59,6 +60,7 @@ class RunningGateway:
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
         runner, self.echo_port = await start_echo()
+        self.echo_seen = runner.app[SEEN]
         try:
             cfg = parse_config(self._make_config(self.echo_port), self._base_dir)
             problems, held = check_files(cfg)
@@ -256,11 +258,18 @@ class EchoServer:
 class GatewayProcess:
     """The real `mtls-gateway run` command on a config file written by the test."""
 
-    def __init__(self, config_path: Path, admin_port: int):
+    def __init__(self, config_path: Path, admin_port: int, nofile: int | None = None):
         self.config_path = config_path
         self.admin_port = admin_port
+        self.nofile = nofile  # RLIMIT_NOFILE for the gateway process
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = config_path.with_suffix(".log")
+
+    def _limit_files(self) -> None:
+        import resource
+
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def logs(self) -> str:
         """Everything the gateway wrote (stdout and stderr) so far."""
@@ -275,6 +284,7 @@ class GatewayProcess:
                 [sys.executable, "-m", "gateway", "run", "-c", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=self._limit_files if self.nofile else None,
             )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

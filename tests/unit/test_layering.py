@@ -25,6 +25,7 @@ LAYER = {
     "activity": 2,
     "proxy": 3,
     "tlsconn": 2,
+    "httpconn": 3,
     "listener": 3,
     "ocsp": 3,
     "admission": 3,

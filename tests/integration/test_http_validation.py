@@ -1,0 +1,180 @@
+"""Malformed and oversized requests, as raw bytes over a real TLS connection: each gets a
+precise 4xx in the gateway's JSON shape and never reaches the upstream; every limit that bites
+is counted; slow and idle clients are cut off."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import RunningGateway, base_config, client_context, running, sample
+
+H = "Host: localhost\r\n"
+
+# name -> (raw request head (+ body), status, error code)
+MALFORMED = {
+    "conflicting Content-Length": (f"POST /a HTTP/1.1\r\n{H}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400, "bad_request"),
+    "repeated Content-Length": (f"POST /a HTTP/1.1\r\n{H}Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400, "bad_request"),
+    "Content-Length list": (f"POST /a HTTP/1.1\r\n{H}Content-Length: 5, 5\r\n\r\nhello", 400, "bad_request"),
+    "Transfer-Encoding gzip, chunked": (f"POST /a HTTP/1.1\r\n{H}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400, "bad_request"),
+    "Transfer-Encoding chunked, gzip": (f"POST /a HTTP/1.1\r\n{H}Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", 400, "bad_request"),
+    "Transfer-Encoding identity": (f"POST /a HTTP/1.1\r\n{H}Transfer-Encoding: identity\r\n\r\n", 400, "bad_request"),
+    "Transfer-Encoding twice": (f"POST /a HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "bad_request"),
+    "Transfer-Encoding and Content-Length": (f"POST /a HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400, "bad_request"),
+    "obsolete line folding": (f"GET /a HTTP/1.1\r\n{H}X-A: a\r\n b\r\n\r\n", 400, "bad_request"),
+    "bare LF line endings": (f"GET /a HTTP/1.1\n{H.strip()}\n\n", 400, "bad_request"),
+    "bare CR in a value": (f"GET /a HTTP/1.1\r\n{H}X-A: a\rb\r\n\r\n", 400, "bad_request"),
+    "missing Host": ("GET /a HTTP/1.1\r\n\r\n", 400, "bad_request"),
+    "missing Host on HTTP/1.0": ("GET /a HTTP/1.0\r\n\r\n", 400, "bad_request"),
+    "repeated Host": (f"GET /a HTTP/1.1\r\n{H}{H}\r\n", 400, "bad_request"),
+    "absolute-form target": (f"GET http://evil.example/ HTTP/1.1\r\n{H}\r\n", 400, "bad_path"),
+    "CONNECT": (f"CONNECT evil.example:443 HTTP/1.1\r\n{H}\r\n", 400, "bad_request"),
+    "control character in a value": (f"GET /a HTTP/1.1\r\n{H}X-A: a\x01b\r\n\r\n", 400, "bad_request"),
+    "NUL in a value": (f"GET /a HTTP/1.1\r\n{H}X-A: a\x00b\r\n\r\n", 400, "bad_request"),
+    "space before the colon": (f"GET /a HTTP/1.1\r\n{H}X-A : b\r\n\r\n", 400, "bad_request"),
+    "request line too long": (f"GET /{'a' * 2000} HTTP/1.1\r\n{H}\r\n", 414, "request_line_too_long"),
+    "header too large": (f"GET /a HTTP/1.1\r\n{H}X-A: {'b' * 2000}\r\n\r\n", 431, "header_too_large"),
+    "too many headers": (f"GET /a HTTP/1.1\r\n{H}" + "".join(f"X-{i}: v\r\n" for i in range(40)) + "\r\n", 431, "too_many_headers"),
+    "Content-Length over the body limit": (f"POST /a HTTP/1.1\r\n{H}Content-Length: 5000\r\n\r\n" + "x" * 5000, 413, "request_too_large"),
+}  # fmt: skip
+
+LIMITS = {
+    "max_request_line": 1024,
+    "max_header_size": 1024,
+    "max_headers": 20,
+    "max_request_body": "4KiB",
+    "header_timeout": "1s",
+    "keepalive_timeout": "2s",
+}
+
+
+@pytest.fixture(scope="module")
+def gw(pki: Path) -> Iterator[RunningGateway]:
+    def config(port: int) -> dict[str, object]:
+        doc = base_config(pki, port)
+        doc["listeners"][0]["limits"] = LIMITS  # type: ignore[index]
+        return doc
+
+    with running(config, pki) as gateway:
+        yield gateway
+
+
+def _tls(port: int, pki: Path) -> ssl.SSLSocket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return client_context(pki).wrap_socket(sock, server_hostname="localhost")
+
+
+def _read_response(tls: ssl.SSLSocket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    want = int(headers.get("content-length", "0"))
+    while len(body) < want:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def _raw(gw: RunningGateway, pki: Path, payload: str) -> tuple[int, dict[str, str], bytes]:
+    with _tls(gw.port, pki) as tls:
+        tls.sendall(payload.encode("latin-1"))
+        return _read_response(tls)
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_request_is_refused_before_the_upstream(
+    gw: RunningGateway, pki: Path, name: str
+) -> None:
+    payload, status, code = MALFORMED[name]
+    seen = len(gw.echo_seen)
+    with _tls(gw.port, pki) as tls:
+        tls.sendall(payload.encode("latin-1"))
+        got, headers, body = _read_response(tls)
+        assert tls.recv(1) == b"", "the connection must close after a refused request"
+    assert got == status, body
+    doc = json.loads(body)
+    assert doc["error"] == code and len(doc["request_id"]) == 16
+    assert headers["x-request-id"] == doc["request_id"]
+    time.sleep(0.05)
+    assert len(gw.echo_seen) == seen, gw.echo_seen[seen:]
+
+
+def test_well_formed_twin_reaches_the_upstream(gw: RunningGateway, pki: Path) -> None:
+    seen = len(gw.echo_seen)
+    status, _, body = _raw(gw, pki, f"POST /twin HTTP/1.1\r\n{H}Content-Length: 5\r\n\r\nhello")
+    assert status == 200 and json.loads(body)["body_bytes"] == 5
+    assert gw.echo_seen[seen:] == ["POST /twin"]
+
+
+def test_limits_are_counted(gw: RunningGateway, pki: Path) -> None:
+    before = gw.metrics()
+    _raw(gw, pki, MALFORMED["request line too long"][0])
+    _raw(gw, pki, MALFORMED["header too large"][0])
+    _raw(gw, pki, MALFORMED["too many headers"][0])
+    _raw(gw, pki, MALFORMED["Content-Length over the body limit"][0])
+    after = gw.metrics()
+    for limit in ("request_line", "header_size", "header_count", "body_size"):
+        key = {"listener": "public", "limit": limit}
+        assert (
+            sample(after, "mtls_gateway_limits_hit_total", **key)
+            == sample(before, "mtls_gateway_limits_hit_total", **key) + 1
+        ), limit
+
+
+def test_chunked_body_over_the_limit_is_cut_with_413(gw: RunningGateway, pki: Path) -> None:
+    chunk = "x" * 1024
+    body = "".join(f"400\r\n{chunk}\r\n" for _ in range(8)) + "0\r\n\r\n"
+    status, _, text = _raw(
+        gw, pki, f"POST /big HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n{body}"
+    )
+    assert status == 413 and json.loads(text)["error"] == "request_too_large"
+
+
+def test_slow_request_head_gets_408_and_is_closed(gw: RunningGateway, pki: Path) -> None:
+    before = sample(
+        gw.metrics(), "mtls_gateway_limits_hit_total", listener="public", limit="header_timeout"
+    )
+    with _tls(gw.port, pki) as tls:
+        tls.sendall(b"GET /slow HTTP/1.1\r\nHost: loc")  # ... and never the rest
+        started = time.monotonic()
+        status, _, body = _read_response(tls)
+        assert status == 408 and json.loads(body)["error"] == "request_timeout"
+        assert 0.8 < time.monotonic() - started < 3
+        assert tls.recv(1) == b""
+    after = sample(
+        gw.metrics(), "mtls_gateway_limits_hit_total", listener="public", limit="header_timeout"
+    )
+    assert after == before + 1
+
+
+def test_connection_that_never_sends_a_request_is_closed(gw: RunningGateway, pki: Path) -> None:
+    with _tls(gw.port, pki) as tls:
+        started = time.monotonic()
+        status, _, _ = _read_response(tls)
+        assert status == 408 and time.monotonic() - started < 3
+
+
+def test_idle_keepalive_connection_is_closed_after_keepalive_timeout(
+    gw: RunningGateway, pki: Path
+) -> None:
+    with _tls(gw.port, pki) as tls:
+        tls.sendall(f"GET /one HTTP/1.1\r\n{H}\r\n".encode())
+        assert _read_response(tls)[0] == 200
+        started = time.monotonic()
+        tls.settimeout(10)
+        assert tls.recv(1) == b""  # idle: closed by the gateway, not by a 408
+        assert 1.5 < time.monotonic() - started < 5

@@ -1,0 +1,140 @@
+"""Overload against the real process: hundreds of slow and idle connections do not starve a
+normal client, a full listener holds new connections in the backlog, and running out of file
+descriptors (EMFILE) is survived."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness import (
+    EchoServer,
+    GatewayProcess,
+    client_context,
+    request,
+    sample,
+    scrape,
+    write_config,
+)
+
+pytestmark = pytest.mark.process
+
+IDLE_TCP = 200  # connected, never say a word (not even a ClientHello)
+SLOW_TLS = 100  # TLS done, request head trickling in
+NORMAL_REQUESTS = 60
+
+
+def _config(tmp_path: Path, pki: Path, echo: int, **limits: Any) -> tuple[Path, int, int]:
+    path, port, admin = write_config(
+        tmp_path, pki, echo, logging={"level": "warning", "access_log": False}
+    )
+    doc = yaml.safe_load(path.read_text())
+    doc["listeners"][0]["tls"]["handshake_timeout"] = "30s"
+    doc["listeners"][0]["limits"] = {"header_timeout": "30s", **limits}
+    path.write_text(yaml.safe_dump(doc))
+    return path, port, admin
+
+
+def _tls(port: int, pki: Path) -> ssl.SSLSocket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return client_context(pki).wrap_socket(sock, server_hostname="localhost")
+
+
+def test_slow_and_idle_crowd_does_not_starve_a_normal_client(tmp_path: Path, pki: Path) -> None:
+    with EchoServer() as echo:
+        path, port, admin = _config(tmp_path, pki, echo.port)
+        with GatewayProcess(path, admin):
+            crowd: list[socket.socket] = []
+            try:
+                crowd += [socket.create_connection(("127.0.0.1", port)) for _ in range(IDLE_TCP)]
+                for _ in range(SLOW_TLS):
+                    tls = _tls(port, pki)
+                    tls.sendall(b"GET /slow HTTP/1.1\r\nHo")
+                    crowd.append(tls)
+                latencies = []
+                for i in range(NORMAL_REQUESTS):
+                    started = time.perf_counter()
+                    assert request(port, f"/normal/{i}", pki).status == 200
+                    latencies.append(time.perf_counter() - started)
+                    for slow in crowd[IDLE_TCP : IDLE_TCP + 10]:
+                        slow.send(b"s")  # keep trickling
+                latencies.sort()
+                p99 = latencies[int(len(latencies) * 0.99) - 1]
+                print(f"\n{IDLE_TCP} idle + {SLOW_TLS} slow connections: normal client "
+                      f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")  # fmt: skip
+                assert p99 < 0.100
+                metrics = scrape(admin)
+                active = sample(metrics, "mtls_gateway_connections_active", listener="public")
+                assert active >= SLOW_TLS
+            finally:
+                for s in crowd:
+                    s.close()
+
+
+def test_full_listener_holds_new_connections_in_the_backlog(tmp_path: Path, pki: Path) -> None:
+    with EchoServer() as echo:
+        path, port, admin = _config(tmp_path, pki, echo.port, max_connections=10)
+        with GatewayProcess(path, admin):
+            held = [_tls(port, pki) for _ in range(10)]
+            done = threading.Event()
+            result: list[int] = []
+
+            def eleventh() -> None:
+                result.append(request(port, "/eleventh", pki).status)
+                done.set()
+
+            thread = threading.Thread(target=eleventh)
+            thread.start()
+            try:
+                assert not done.wait(1.5), "the 11th connection was served beyond max_connections"
+                held.pop().close()
+                assert done.wait(5), "the 11th connection was not served once a slot freed"
+                assert result == [200]
+                hits = sample(
+                    scrape(admin),
+                    "mtls_gateway_limits_hit_total",
+                    listener="public",
+                    limit="connections",
+                )
+                assert hits >= 1
+            finally:
+                thread.join(10)
+                for s in held:
+                    s.close()
+
+
+def test_running_out_of_file_descriptors_is_survived(tmp_path: Path, pki: Path) -> None:
+    with EchoServer() as echo:
+        path, port, admin = _config(tmp_path, pki, echo.port)
+        with GatewayProcess(path, admin, nofile=64) as gw:
+            flood = []
+            try:
+                for _ in range(120):
+                    try:
+                        flood.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+                    except OSError:
+                        break
+                deadline = time.monotonic() + 5
+                while "out of resources" not in gw.logs() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert "accept failed: out of resources" in gw.logs()
+            finally:
+                for s in flood:
+                    s.close()
+            deadline = time.monotonic() + 10
+            while True:  # the accept loop is alive and serves again
+                try:
+                    assert request(port, "/after", pki).status == 200
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            assert gw.proc is not None and gw.proc.poll() is None
