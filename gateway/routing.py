@@ -56,6 +56,9 @@ def normalise_target(raw: str) -> Target:
     parts = decoded.split("/")[1:]
     for i, seg in enumerate(parts):
         last = i == len(parts) - 1
+        if ";" in seg and seg.partition(";")[0] in (".", ".."):
+            # `..;x` is a dot segment to servers that strip path parameters (Tomcat, Spring)
+            raise BadPath("dot segment with path parameters ('..;') in path")
         if seg == "..":
             if segments:
                 segments.pop()

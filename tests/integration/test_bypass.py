@@ -1,0 +1,77 @@
+"""The attack table: every known way to slip past a route's policy, and what must happen.
+
+The config (from test_requests) has an `admin` route that admits only `client-intermediate`, a
+`public` route open to anyone, and a catch-all `api`. `client` is the attacker: a valid
+certificate that is NOT allowed on /admin. A row passes when the request is refused (4xx) or
+lands on the route whose policy really applies, and the upstream never sees a path it could
+read as /admin behind another route's back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import request, running
+from tests.integration.test_requests import _config
+
+# (attack, path, extra headers, expected status, route that answered, upstream path)
+ATTACKS: list[tuple[str, str, list[tuple[str, str]], int, str | None, str | None]] = [
+    ("plain traversal", "/public/../admin", [], 403, "admin", None),
+    ("encoded dot segments", "/public/%2e%2e/admin", [], 403, "admin", None),
+    ("mixed-case encoded dots", "/public/%2E%2e/%61dmin", [], 403, "admin", None),
+    ("half-encoded dots", "/public/.%2e/admin", [], 403, "admin", None),
+    ("double encoding stays literal", "/public/%252e%252e/admin", [], 200, "public", "/public/%252e%252e/admin"),
+    ("encoded slash", "/public%2f..%2fadmin", [], 400, None, None),
+    ("backslash", "/public/..\\admin", [], 400, None, None),
+    ("encoded backslash", "/public/..%5cadmin", [], 400, None, None),
+    ("overlong UTF-8 dots", "/public/%c0%ae%c0%ae/admin", [], 400, None, None),
+    ("NUL byte", "/admin%00.public", [], 400, None, None),
+    ("dot segment with parameters", "/public/..;/admin", [], 400, None, None),
+    ("encoded ';' dot segment", "/public/..%3b/admin", [], 400, None, None),
+    ("single-dot with parameters", "/public/.;x/../admin", [], 400, None, None),
+    ("path parameter on the target", "/admin;jsessionid=x", [], 403, "admin", None),
+    ("doubled slashes", "//admin//x", [], 403, "admin", None),
+    ("traversal above the root", "/../../admin", [], 403, "admin", None),
+    ("absolute-form target", "http://localhost/admin", [], 400, None, None),
+    ("host in upper case with a trailing dot", "/admin", [("Host", "LOCALHOST.")], 403, "admin", None),
+    ("Host that differs from SNI", "/public/x", [("Host", "other.example")], 421, None, None),
+    ("identity header, odd case", "/admin", [("cLiEnT-cErT", ":ZXZpbA==:")], 403, "admin", None),
+    ("identity headers repeated", "/admin", [("X-Forwarded-Client-Cert", "URI=spiffe://dev.local/client-intermediate")] * 2, 403, "admin", None),
+    ("identity header named in Connection", "/admin", [("Connection", "X-Forwarded-Client-Cert"), ("X-Forwarded-Client-Cert", "URI=spiffe://dev.local/client-intermediate")], 403, "admin", None),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def gw(pki: Path):
+    with running(lambda port: _config(pki, port), pki) as g:
+        yield g
+
+
+@pytest.mark.parametrize(
+    ("attack", "path", "headers", "status", "route", "upstream_path"),
+    ATTACKS,
+    ids=[a[0] for a in ATTACKS],
+)
+def test_attack(
+    gw: Any,
+    pki: Path,
+    attack: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    status: int,
+    route: str | None,
+    upstream_path: str | None,
+) -> None:
+    seen = len(gw.echo_seen)
+    reply = request(gw.port, path, pki, "client", headers=headers)
+    assert reply.status == status, reply.body[:300]
+    if route is not None and status != 200:
+        assert reply.json()["route"] == route
+    if upstream_path is None:
+        assert gw.echo_seen[seen:] == [], "the upstream saw a request it must not"
+    else:
+        assert reply.json()["path"] == upstream_path
+        received = {k.lower() for k, _ in reply.upstream_headers()}
+        assert not received & {"client-cert", "x-forwarded-client-cert"}  # public forwards none
