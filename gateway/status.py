@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from html import escape
 from typing import Any, Protocol
@@ -51,6 +52,7 @@ def status_doc(src: StatusSource) -> tuple[int, dict[str, Any]]:
         "started_at": _iso(src.started_at),
         "last_reload": _iso(src.last_reload),
         "listeners": src.listener_addresses(),
+        "tasks": len(asyncio.all_tasks()),  # a leak shows as steady growth
     }
     return (200 if ready else 503), doc
 
