@@ -33,3 +33,22 @@ def test_dockerfile_runs_non_root_with_healthcheck_and_no_keys() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_threat_model_points_at_real_tests() -> None:
+    """Every test file and test named in THREAT_MODEL.md exists (so the page cannot rot)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "THREAT_MODEL.md").read_text()
+    refs = re.findall(r"`((?:tests/[\w/]+/)?test_\w+\.py)(?:::(\w+))?", text)
+    assert len(refs) >= 15
+    for file, name in refs:
+        matches = list(root.glob(file if file.startswith("tests/") else f"tests/**/{file}"))
+        assert matches, f"THREAT_MODEL.md names {file}, which does not exist"
+        if name:
+            stem = name.rstrip("*").rstrip("_")
+            assert any(f"def {stem}" in m.read_text() for m in matches), f"{file}::{name}"
+    for heading in ("spoofed identity", "policy bypass", "resource exhaustion", "downgrade",
+                    "key exposure", "log injection", "upstream impersonation"):  # fmt: skip
+        assert heading in text.lower(), heading
