@@ -22,6 +22,7 @@ from pydantic import (
 from gateway.configtypes import (
     EKU_NAMES,
     Bind,
+    Cidr,
     Duration,
     EkuOid,
     FilePath,
@@ -165,17 +166,119 @@ class ListenerConfig(Model):
 class UpstreamTimeouts(Model):
     """How long the gateway waits for an upstream (exceeded: 504 upstream_timeout)."""
 
-    connect: Duration = Field(default=5.0, description="connect time; exceeded: 504")
-    read: Duration = Field(default=30.0, description="max wait for each read from the upstream")
+    connect: Duration = Field(default=5.0, description="TCP (and TLS) connect")
+    read: Duration = Field(
+        default=30.0, description="default for `headers` and `idle` when those are not set"
+    )
+    headers: Duration | None = Field(
+        default=None, description="from the request sent to the response headers"
+    )
+    idle: Duration | None = Field(default=None, description="longest pause between body chunks")
+    total: Duration | None = Field(default=None, description="the whole exchange; default none")
+
+
+class RouteTimeouts(Model):
+    """Per-route overrides of the upstream's timeouts (unset keys keep the upstream's)."""
+
+    connect: Duration | None = Field(default=None, description="TCP (and TLS) connect")
+    headers: Duration | None = Field(default=None, description="until the response headers")
+    idle: Duration | None = Field(default=None, description="longest pause between body chunks")
+    total: Duration | None = Field(default=None, description="the whole exchange")
+
+
+class TargetSpec(Model):
+    """One instance of an upstream."""
+
+    url: UpstreamUrl = Field(description="http(s)://host:port[/base-path]")
+    weight: int = Field(default=1, ge=1, le=1000, description="share of the traffic")
+
+
+def _target(value: Any) -> Any:
+    return {"url": value} if isinstance(value, str) else value
+
+
+Target = Annotated[TargetSpec, BeforeValidator(_target)]
+
+
+class HealthCheck(Model):
+    """Active health checks: GET `path` on every target every `interval`."""
+
+    path: PathPrefix = Field(description="request path, e.g. /healthz")
+    interval: Duration = Field(default=5.0, description="time between checks of one target")
+    timeout: Duration = Field(default=2.0, description="a slower answer counts as a failure")
+    healthy_threshold: int = Field(default=2, ge=1, le=100, description="passes to be healthy")
+    unhealthy_threshold: int = Field(default=3, ge=1, le=100, description="fails to be down")
+    expect_status: tuple[int, int] = Field(
+        default=(200, 399), description="[lowest, highest] status that passes"
+    )
+
+
+class PassiveHealth(Model):
+    """Ejection after consecutive failures seen on real traffic."""
+
+    consecutive_failures: int = Field(
+        default=5, ge=1, le=1000, description="connect errors or 5xx in a row before ejection"
+    )
+    base_ejection: Duration = Field(default=10.0, description="first ejection; doubles each time")
+    max_ejection: Duration = Field(default=300.0, description="longest ejection")
+
+
+class Retries(Model):
+    """Retries to another target, only where safe (connect failures; resets before any
+    response byte for idempotent methods)."""
+
+    attempts: int = Field(default=1, ge=0, le=5, description="extra tries per request")
+    budget: float = Field(
+        default=0.2, ge=0, le=1, description="retries at most this share of requests"
+    )
+    min_per_second: float = Field(
+        default=3.0, ge=0, description="retries always allowed per second"
+    )
+    buffer_body: Size = Field(
+        default=64 * 1024, description="bodies up to this size are buffered so they can be retried"
+    )
+
+
+class UpstreamTls(Model):
+    """TLS to https:// targets."""
+
+    ca: tuple[FilePath, ...] = Field(
+        default=(), description="CA bundles that verify the upstream; default: the system store"
+    )
+    server_name: str | None = Field(
+        default=None, description="name to send (SNI) and verify; default: the URL's host"
+    )
+    client_cert: FilePath | None = Field(
+        default=None, description="the gateway's own certificate chain for mTLS to the upstream"
+    )
+    client_key: FilePath | None = Field(default=None, description="its private key")
+    min_version: Literal["1.2", "1.3"] = Field(default="1.2", description="lowest TLS version")
 
 
 class UpstreamConfig(Model):
-    """A service requests are forwarded to."""
+    """A service requests are forwarded to: one `url`, or several `targets`."""
 
     name: Name = Field(description="unique; the `upstream` metric label")
-    url: UpstreamUrl = Field(description="http://host:port[/base-path]")
+    url: UpstreamUrl | None = Field(
+        default=None, description="http(s)://host:port[/base-path] (one target)"
+    )
+    targets: tuple[Target, ...] = Field(
+        default=(), description="several instances: URLs or {url, weight}"
+    )
+    balance: Literal["round_robin", "least_request"] = Field(
+        default="round_robin", description="how a target is picked"
+    )
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
-    max_connections: int = Field(default=100, ge=1, le=100000, description="keep-alive pool size")
+    max_connections: int = Field(
+        default=100, ge=1, le=100000, description="keep-alive pool size per target"
+    )
+    health: HealthCheck | None = Field(default=None, description="active health checks")
+    passive: PassiveHealth = PassiveHealth()
+    retries: Retries = Retries()
+    tls: UpstreamTls = UpstreamTls()
+
+    def target_specs(self) -> tuple[TargetSpec, ...]:
+        return self.targets or ((TargetSpec(url=self.url),) if self.url else ())
 
 
 class RouteMatch(Model):
@@ -266,12 +369,39 @@ class RouteConfig(Model):
     forward_identity: tuple[Literal["rfc9440", "xfcc"], ...] = Field(
         default=(), description="identity headers the upstream gets"
     )
+    timeouts: RouteTimeouts = Field(
+        default=RouteTimeouts(), description="overrides of the upstream's timeouts"
+    )
+    max_request_body: Size | None = Field(
+        default=None, description="request body limit for this route (default: the listener's)"
+    )
+    strip_prefix: bool = Field(
+        default=False, description="remove match.path_prefix from the path sent upstream"
+    )
+    rewrite_prefix: PathPrefix | None = Field(
+        default=None, description="replace match.path_prefix with this in the path sent upstream"
+    )
+    websocket: bool = Field(
+        default=False, description="allow WebSocket upgrades (same policy as other requests)"
+    )
 
 
 class AdminConfig(Model):
     """Plain-HTTP admin port: /, /status, /certs, /metrics, /healthz, /readyz, POST /reload."""
 
     bind: Bind = Field(default="127.0.0.1:9901", description="keep it on loopback")
+    ready_requires_upstreams: bool | tuple[Name, ...] = Field(
+        default=False,
+        description="/readyz is 503 while these upstreams (true: all) have no healthy target",
+    )
+
+
+class RequestIdConfig(Model):
+    """Where request ids come from: generated, or an incoming X-Request-Id from trusted peers."""
+
+    trust_from: tuple[Cidr, ...] = Field(
+        default=(), description="peer networks whose X-Request-Id is kept (CIDRs)"
+    )
 
 
 class ReloadConfig(Model):
@@ -311,6 +441,7 @@ class GatewayConfig(Model):
     admin: AdminConfig | None = Field(default=AdminConfig(), description="null disables it")
     logging: LoggingConfig = LoggingConfig()
     reload: ReloadConfig = ReloadConfig()
+    request_id: RequestIdConfig = RequestIdConfig()
     shutdown_timeout: Duration = Field(
         default=30.0, description="SIGTERM: how long in-flight requests may finish"
     )
@@ -413,6 +544,15 @@ def _semantic_problems(cfg: GatewayConfig) -> list[ConfigProblem]:
             )
         )
     upstreams = {u.name for u in cfg.upstreams}
+    problems += _upstream_problems(cfg)
+    if cfg.admin is not None and isinstance(cfg.admin.ready_requires_upstreams, tuple):
+        for j, name in enumerate(cfg.admin.ready_requires_upstreams):
+            if name not in upstreams:
+                problems.append(
+                    ConfigProblem(
+                        f"admin.ready_requires_upstreams[{j}]", f"unknown upstream {name!r}"
+                    )
+                )
     all_none = all(lst.tls.client_auth == "none" for lst in cfg.listeners)
     for i, route in enumerate(cfg.routes):
         if route.upstream not in upstreams:
@@ -455,6 +595,34 @@ def _semantic_problems(cfg: GatewayConfig) -> list[ConfigProblem]:
                 ConfigProblem(
                     f"routes[{i}].policy.require_client_cert",
                     "every listener has client_auth: none, so no request could ever pass",
+                )
+            )
+    return problems
+
+
+def _upstream_problems(cfg: GatewayConfig) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    for i, up in enumerate(cfg.upstreams):
+        where = f"upstreams[{i}]"
+        if (up.url is None) == (not up.targets):
+            problems.append(
+                ConfigProblem(
+                    f"{where}.url",
+                    "give either `url` (one target) or `targets` (several), not both",
+                )
+            )
+        if (up.tls.client_cert is None) != (up.tls.client_key is None):
+            problems.append(ConfigProblem(f"{where}.tls", "client_cert and client_key go together"))
+        https = [t.url for t in up.target_specs() if t.url.startswith("https://")]
+        if https and len(https) != len(up.target_specs()):
+            problems.append(
+                ConfigProblem(f"{where}.targets", "mix of http:// and https:// targets")
+            )
+    for i, route in enumerate(cfg.routes):
+        if route.strip_prefix and route.rewrite_prefix is not None:
+            problems.append(
+                ConfigProblem(
+                    f"routes[{i}].rewrite_prefix", "use strip_prefix or rewrite_prefix, not both"
                 )
             )
     return problems

@@ -239,16 +239,16 @@ def _path_prefix(value: Any) -> str:
 
 def _upstream_url(value: Any) -> str:
     if isinstance(value, str) and re.fullmatch(
-        r"http://[A-Za-z0-9.\-]+(:\d{1,5})?(/[^?#\s]*)?", value
+        r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?(/[^?#\s]*)?", value
     ):
         return value
     if isinstance(value, str) and re.fullmatch(
-        r"http://\[[0-9A-Fa-f:.]+\](:\d{1,5})?(/[^?#\s]*)?", value
+        r"https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?(/[^?#\s]*)?", value
     ):
         return value
     raise ValueError(
-        f"{value!r} is not an upstream URL; write http://host:port or http://host:port/base-path "
-        "(https upstreams are not supported yet)"
+        f"{value!r} is not an upstream URL; write http(s)://host:port or "
+        "http(s)://host:port/base-path"
     )
 
 
@@ -269,6 +269,19 @@ HttpUrl = Annotated[
 ]
 
 
+def _cidr(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except (ValueError, TypeError):
+        raise ValueError(f"{value!r} is not an IP network (e.g. 10.0.0.0/8 or 127.0.0.1)") from None
+
+
+Cidr = Annotated[
+    str,
+    BeforeValidator(_cidr),
+    WithJsonSchema({"type": "string", "examples": ["10.0.0.0/8", "127.0.0.1/32"]}),
+]
+
 HostName = Annotated[
     str,
     BeforeValidator(_host),
@@ -284,6 +297,6 @@ UpstreamUrl = Annotated[
     str,
     BeforeValidator(_upstream_url),
     WithJsonSchema(
-        {"type": "string", "pattern": "^http://", "examples": ["http://127.0.0.1:9000"]}
+        {"type": "string", "pattern": "^https?://", "examples": ["http://127.0.0.1:9000"]}
     ),
 ]

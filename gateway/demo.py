@@ -36,7 +36,7 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
     except ConfigError as exc:
         return _config_error(config_path, exc)
     setup_logging(cfg.logging.level)
-    upstream = URL(cfg.upstreams[0].url)
+    upstream = URL(cfg.upstreams[0].target_specs()[0].url)
 
     async def main() -> None:
         runner, _ = await start_echo(upstream.host or "127.0.0.1", upstream.port or 80)

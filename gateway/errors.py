@@ -34,9 +34,17 @@ class HttpError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, detail: str = "", *, code: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        detail: str = "",
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        kind: str = "",
+    ):
         super().__init__(detail or self.code)
         self.detail = detail
+        self.kind = kind  # e.g. which timeout (connect, headers, idle, total): for the log
         if code is not None:
             self.code = code
         if status is not None:

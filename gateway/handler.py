@@ -11,13 +11,14 @@ from aiohttp import web
 
 from gateway.activity import Activity
 from gateway.errors import DownstreamError, HttpError, PayloadTooLarge
+from gateway.headers import ClientContext, upstream_headers
 from gateway.httpconn import GatewayRequestHandler
 from gateway.listener import ConnectionTracker, ConnInfo
 from gateway.log import access_log, event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
-from gateway.proxy import BodyLimit, ClientContext, upstream_headers
+from gateway.proxy import BodyLimit
 from gateway.reasons import POLICY_ERROR_CODES
-from gateway.routing import normalise_host, normalise_target
+from gateway.routing import normalise_host, normalise_target, rewrite_prefix
 from gateway.runtime import CompiledRoute, Snapshot
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
@@ -33,7 +34,7 @@ class BadRequest(DownstreamError):
     code = "bad_request"
 
 
-def check_head(request: web.BaseRequest, max_body: int, on_body_limit: Callable[[], None]) -> None:
+def check_head(request: web.BaseRequest) -> None:
     """What aiohttp's parser lets through but a gateway must not forward."""
     if request.method == "CONNECT":
         raise BadRequest("CONNECT is not served: the gateway is not an open proxy")
@@ -43,6 +44,12 @@ def check_head(request: web.BaseRequest, max_body: int, on_body_limit: Callable[
     te = request.headers.getall("Transfer-Encoding", ())
     if te and (len(te) > 1 or te[0].strip().lower() != "chunked"):
         raise BadRequest(f"Transfer-Encoding {', '.join(te)!r}: only a single chunked is accepted")
+
+
+def check_body_length(
+    request: web.BaseRequest, max_body: int, on_body_limit: Callable[[], None]
+) -> None:
+    """413 before anything is forwarded when the announced body is too large."""
     length = request.content_length
     if length is not None and length > max_body:
         on_body_limit()
@@ -106,7 +113,8 @@ class Pipeline:
             if conn is None:  # the connection closed while the request was queued
                 raise DownstreamError("connection gone", code="connection_closed")
             limits = snap.limits[conn.listener]
-            check_head(request, limits.max_request_body, self._limit_hit(conn.listener))
+            check_head(request)
+            request_id = snap.request_id(request, conn.peer_ip) or request_id
             target = normalise_target(request.raw_path)
             host = normalise_host(request.headers.get("Host"))
             if conn.sni is not None and host is not None and host != conn.sni:
@@ -134,14 +142,19 @@ class Pipeline:
                     ),
                 )
                 raise PolicyDenied(decision.detail, code=POLICY_ERROR_CODES[decision.reason])
+            rc = route.config
+            max_body = rc.max_request_body or limits.max_request_body
+            check_body_length(request, max_body, self._limit_hit(conn.listener))
             upstream = route.upstream
             upstream_name = upstream.name
             ctx = ClientContext(conn.peer_ip, host, conn.identity, conn.chain, request_id)
-            headers = upstream_headers(request, ctx, route.config.forward_identity)
-            url = upstream.url_for(target.encoded, target.query)
-            body_limit = BodyLimit(limits.max_request_body, self._limit_hit(conn.listener))
+            headers = upstream_headers(request, ctx, rc.forward_identity)
+            path = target.encoded
+            if rc.strip_prefix or rc.rewrite_prefix is not None:
+                path = rewrite_prefix(path, rc.match.path_prefix, rc.rewrite_prefix or "")
+            body_limit = BodyLimit(max_body, self._limit_hit(conn.listener))
             response, upstream_seconds = await upstream.forward(
-                request, url, headers, request_id, body_limit
+                request, path, target.query, headers, request_id, body_limit, rc.timeouts
             )
         except HttpError as err:
             if err.status >= 500:
@@ -151,6 +164,7 @@ class Pipeline:
                         request_id=request_id,
                         upstream=upstream_name,
                         error=err.code,
+                        kind=err.kind,
                         detail=err.detail,
                     ),
                 )

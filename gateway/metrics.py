@@ -135,3 +135,9 @@ class Metrics:
             ["listener"],
             registry=r,
         )
+        self.upstream_target_healthy = Gauge(
+            PREFIX + "upstream_target_healthy",
+            "1 while a target may receive traffic (active checks pass, not ejected), else 0.",
+            ["upstream", "target"],
+            registry=r,
+        )

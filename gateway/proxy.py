@@ -1,65 +1,41 @@
-"""Upstream forwarding with one pooled aiohttp client per upstream: headers, streaming, errors."""
+"""Forwarding to an upstream: pick a target, send, retry where safe, stream the answer back, and
+turn every upstream fault into 502/503/504 with its kind in the log."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
+import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict
-from yarl import URL
 
-from gateway.config import UpstreamConfig
+from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.errors import PayloadTooLarge, UpstreamError
-from gateway.identity import Identity
+from gateway.headers import SKIP_RESPONSE, connection_tokens
+from gateway.health import HealthChecker
 from gateway.log import event, proxy_log
 from gateway.metrics import Metrics
+from gateway.targets import Balancer, Target, upstream_tls_context
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "expect",
-    }
-)
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
-# Headers that carry a client's identity or origin: never trusted from outside (anti-spoofing).
-IDENTITY_HEADERS = frozenset(
-    {
-        "client-cert",
-        "client-cert-chain",
-        "x-forwarded-client-cert",
-        "x-client-cert",
-        "x-ssl-client-cert",
-        "x-ssl-client-dn",
-        "x-ssl-client-verify",
-        "ssl-client-cert",
-        "ssl-client-verify",
-        "x-client-verify",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-port",
-        "forwarded",
-        "x-real-ip",
-        "x-request-id",
-    }
-)
 
-_SKIP_REQUEST = HOP_BY_HOP | IDENTITY_HEADERS
-_SKIP_RESPONSE = HOP_BY_HOP | {"content-length"}
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class NoHealthyTarget(UpstreamError):
+    status = 503
+    code = "upstream_unavailable"
 
 
 class BodyLimit:
@@ -81,204 +57,357 @@ class BodyLimit:
             yield chunk
 
 
-class UpstreamTimeout(UpstreamError):
-    status = 504
-    code = "upstream_timeout"
-
-
 @dataclass(frozen=True)
-class ClientContext:
-    """What the proxy needs to know about the downstream connection."""
+class Timeouts:
+    """The effective timeouts of one request (upstream's, overridden by the route's)."""
 
-    peer_ip: str
-    host: str | None
-    identity: Identity | None
-    chain: tuple[bytes, ...]  # DER of intermediates above the leaf, when known
-    request_id: str
+    connect: float
+    headers: float
+    idle: float
+    total: float | None
+    started: float  # perf_counter at the start of the request
+
+    @classmethod
+    def of(cls, cfg: UpstreamConfig, route: RouteTimeouts | None) -> Timeouts:
+        t = cfg.timeouts
+        r = route or RouteTimeouts()
+        return cls(
+            connect=r.connect or t.connect,
+            headers=r.headers or t.headers or t.read,
+            idle=r.idle or t.idle or t.read,
+            total=r.total or t.total,
+            started=time.perf_counter(),
+        )
+
+    def _left(self) -> float | None:
+        if self.total is None:
+            return None
+        return max(self.total - (time.perf_counter() - self.started), 0.0)
+
+    def stage(self, wait: float, kind: str) -> tuple[float, str]:
+        """How long the next stage may take, and which limit that is (`total` when closer)."""
+        left = self._left()
+        if left is not None and left < wait:
+            return left, "total"
+        return wait, kind
+
+    def chunk_wait(self) -> tuple[float, str]:
+        """How long to wait for the next body chunk, and which limit that is."""
+        left = self._left()
+        if left is not None and left < self.idle:
+            return left, "total"
+        return self.idle, "idle"
 
 
-def _connection_tokens(values: Sequence[str]) -> set[str]:
-    return {t.strip().lower() for v in values for t in v.split(",") if t.strip()}
+class RetryBudget:
+    """Retries may add at most `ratio` of the requests of the last 10 s, plus a floor."""
+
+    WINDOW = 10
+
+    def __init__(self, ratio: float, min_per_second: float) -> None:
+        self._ratio = ratio
+        self._floor = min_per_second * self.WINDOW
+        self._requests = [0] * self.WINDOW
+        self._retries = [0] * self.WINDOW
+        self._second = 0
+
+    def _roll(self) -> int:
+        now = int(time.monotonic())
+        if now != self._second:
+            for s in range(max(self._second + 1, now - self.WINDOW + 1), now + 1):
+                self._requests[s % self.WINDOW] = 0
+                self._retries[s % self.WINDOW] = 0
+            self._second = now
+        return now % self.WINDOW
+
+    def request(self) -> None:
+        self._requests[self._roll()] += 1
+
+    def allow_retry(self) -> bool:
+        slot = self._roll()
+        if sum(self._retries) >= max(self._floor, self._ratio * sum(self._requests)):
+            return False
+        self._retries[slot] += 1
+        return True
 
 
-def sf_binary(der: bytes) -> str:
-    """RFC 8941 byte sequence: `:base64:`."""
-    return ":" + base64.b64encode(der).decode("ascii") + ":"
+class _ConnectStalled(Exception):
+    """The request head was not on the wire within the connect timeout."""
 
 
-def _xfcc_quote(value: str) -> str:
-    if any(c in value for c in ',;="'):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return value
+class _HeadersLate(Exception):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
 
 
-def xfcc(ident: Identity) -> str:
-    """Envoy's X-Forwarded-Client-Cert element: Hash, Subject, URI and DNS of the leaf."""
-    parts = [f"Hash={ident.sha256}", f"Subject={_xfcc_quote(ident.subject)}"]
-    parts += [f"URI={_xfcc_quote(u)}" for u in ident.san_uri]
-    parts += [f"DNS={_xfcc_quote(d)}" for d in ident.san_dns]
-    return ";".join(parts)
+class _Retryable(Exception):
+    """An attempt failed in a way another target may fix."""
+
+    def __init__(self, outcome: str, error: UpstreamError) -> None:
+        self.outcome = outcome
+        self.error = error
 
 
-def upstream_headers(
-    request: web.BaseRequest, ctx: ClientContext, forward_identity: tuple[str, ...]
-) -> CIMultiDict[str]:
-    """Copy the request's end-to-end headers, drop identity look-alikes, then set ours."""
-    drop = _SKIP_REQUEST
-    conn = request.headers.getall("Connection", ())
-    if conn:
-        drop = drop | _connection_tokens(conn)
-    headers: CIMultiDict[str] = CIMultiDict()
-    for key, value in request.headers.items():
-        if key.lower() not in drop:
-            headers.add(key, value)
-    headers["X-Forwarded-For"] = ctx.peer_ip
-    headers["X-Forwarded-Proto"] = "https"
-    if ctx.host:
-        headers["X-Forwarded-Host"] = request.headers.get("Host", ctx.host)
-    headers["X-Request-Id"] = ctx.request_id
-    ident = ctx.identity
-    if ident is not None:
-        if "rfc9440" in forward_identity:
-            headers["Client-Cert"] = sf_binary(ident.der)
-            if ctx.chain:
-                headers["Client-Cert-Chain"] = ", ".join(sf_binary(c) for c in ctx.chain)
-        if "xfcc" in forward_identity:
-            headers["X-Forwarded-Client-Cert"] = xfcc(ident)
-    return headers
+def _tls_reason(exc: BaseException) -> str:
+    """Why TLS to the upstream failed, in words an operator can act on."""
+    cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        code = cause.verify_code
+        if code in (2, 18, 19, 20, 21):
+            return "unknown CA: the upstream's chain does not lead to upstreams[].tls.ca"
+        if code == 62:
+            return f"name mismatch: {cause.verify_message}"
+        if code == 10:
+            return "the upstream's certificate has expired"
+        if code == 9:
+            return "the upstream's certificate is not valid yet"
+        return f"verify error {code}: {cause.verify_message}"
+    text = str(cause)
+    if "ALERT" in text.upper():
+        return f"the upstream refused the gateway's TLS client: {text}"
+    return text
 
 
 class Upstream:
-    """One upstream: its base URL, its keep-alive pool and its outcome counters."""
+    """One upstream: its targets and their pools, balancing, retries, timeouts, counters."""
 
-    def __init__(self, cfg: UpstreamConfig, metrics: Metrics) -> None:
+    def __init__(self, cfg: UpstreamConfig, metrics: Metrics, where: str = "upstreams[0]") -> None:
         self.name = cfg.name
-        base = URL(cfg.url)
-        self._origin = f"{base.scheme}://{base.raw_authority}"
-        self._base_path = base.raw_path.rstrip("/")
-        self._metrics = metrics
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=cfg.timeouts.connect,
-            sock_connect=cfg.timeouts.connect,
-            sock_read=cfg.timeouts.read,
-        )
-        self._limit = cfg.max_connections
-        self._session: aiohttp.ClientSession | None = None
         self.config = cfg
+        self._metrics = metrics
+        tls = upstream_tls_context(cfg, where)
+        self._server_name = cfg.tls.server_name
+        self.targets = [Target(cfg.name, spec, cfg, tls, metrics) for spec in cfg.target_specs()]
+        self.balancer = Balancer(self.targets, cfg.balance)
+        self._budget = RetryBudget(cfg.retries.budget, cfg.retries.min_per_second)
+        self._health = HealthChecker(self.targets, cfg.health) if cfg.health else None
         self.inflight = 0  # requests between forward() and the end of the relayed body
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._limit, keepalive_timeout=30, ttl_dns_cache=60
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-                trust_env=False,
-            )
-        return self._session
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._health is not None:
+            self._health.start()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._health is not None:
+            await self._health.stop()
+        for target in self.targets:
+            await target.close()
 
     async def close_when_idle(self, deadline: float) -> None:
-        """Close the pool once no request uses it (retired by a reload), at most `deadline` s."""
+        """Close the pools once no request uses them (retired by a reload), at most `deadline` s."""
         waited = 0.0
         while self.inflight and waited < deadline:
             await asyncio.sleep(0.1)
             waited += 0.1
         await self.close()
 
-    def url_for(self, encoded_path: str, query: str) -> URL:
-        text = self._origin + self._base_path + encoded_path + (f"?{query}" if query else "")
-        return URL(text, encoded=True)
+    def healthy(self) -> bool:
+        return any(t.available() for t in self.targets)
 
     def _count(self, outcome: str) -> None:
         self._metrics.upstream_requests.labels(self.name, outcome).inc()
 
+    # ------------------------------------------------------------ one request
+
     async def forward(
         self,
         request: web.BaseRequest,
-        url: URL,
+        path: str,
+        query: str,
         headers: CIMultiDict[str],
         request_id: str,
         body_limit: BodyLimit | None = None,
+        route_timeouts: RouteTimeouts | None = None,
     ) -> tuple[web.StreamResponse, float]:
-        """Send the request and stream the answer back; map upstream faults to 502/504.
+        """Send the request and stream the answer back; map upstream faults to 502/503/504.
 
         Returns the response and how long the upstream took to send its headers. A body
         without Content-Length is counted while it streams: past `body_limit`, 413."""
-        data: Any = request.content if request.body_exists else None
-        if data is not None and body_limit is not None and request.content_length is None:
-            data = body_limit.wrap(request.content)
+        timeouts = Timeouts.of(self.config, route_timeouts)
+        data, replayable = await self._body(request, body_limit)
         if data is not None and request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        started = time.perf_counter()
         self.inflight += 1
+        self._budget.request()
         try:
-            return await self._forward(request, url, headers, request_id, data, started)
+            return await self._attempts(
+                request, path, query, headers, request_id, data, replayable, timeouts
+            )
         except UpstreamError:
             if body_limit is not None and body_limit.exceeded:
-                raise PayloadTooLarge(
-                    f"request body over {body_limit.limit} bytes (chunked)"
-                ) from None
+                raise PayloadTooLarge(f"request body over {body_limit.limit} bytes") from None
             raise
         finally:
             self.inflight -= 1
 
-    async def _forward(
+    async def _body(
+        self, request: web.BaseRequest, body_limit: BodyLimit | None
+    ) -> tuple[Any, bool]:
+        """The body to send and whether it can be sent again (buffered, or none at all)."""
+        if not request.body_exists:
+            return None, True
+        length = request.content_length
+        if length is not None and length <= self.config.retries.buffer_body:
+            return await request.read(), True
+        if body_limit is not None and length is None:
+            return body_limit.wrap(request.content), False
+        return request.content, False
+
+    async def _attempts(
         self,
         request: web.BaseRequest,
-        url: URL,
+        path: str,
+        query: str,
         headers: CIMultiDict[str],
         request_id: str,
         data: Any,
-        started: float,
+        replayable: bool,
+        timeouts: Timeouts,
     ) -> tuple[web.StreamResponse, float]:
+        tried: list[Target] = []
+        last: UpstreamError | None = None
+        for attempt in range(1 + self.config.retries.attempts):
+            target = self.balancer.pick(exclude=tried)
+            if target is None:
+                if last is not None:
+                    raise last
+                raise NoHealthyTarget(f"{self.name}: no healthy target", kind="no_target")
+            if attempt:
+                self._count("retry")
+            tried.append(target)
+            try:
+                return await self._send(
+                    target, request, path, query, headers, request_id, data, timeouts, replayable
+                )
+            except _Retryable as failure:
+                self._count(failure.outcome)
+                last = failure.error
+                if not self._budget.allow_retry():
+                    break
+        assert last is not None
+        raise last
+
+    async def _send(
+        self,
+        target: Target,
+        request: web.BaseRequest,
+        path: str,
+        query: str,
+        headers: CIMultiDict[str],
+        request_id: str,
+        data: Any,
+        timeouts: Timeouts,
+        replayable: bool,
+    ) -> tuple[web.StreamResponse, float]:
+        started = time.perf_counter()
+        where = f"{self.name} ({target.url})"
+        target.inflight += 1
         try:
-            upstream = await self.session.request(
-                request.method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-            )
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            self._count("timeout")
-            raise UpstreamTimeout(
-                f"{self.name}: no answer in time ({type(exc).__name__})"
-            ) from None
-        except aiohttp.ClientConnectorError as exc:
-            self._count("connect_error")
-            raise UpstreamError(f"{self.name}: cannot connect: {exc.os_error}") from None
-        except aiohttp.ClientResponseError as exc:
-            self._count("bad_response")
-            raise UpstreamError(f"{self.name}: invalid response: {exc.message}") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            self._count("reset")
-            raise UpstreamError(f"{self.name}: connection failed: {exc!r}") from None
-        headers_after = time.perf_counter() - started
-        self._metrics.upstream_duration.labels(self.name).observe(headers_after)
-        try:
-            return await self._relay(request, upstream, request_id), headers_after
+            try:
+                upstream = await self._request(
+                    target,
+                    timeouts,
+                    method=request.method,
+                    url=target.url_for(path, query),
+                    headers=headers,
+                    data=data,
+                    allow_redirects=False,
+                    server_hostname=self._server_name,
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
+                    ),
+                )
+            except aiohttp.ClientConnectorCertificateError as exc:
+                self._count("tls_error")
+                raise UpstreamError(f"{where}: TLS: {_tls_reason(exc)}", kind="tls") from None
+            except (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError) as exc:
+                self._count("tls_error")
+                raise UpstreamError(f"{where}: TLS: {_tls_reason(exc)}", kind="tls") from None
+            except (aiohttp.ConnectionTimeoutError, _ConnectStalled):
+                target.failed("connect timeout")
+                raise _Retryable(
+                    "timeout", UpstreamTimeout(f"{where}: connect timed out", kind="connect")
+                ) from None
+            except _HeadersLate as late:
+                self._count("timeout")
+                raise UpstreamTimeout(
+                    f"{where}: no response headers in time ({late.kind} timeout)", kind=late.kind
+                ) from None
+            except aiohttp.ClientConnectorError as exc:
+                target.failed("connect error")
+                raise _Retryable(
+                    "connect_error",
+                    UpstreamError(f"{where}: cannot connect: {exc.os_error}", kind="connect"),
+                ) from None
+            except aiohttp.ClientResponseError as exc:
+                self._count("bad_response")
+                raise UpstreamError(
+                    f"{where}: invalid response: {exc.message}", kind="response"
+                ) from None
+            except (aiohttp.ClientError, OSError) as exc:
+                target.failed("reset")
+                error = UpstreamError(f"{where}: connection failed: {exc!r}", kind="reset")
+                if request.method in IDEMPOTENT and replayable:
+                    raise _Retryable("reset", error) from None
+                self._count("reset")
+                raise error from None
+            headers_after = time.perf_counter() - started
+            self._metrics.upstream_duration.labels(self.name).observe(headers_after)
+            if upstream.status >= 500:
+                target.failed(f"HTTP {upstream.status}")
+            else:
+                target.succeeded()
+            try:
+                return await self._relay(request, upstream, request_id, timeouts), headers_after
+            finally:
+                upstream.release()
         finally:
-            upstream.release()
+            target.inflight -= 1
+
+    async def _request(
+        self, target: Target, timeouts: Timeouts, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        """`session.request` in two stages: until the request head is on the wire (connect),
+        then until the response headers (headers); `total` bounds both."""
+        loop = asyncio.get_running_loop()
+        sent = asyncio.Event()
+        task = loop.create_task(
+            target.session.request(trace_request_ctx=SimpleNamespace(sent=sent), **kwargs)
+        )
+        waiter = loop.create_task(sent.wait())
+        try:
+            wait, kind = timeouts.stage(timeouts.connect + 1.0, "connect")
+            done, _ = await asyncio.wait({task, waiter}, timeout=wait, return_when=FIRST_COMPLETED)
+            if not done:
+                if kind == "connect":
+                    raise _ConnectStalled()
+                raise _HeadersLate(kind)
+            if task not in done:
+                wait, kind = timeouts.stage(timeouts.headers, "headers")
+                done, _ = await asyncio.wait({task}, timeout=wait)
+                if not done:
+                    raise _HeadersLate(kind)
+            return task.result()
+        finally:
+            waiter.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
 
     async def _relay(
-        self, request: web.BaseRequest, upstream: aiohttp.ClientResponse, request_id: str
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        request_id: str,
+        timeouts: Timeouts,
     ) -> web.StreamResponse:
-        drop = _SKIP_RESPONSE
+        drop = SKIP_RESPONSE
         conn = upstream.headers.getall("Connection", ())
         if conn:
-            drop = drop | _connection_tokens(conn)
+            drop = drop | connection_tokens(conn)
         out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for key, value in upstream.headers.items():
             if key.lower() not in drop:
@@ -286,16 +415,25 @@ class Upstream:
         out.headers["X-Request-Id"] = request_id
         if upstream.content_length is not None:
             out.content_length = upstream.content_length
+        kind = "reset"
         try:
             await out.prepare(request)
-            async for chunk in upstream.content.iter_any():
+            while True:
+                wait, kind = timeouts.chunk_wait()
+                async with asyncio.timeout(wait):
+                    chunk = await upstream.content.readany()
+                kind = "reset"
+                if not chunk:
+                    break
                 await out.write(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are gone already: the only honest signal left is to cut the connection.
-            self._count("reset")
+            if not isinstance(exc, TimeoutError):
+                kind = "reset"
+            self._count("reset" if kind == "reset" else "timeout")
             proxy_log.warning(
                 "upstream failed mid-response",
-                extra=event(upstream=self.name, error=repr(exc)),
+                extra=event(upstream=self.name, kind=kind, error=repr(exc)),
             )
             if request.transport is not None:
                 request.transport.abort()

@@ -74,6 +74,19 @@ def normalise_target(raw: str) -> Target:
     return Target(norm, encoded, query)
 
 
+def encode_path(decoded: str) -> str:
+    """The encoded form of a normalised path, segment by segment (as `Target.encoded`)."""
+    return "/".join(quote(s, safe=_PCHAR_SAFE) for s in decoded.split("/"))
+
+
+def rewrite_prefix(encoded: str, prefix: str, replacement: str) -> str:
+    """Replace the matched route prefix of an encoded path (`strip_prefix` is replacement "")."""
+    head = encode_path(prefix.rstrip("/"))
+    rest = encoded[len(head) :] if head and encoded.startswith(head) else encoded
+    new = replacement.rstrip("/") + rest
+    return new if new.startswith("/") else "/" + new
+
+
 def _percent_decode(path: str) -> str:
     if "%" not in path:
         return path

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
+
+from aiohttp.web import BaseRequest
 
 from gateway.admission import Admission
 from gateway.config import GatewayConfig, ListenerLimits, RouteConfig
@@ -14,6 +18,8 @@ from gateway.policy import RoutePolicy
 from gateway.proxy import Upstream
 from gateway.routing import Router
 from gateway.tls import server_context
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,22 @@ class Snapshot:
     contexts: dict[str, ssl.SSLContext]
     admissions: dict[str, Admission]
     limits: dict[str, ListenerLimits]
+    trusted_id_sources: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def request_id(self, request: BaseRequest, peer_ip: str) -> str | None:
+        """The client's X-Request-Id when its address is trusted and the id is sane."""
+        if not self.trusted_id_sources:
+            return None
+        incoming = request.headers.get("X-Request-Id")
+        if not incoming or not _REQUEST_ID.fullmatch(incoming):
+            return None
+        try:
+            addr = ip_address(peer_ip)
+        except ValueError:
+            return None
+        if any(addr in net for net in self.trusted_id_sources):
+            return incoming
+        return None
 
     async def close(self) -> None:
         for upstream in self.upstreams.values():
@@ -75,8 +97,10 @@ def build_snapshot(
     }
     old = previous.upstreams if previous is not None else {}
     upstreams = {
-        u.name: old[u.name] if u.name in old and old[u.name].config == u else Upstream(u, metrics)
-        for u in cfg.upstreams
+        u.name: old[u.name]
+        if u.name in old and old[u.name].config == u
+        else Upstream(u, metrics, f"upstreams[{i}]")
+        for i, u in enumerate(cfg.upstreams)
     }
     routes = {
         r.name: CompiledRoute(
@@ -85,4 +109,7 @@ def build_snapshot(
         for i, r in enumerate(cfg.routes)
     }
     limits = {lst.name: lst.limits for lst in cfg.listeners}
-    return Snapshot(cfg, Router(cfg.routes), routes, upstreams, contexts, admissions, limits)
+    trusted = tuple(ip_network(n) for n in cfg.request_id.trust_from)
+    return Snapshot(
+        cfg, Router(cfg.routes), routes, upstreams, contexts, admissions, limits, trusted
+    )

@@ -120,7 +120,15 @@ class Gateway:
         return self._snapshot.admissions.get(listener)
 
     def ready(self) -> bool:
-        return self._ready
+        """Serving, and (when the admin section asks for it) the named upstreams are healthy."""
+        if not self._ready:
+            return False
+        admin = self.config.admin
+        wanted = admin.ready_requires_upstreams if admin is not None else False
+        if wanted is False:
+            return True
+        names = self._snapshot.upstreams if wanted is True else wanted
+        return all(self._snapshot.upstreams[n].healthy() for n in names)
 
     def _not_ready(self) -> None:
         self._ready = False
@@ -177,6 +185,8 @@ class Gateway:
             await self.admin.start()
         for listener in opened:
             listener.start()
+        for upstream in self._snapshot.upstreams.values():
+            upstream.start()
         self._publish_held()
         self._spawn(self._expiry_loop(), "expiry-check")
         self._restart_watcher()
@@ -307,6 +317,9 @@ class Gateway:
         for listener in opened:
             self._listeners[listener.name] = listener
             listener.start()
+        for upstream in new.upstreams.values():
+            if upstream not in old.upstreams.values():
+                upstream.start()
         for upstream in old.retired_by(new):
             self._retired_upstreams.append(upstream)
             self._spawn(upstream.close_when_idle(cfg.shutdown_timeout), f"retire-{upstream.name}")

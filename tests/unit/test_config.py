@@ -76,7 +76,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "unknown top-level key",
         lambda d: d.update(listener=[]),
-        "listener: unknown key 'listener'; allowed keys here: listeners, upstreams, routes, admin, logging, reload, shutdown_timeout",
+        "listener: unknown key 'listener'; allowed keys here: listeners, upstreams, routes, admin, logging, reload, request_id, shutdown_timeout",
     ),
     (
         "unknown subject attribute",
@@ -164,9 +164,34 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "routes[0].match.host: 'api_example' is not a host name (letters, digits, '-', '.', optionally '*.' first)",
     ),
     (
-        "https upstream",
+        "ftp upstream",
         lambda d: d["upstreams"][0].update(url="ftp://x"),
-        "upstreams[0].url: 'ftp://x' is not an upstream URL; write http://host:port or http://host:port/base-path (https upstreams are not supported yet)",
+        "upstreams[0].url: 'ftp://x' is not an upstream URL; write http(s)://host:port or http(s)://host:port/base-path",
+    ),
+    (
+        "url and targets",
+        lambda d: d["upstreams"][0].update(targets=["http://127.0.0.1:1"]),
+        "upstreams[0].url: give either `url` (one target) or `targets` (several), not both",
+    ),
+    (
+        "client cert without key",
+        lambda d: d["upstreams"][0].update(tls={"client_cert": "c.pem"}),
+        "upstreams[0].tls: client_cert and client_key go together",
+    ),
+    (
+        "strip and rewrite",
+        lambda d: d["routes"][0].update(strip_prefix=True, rewrite_prefix="/v2"),
+        "routes[0].rewrite_prefix: use strip_prefix or rewrite_prefix, not both",
+    ),
+    (
+        "bad trusted request-id source",
+        lambda d: d.update(request_id={"trust_from": ["nope"]}),
+        "request_id.trust_from[0]: 'nope' is not an IP network (e.g. 10.0.0.0/8 or 127.0.0.1)",
+    ),
+    (
+        "readiness on an unknown upstream",
+        lambda d: d["admin"].update(ready_requires_upstreams=["ghost"]),
+        "admin.ready_requires_upstreams[0]: unknown upstream 'ghost'",
     ),
     (
         "no trust bundle",
