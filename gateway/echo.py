@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Handler
 
 CHUNK = 64 * 1024
 SEEN = web.AppKey("seen", list[str])  # "METHOD raw-path" of every request, for the tests
+# which echo answered (several run as one upstream's targets): its port, set once bound
+INSTANCE = web.AppKey("instance", list[str])
 
 
 @web.middleware
@@ -34,8 +37,38 @@ async def echo(request: web.Request) -> web.Response:
             "body_bytes": size,
             "body_sha256": digest.hexdigest(),
             "client": request.headers.get("X-Forwarded-Client-Cert"),
+            "instance": request.app[INSTANCE][0] if request.app[INSTANCE] else None,
+            "peer_cert": _peer_cert_subject(request),
         }
     )
+
+
+def _peer_cert_subject(request: web.Request) -> str | None:
+    """The subject CN of the client certificate the gateway presented (HTTPS echo only)."""
+    ssl_obj = request.transport.get_extra_info("ssl_object") if request.transport else None
+    cert = ssl_obj.getpeercert() if ssl_obj is not None else None
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """`/ws`: echoes text and binary; `close:<code>` closes with that code; pings answered."""
+    ws = web.WebSocketResponse(protocols=("echo.v1",))
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            if msg.data.startswith("close:"):
+                await ws.close(code=int(msg.data[6:]), message=b"bye")
+                break
+            await ws.send_str(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await ws.send_bytes(msg.data)
+    return ws
 
 
 async def stream_bytes(request: web.Request) -> web.StreamResponse:
@@ -62,16 +95,23 @@ async def slow(request: web.Request) -> web.Response:
 def make_app() -> web.Application:
     app = web.Application(client_max_size=1024**3, middlewares=[record])
     app[SEEN] = []
+    app[INSTANCE] = []
     app.router.add_route("*", "/bytes/{n:\\d+}", stream_bytes)
     app.router.add_route("*", "/slow", slow)
+    app.router.add_get("/ws", websocket)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 
 
-async def start_echo(host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
-    """Start the echo upstream; returns the runner (to clean up) and the bound port."""
-    runner = web.AppRunner(make_app(), access_log=None, handle_signals=False)
+async def start_echo(
+    host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
+    """Start the echo upstream (HTTPS with `ssl_context`); returns the runner and the port."""
+    app = make_app()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
-    return runner, runner.addresses[0][1]
+    bound = runner.addresses[0][1]
+    app[INSTANCE].append(str(bound))
+    return runner, bound

@@ -20,6 +20,7 @@ from gateway.proxy import BodyLimit
 from gateway.reasons import POLICY_ERROR_CODES
 from gateway.routing import normalise_host, normalise_target, rewrite_prefix
 from gateway.runtime import CompiledRoute, Snapshot
+from gateway.websocket import is_upgrade, proxy_websocket
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
@@ -108,6 +109,7 @@ class Pipeline:
         route: CompiledRoute | None = None
         upstream_name = ""
         upstream_seconds: float | None = None
+        response: web.StreamResponse
         try:
             snap = self._snapshot()
             if conn is None:  # the connection closed while the request was queued
@@ -152,10 +154,13 @@ class Pipeline:
             path = target.encoded
             if rc.strip_prefix or rc.rewrite_prefix is not None:
                 path = rewrite_prefix(path, rc.match.path_prefix, rc.rewrite_prefix or "")
-            body_limit = BodyLimit(max_body, self._limit_hit(conn.listener))
-            response, upstream_seconds = await upstream.forward(
-                request, path, target.query, headers, request_id, body_limit, rc.timeouts
-            )
+            if rc.websocket and is_upgrade(request):
+                response = await proxy_websocket(request, upstream, path, target.query, headers)
+            else:
+                body_limit = BodyLimit(max_body, self._limit_hit(conn.listener))
+                response, upstream_seconds = await upstream.forward(
+                    request, path, target.query, headers, request_id, body_limit, rc.timeouts
+                )
         except HttpError as err:
             if err.status >= 500:
                 proxy_log.warning(

@@ -206,7 +206,7 @@ class Upstream:
     def healthy(self) -> bool:
         return any(t.available() for t in self.targets)
 
-    def _count(self, outcome: str) -> None:
+    def count(self, outcome: str) -> None:
         self._metrics.upstream_requests.labels(self.name, outcome).inc()
 
     # ------------------------------------------------------------ one request
@@ -275,14 +275,14 @@ class Upstream:
                     raise last
                 raise NoHealthyTarget(f"{self.name}: no healthy target", kind="no_target")
             if attempt:
-                self._count("retry")
+                self.count("retry")
             tried.append(target)
             try:
                 return await self._send(
                     target, request, path, query, headers, request_id, data, timeouts, replayable
                 )
             except _Retryable as failure:
-                self._count(failure.outcome)
+                self.count(failure.outcome)
                 last = failure.error
                 if not self._budget.allow_retry():
                     break
@@ -320,10 +320,10 @@ class Upstream:
                     ),
                 )
             except aiohttp.ClientConnectorCertificateError as exc:
-                self._count("tls_error")
+                self.count("tls_error")
                 raise UpstreamError(f"{where}: TLS: {_tls_reason(exc)}", kind="tls") from None
             except (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError) as exc:
-                self._count("tls_error")
+                self.count("tls_error")
                 raise UpstreamError(f"{where}: TLS: {_tls_reason(exc)}", kind="tls") from None
             except (aiohttp.ConnectionTimeoutError, _ConnectStalled):
                 target.failed("connect timeout")
@@ -331,7 +331,7 @@ class Upstream:
                     "timeout", UpstreamTimeout(f"{where}: connect timed out", kind="connect")
                 ) from None
             except _HeadersLate as late:
-                self._count("timeout")
+                self.count("timeout")
                 raise UpstreamTimeout(
                     f"{where}: no response headers in time ({late.kind} timeout)", kind=late.kind
                 ) from None
@@ -342,7 +342,7 @@ class Upstream:
                     UpstreamError(f"{where}: cannot connect: {exc.os_error}", kind="connect"),
                 ) from None
             except aiohttp.ClientResponseError as exc:
-                self._count("bad_response")
+                self.count("bad_response")
                 raise UpstreamError(
                     f"{where}: invalid response: {exc.message}", kind="response"
                 ) from None
@@ -351,7 +351,7 @@ class Upstream:
                 error = UpstreamError(f"{where}: connection failed: {exc!r}", kind="reset")
                 if request.method in IDEMPOTENT and replayable:
                     raise _Retryable("reset", error) from None
-                self._count("reset")
+                self.count("reset")
                 raise error from None
             headers_after = time.perf_counter() - started
             self._metrics.upstream_duration.labels(self.name).observe(headers_after)
@@ -430,7 +430,7 @@ class Upstream:
             # Headers are gone already: the only honest signal left is to cut the connection.
             if not isinstance(exc, TimeoutError):
                 kind = "reset"
-            self._count("reset" if kind == "reset" else "timeout")
+            self.count("reset" if kind == "reset" else "timeout")
             proxy_log.warning(
                 "upstream failed mid-response",
                 extra=event(upstream=self.name, kind=kind, error=repr(exc)),
@@ -438,5 +438,5 @@ class Upstream:
             if request.transport is not None:
                 request.transport.abort()
             return out
-        self._count("ok")
+        self.count("ok")
         return out

@@ -227,8 +227,11 @@ def base_config(pki: Path, echo_port: int, **listener_tls: Any) -> dict[str, Any
 class EchoServer:
     """The echo upstream alone, in its own loop thread (for process-level tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None, app: Any = None) -> None:
         self.port = 0
+        self._ssl = ssl_context
+        self._app = app  # another aiohttp Application to serve instead of the echo
+        self.seen: list[str] = []
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
@@ -238,7 +241,17 @@ class EchoServer:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        runner, self.port = await start_echo()
+        if self._app is not None:
+            from aiohttp import web
+
+            runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self._ssl)
+            await site.start()
+            self.port = runner.addresses[0][1]
+        else:
+            runner, self.port = await start_echo(ssl_context=self._ssl)
+            self.seen = runner.app[SEEN]
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()

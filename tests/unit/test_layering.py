@@ -27,6 +27,7 @@ LAYER = {
     "targets": 3,
     "health": 3,
     "proxy": 3,
+    "websocket": 3,
     "tlsconn": 2,
     "httpconn": 3,
     "listener": 3,
