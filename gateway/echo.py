@@ -57,9 +57,12 @@ def _peer_cert_subject(request: web.Request) -> str | None:
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    """`/ws`: echoes text and binary; `close:<code>` closes with that code; pings answered."""
+    """`/ws`: says who the client is, then echoes text and binary; `close:<code>` closes
+    with that code; pings are answered."""
     ws = web.WebSocketResponse(protocols=("echo.v1",))
     await ws.prepare(request)
+    # first, who the upstream thinks the client is
+    await ws.send_json({"client": request.headers.get("X-Forwarded-Client-Cert")})
     async for msg in ws:
         if msg.type == WSMsgType.TEXT:
             if msg.data.startswith("close:"):

@@ -148,6 +148,18 @@ class _Retryable(Exception):
         self.error = error
 
 
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl.SSLError behind an aiohttp or OS error, if there is one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = getattr(current, "os_error", None) or current.__cause__ or current.__context__
+    return None
+
+
 def _tls_reason(exc: BaseException) -> str:
     """Why TLS to the upstream failed, in words an operator can act on."""
     cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
@@ -347,6 +359,13 @@ class Upstream:
                     f"{where}: invalid response: {exc.message}", kind="response"
                 ) from None
             except (aiohttp.ClientError, OSError) as exc:
+                if (tls_cause := _ssl_cause(exc)) is not None:
+                    # TLS 1.3: an upstream that refuses our client certificate says so only
+                    # after the handshake, on the first read
+                    self.count("tls_error")
+                    raise UpstreamError(
+                        f"{where}: TLS: {_tls_reason(tls_cause)}", kind="tls"
+                    ) from None
                 target.failed("reset")
                 error = UpstreamError(f"{where}: connection failed: {exc!r}", kind="reset")
                 if request.method in IDEMPOTENT and replayable:

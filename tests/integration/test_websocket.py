@@ -1,0 +1,100 @@
+"""WebSockets through the gateway with aiohttp's client and a client certificate, against a real
+WebSocket upstream: same policy as plain requests, identity headers on the upgrade, frames both
+ways, ping/pong and close codes passed through."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.harness import RunningGateway, base_config, client_context, running
+
+
+@pytest.fixture(scope="module")
+def gw(pki: Path) -> Iterator[RunningGateway]:
+    def config(echo: int) -> dict[str, Any]:
+        doc = base_config(pki, echo)
+        doc["routes"] = [
+            {"name": "ws", "match": {"path_prefix": "/ws"}, "upstream": "echo", "websocket": True,
+             "policy": {"required_eku": ["clientAuth"], "allow": [{"san_uri": "spiffe://dev.local/client"}]},
+             "forward_identity": ["xfcc"]},
+            {"name": "no-ws", "match": {"path_prefix": "/nows"}, "upstream": "echo",
+             "rewrite_prefix": "/ws", "policy": {"allow": "any"}},
+        ]  # fmt: skip
+        return doc
+
+    with running(config, pki) as gateway:
+        yield gateway
+
+
+async def _session(ctx: ssl.SSLContext) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+
+
+def test_frames_pings_and_close_codes_pass_through(gw: RunningGateway, pki: Path) -> None:
+    async def scenario() -> list[Any]:
+        out: list[Any] = []
+        async with (
+            await _session(client_context(pki)) as session,
+            session.ws_connect(
+                f"wss://localhost:{gw.port}/ws", protocols=["echo.v1"], autoping=False
+            ) as ws,
+        ):
+            out.append(ws.protocol)
+            out.append(await ws.receive_json(timeout=5))
+            await ws.send_str("hello")
+            out.append((await ws.receive(timeout=5)).data)
+            await ws.send_bytes(b"\x00\x01binary")
+            out.append((await ws.receive(timeout=5)).data)
+            await ws.ping(b"are you there")
+            msg = await ws.receive(timeout=5)
+            out.append((msg.type, msg.data))
+            await ws.send_str("close:4001")
+            msg = await ws.receive(timeout=5)
+            out.append((msg.type, msg.data, msg.extra))
+        return out
+
+    protocol, who, text, binary, pong, close = asyncio.run(scenario())
+    assert protocol == "echo.v1"
+    assert who["client"].endswith("URI=spiffe://dev.local/client")
+    assert text == "hello" and binary == b"\x00\x01binary"
+    assert pong == (aiohttp.WSMsgType.PONG, b"are you there")
+    assert close == (aiohttp.WSMsgType.CLOSE, 4001, "bye")
+
+
+def test_client_closing_reaches_the_upstream_with_its_code(gw: RunningGateway, pki: Path) -> None:
+    async def scenario() -> int | None:
+        async with await _session(client_context(pki)) as session:
+            ws = await session.ws_connect(f"wss://localhost:{gw.port}/ws")
+            await ws.receive_json(timeout=5)
+            await ws.close(code=4100, message=b"done")
+            return ws.close_code
+
+    assert asyncio.run(scenario()) == 4100  # the upstream answered the close with the same code
+
+
+@pytest.mark.parametrize(
+    ("cert", "path", "status"),
+    [
+        ("client-intermediate", "/ws", 403),  # not on the allow list: denied before any upgrade
+        ("client-noeku", "/ws", 403),
+        # a route without websocket: true forwards a plain GET: the upstream refuses it
+        ("client", "/nows", 400),
+    ],
+)
+def test_upgrade_refused(gw: RunningGateway, pki: Path, cert: str, path: str, status: int) -> None:
+    async def scenario() -> int:
+        async with await _session(client_context(pki, cert)) as session:
+            try:
+                await session.ws_connect(f"wss://localhost:{gw.port}{path}")
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+        return 101
+
+    assert asyncio.run(scenario()) == status
