@@ -197,7 +197,9 @@ def _target(value: Any) -> Any:
     return {"url": value} if isinstance(value, str) else value
 
 
-Target = Annotated[TargetSpec, BeforeValidator(_target)]
+Target = Annotated[
+    TargetSpec, BeforeValidator(_target, json_schema_input_type=UpstreamUrl | TargetSpec)
+]
 
 
 class HealthCheck(Model):
