@@ -411,3 +411,37 @@ def test_request_ids_from_trusted_sources_only(pki: Path, trusted: list[str], ke
             gw.port, "/id", pki, headers=[("X-Request-Id", "trace-xyz")], method="BREW"
         )
         assert json.loads(denied.body)["request_id"] == denied.headers["x-request-id"]
+
+
+def test_connect_timeout_is_504_with_kind_connect(
+    pki: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener whose backlog is full: SYNs are dropped, connect hangs (all on loopback)."""
+    caplog.set_level(logging.INFO, logger="gateway")
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(0)
+    port = blackhole.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))  # takes the only backlog slot
+    try:
+        upstream = {
+            "url": f"http://127.0.0.1:{port}",
+            "timeouts": {"connect": "300ms"},
+            "retries": {"attempts": 0},
+        }
+        with _gateway(pki, upstream) as gw:
+            started = time.perf_counter()
+            reply = request(gw.port, "/x", pki)
+            took = time.perf_counter() - started
+            assert reply.status == 504 and reply.json()["error"] == "upstream_timeout"
+            assert took < 1.5
+            assert sample(gw.metrics(), UP, upstream="svc", outcome="timeout") == 1
+    finally:
+        filler.close()
+        blackhole.close()
+    kinds = [
+        getattr(r, "event", {}).get("kind")
+        for r in caplog.records
+        if r.getMessage() == "upstream error"
+    ]
+    assert kinds == ["connect"]
