@@ -82,6 +82,10 @@ class Pipeline:
         self._metrics = metrics
         self._activity = activity or Activity()
         self.tracker: ConnectionTracker | None = None  # set once the listener is wired
+        self._series: dict[
+            tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]
+        ] = {}
+        self._body_limit_hits: dict[str, Callable[[], None]] = {}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -191,8 +195,12 @@ class Pipeline:
         return response
 
     def _limit_hit(self, listener: str) -> Callable[[], None]:
-        counter = self._metrics.limits_hit.labels(listener, "body_size")
-        return counter.inc
+        hit = self._body_limit_hits.get(listener)
+        if hit is None:
+            hit = self._body_limit_hits[listener] = self._metrics.limits_hit.labels(
+                listener, "body_size"
+            ).inc
+        return hit
 
     def _account(
         self,
@@ -208,8 +216,15 @@ class Pipeline:
         elapsed = time.perf_counter() - started
         route_name = route.config.name if route else ""
         method = request.method if request.method in KNOWN_METHODS else "OTHER"
-        self._metrics.requests.labels(route_name, method, str(response.status)).inc()
-        self._metrics.request_duration.labels(route_name).observe(elapsed)
+        key = (route_name, method, response.status)
+        series = self._series.get(key)
+        if series is None:  # label lookups are slow: one per (route, method, status), once
+            series = self._series[key] = (
+                self._metrics.requests.labels(route_name, method, str(response.status)).inc,
+                self._metrics.request_duration.labels(route_name).observe,
+            )
+        series[0]()
+        series[1](elapsed)
         access_log.info(
             "request",
             extra=event(

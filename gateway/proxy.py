@@ -4,10 +4,8 @@ turn every upstream fault into 502/503/504 with its kind in the log."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 import time
-from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -194,6 +192,8 @@ class Upstream:
         self._budget = RetryBudget(cfg.retries.budget, cfg.retries.min_per_second)
         self._health = HealthChecker(self.targets, cfg.health) if cfg.health else None
         self.inflight = 0  # requests between forward() and the end of the relayed body
+        self._outcomes: dict[str, Callable[[], None]] = {}
+        self._observe_duration = metrics.upstream_duration.labels(cfg.name).observe
 
     # ------------------------------------------------------------ lifecycle
 
@@ -219,7 +219,12 @@ class Upstream:
         return any(t.available() for t in self.targets)
 
     def count(self, outcome: str) -> None:
-        self._metrics.upstream_requests.labels(self.name, outcome).inc()
+        inc = self._outcomes.get(outcome)
+        if inc is None:
+            inc = self._outcomes[outcome] = self._metrics.upstream_requests.labels(
+                self.name, outcome
+            ).inc
+        inc()
 
     # ------------------------------------------------------------ one request
 
@@ -373,7 +378,7 @@ class Upstream:
                 self.count("reset")
                 raise error from None
             headers_after = time.perf_counter() - started
-            self._metrics.upstream_duration.labels(self.name).observe(headers_after)
+            self._observe_duration(headers_after)
             if upstream.status >= 500:
                 target.failed(f"HTTP {upstream.status}")
             else:
@@ -391,30 +396,25 @@ class Upstream:
         """`session.request` in two stages: until the request head is on the wire (connect),
         then until the response headers (headers); `total` bounds both."""
         loop = asyncio.get_running_loop()
-        sent = asyncio.Event()
-        task = loop.create_task(
-            target.session.request(trace_request_ctx=SimpleNamespace(sent=sent), **kwargs)
-        )
-        waiter = loop.create_task(sent.wait())
+        wait, kind = timeouts.stage(timeouts.connect + 1.0, "connect")
+        stage = [kind]
+        deadline = asyncio.timeout(wait)
+
+        def on_sent() -> None:
+            left, stage[0] = timeouts.stage(timeouts.headers, "headers")
+            deadline.reschedule(loop.time() + left)
+
         try:
-            wait, kind = timeouts.stage(timeouts.connect + 1.0, "connect")
-            done, _ = await asyncio.wait({task, waiter}, timeout=wait, return_when=FIRST_COMPLETED)
-            if not done:
-                if kind == "connect":
-                    raise _ConnectStalled()
-                raise _HeadersLate(kind)
-            if task not in done:
-                wait, kind = timeouts.stage(timeouts.headers, "headers")
-                done, _ = await asyncio.wait({task}, timeout=wait)
-                if not done:
-                    raise _HeadersLate(kind)
-            return task.result()
-        finally:
-            waiter.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+            async with deadline:
+                return await target.session.request(
+                    trace_request_ctx=SimpleNamespace(on_sent=on_sent), **kwargs
+                )
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # aiohttp's own connect timeout: handled by the caller
+            if stage[0] == "connect":
+                raise _ConnectStalled() from None
+            raise _HeadersLate(stage[0]) from None
 
     async def _relay(
         self,

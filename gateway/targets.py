@@ -3,7 +3,6 @@ passive ejection with back-off), and the balancer that picks one for each attemp
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import time
 from collections.abc import Iterable
@@ -45,10 +44,11 @@ def upstream_tls_context(cfg: UpstreamConfig, where: str) -> ssl.SSLContext | No
 async def _headers_sent(
     _session: aiohttp.ClientSession, ctx: SimpleNamespace, _params: object
 ) -> None:
-    """Trace hook: the request head is on the wire (the connect stage is over)."""
-    sent = getattr(ctx.trace_request_ctx, "sent", None)
-    if isinstance(sent, asyncio.Event):
-        sent.set()
+    """Trace hook: the request head is on the wire (the connect stage is over); the caller's
+    `on_sent` moves its deadline from the connect budget to the headers budget."""
+    on_sent = getattr(ctx.trace_request_ctx, "on_sent", None)
+    if on_sent is not None:
+        on_sent()
 
 
 class Target:

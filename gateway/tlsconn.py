@@ -94,6 +94,8 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._raw: asyncio.Transport | None = None
         self._app_reading = True
         self._closing = False
+        self._pending: list[bytes] = []  # plaintext written in this loop iteration
+        self._flush_scheduled = False
         self._extra: dict[str, Any] = {"ssl_object": sslobj, "sslcontext": sslobj.context}
 
     # ------------------------------------------------------------ the raw (TCP) side
@@ -169,7 +171,22 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         return self._raw.get_extra_info(name, default) if self._raw is not None else default
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue plaintext; everything written in one loop iteration (aiohttp writes the head
+        and the body separately) becomes one TLS record and one send."""
         if self._closing or not data:
+            return
+        self._pending.append(bytes(data))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._encrypt_pending)
+
+    def _encrypt_pending(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending:
+            return
+        data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        if self._raw is None or self._raw.is_closing():
             return
         try:
             self._ssl.write(data)
@@ -193,6 +210,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
     def close(self) -> None:
         if self._closing:
             return
+        self._encrypt_pending()  # what the application wrote before closing still goes out
         self._closing = True
         with contextlib.suppress(ssl.SSLError, ValueError):
             self._ssl.unwrap()  # queues close_notify; wants the peer's, which we do not wait for
@@ -224,7 +242,8 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
             self._raw.set_write_buffer_limits(high, low)
 
     def get_write_buffer_size(self) -> int:
-        return self._raw.get_write_buffer_size() if self._raw is not None else 0
+        queued = sum(len(d) for d in self._pending)
+        return queued + (self._raw.get_write_buffer_size() if self._raw is not None else 0)
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._raw.get_write_buffer_limits() if self._raw is not None else (0, 0)

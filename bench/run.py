@@ -1,0 +1,289 @@
+"""`make bench`: the gateway against nginx (mTLS termination, one worker each, pinned to the
+same CPU), driven by the same load generators on the other CPU, alternating targets.
+
+Measures keep-alive proxied requests/s and p50/p99 at 64 connections, p99 at half of the
+gateway's own peak, full and resumed mTLS handshakes (`openssl s_time`), CPU per handshake and
+peak RSS; prints each figure with the ratio gateway/nginx and writes bench/results.json.
+Installs nginx (apt) and autocannon (npm) when missing. All traffic stays on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+GATEWAY_CPU, LOAD_CPU = "0", "1"
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+CONNECTIONS = 64
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def ensure_tools() -> None:
+    if shutil.which("nginx") is None:
+        log("installing nginx (apt)…")
+        policy = Path("/usr/sbin/policy-rc.d")  # do not let the package start a system nginx
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+        try:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "nginx"],
+                check=True,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+        finally:
+            policy.unlink(missing_ok=True)
+    for tool in ("openssl", "node", "npm", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench: {tool} is required")
+    if not (BENCH / "node_modules" / "autocannon").is_dir():
+        log("installing autocannon (npm)…")
+        subprocess.run(
+            ["npm", "install", "--silent", "--no-audit", "--no-fund"], cwd=BENCH, check=True
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+NGINX_ORIGIN = """
+worker_processes 1; pid {dir}/origin.pid; error_log {dir}/origin.err warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "ok\\n"; }} }}
+}}
+"""
+
+NGINX_PROXY = """
+worker_processes 1; pid {dir}/proxy.pid; error_log {dir}/proxy.err warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  upstream origin {{ server 127.0.0.1:{origin}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {pki}/server.pem; ssl_certificate_key {pki}/server.key;
+    ssl_client_certificate {pki}/ca.pem; ssl_verify_client on;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m; ssl_session_tickets on;
+    location / {{
+      proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Client-Verify $ssl_client_verify;
+      proxy_set_header X-Client-Subject $ssl_client_s_dn;
+    }}
+  }}
+}}
+"""
+
+
+class Server:
+    """A process we started, pinned to a CPU; stopped by its PID."""
+
+    def __init__(self, name: str, cmd: list[str], cpu: str, port: int, log_path: Path) -> None:
+        self.name = name
+        self.port = port
+        with log_path.open("wb") as out:
+            self.proc = subprocess.Popen(["taskset", "-c", cpu, *cmd], stdout=out, stderr=out)
+        wait_port(port)
+
+    def pids(self) -> list[int]:
+        """The process and its children (nginx's worker)."""
+        pids = [self.proc.pid]
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+            pids += [int(p) for p in children.split()]
+        except OSError:
+            pass
+        return pids
+
+    def cpu_seconds(self) -> float:
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in self.pids():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        return total
+
+    def peak_rss_mib(self) -> float:
+        total = 0
+        for pid in self.pids():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        return total / 1024
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def autocannon(port: int, pki: Path, seconds: float, rate: float | None = None) -> dict[str, Any]:
+    # a paced run uses fewer connections: autocannon paces per connection, so 64 would burst
+    connections = 16 if rate else CONNECTIONS
+    cmd = ["taskset", "-c", LOAD_CPU, "node", str(BENCH / "load.js"), f"https://localhost:{port}/"]
+    cmd += [str(connections), str(int(seconds))]
+    cmd += [str(pki / "client.pem"), str(pki / "client.key"), str(pki / "ca.pem")]
+    if rate:
+        cmd.append(str(int(rate)))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, cwd=BENCH)
+    if out.returncode != 0:
+        raise RuntimeError(f"autocannon failed: {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["errors"] or result["non2xx"]:
+        raise RuntimeError(f"load errors against port {port}: {result}")
+    return result
+
+
+def s_time(server: Server, pki: Path, mode: str, seconds: float) -> dict[str, float]:
+    """Connections per second (and per CPU-second of the server) with openssl s_time."""
+    cmd = ["taskset", "-c", LOAD_CPU, "openssl", "s_time", "-connect", f"127.0.0.1:{server.port}"]
+    cmd += [mode, "-time", str(int(seconds)), "-www", "/"]
+    cmd += ["-cert", str(pki / "client.pem"), "-key", str(pki / "client.key")]
+    cmd += ["-CAfile", str(pki / "ca.pem")]
+    cpu0 = server.cpu_seconds()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    cpu = server.cpu_seconds() - cpu0
+    text = out.stdout + out.stderr
+    m = re.search(r"(\d+) connections in ([\d.]+)s; ([\d.]+) connections/user sec, bytes read (\d+)", text)
+    real = re.search(r"(\d+) connections in (\d+) real seconds, (\d+) bytes read per connection", text)
+    if not m or not real or int(real.group(3)) == 0:
+        raise RuntimeError(f"s_time {mode} against {server.name}: no answered connections\n{text[-1500:]}")
+    conns = int(real.group(1))
+    return {"per_second": conns / float(real.group(2)), "per_cpu_second": conns / cpu if cpu else 0.0}
+
+
+def main() -> int:
+    ensure_tools()
+    work = Path(tempfile.mkdtemp(prefix="mtls-bench-"))
+    sys.path.insert(0, str(ROOT))
+    from gateway import devcerts
+
+    pki = devcerts.generate(work / "pki")
+    for p in pki.iterdir():
+        p.chmod(0o644 if p.suffix != ".key" else 0o600)
+    origin_port, nginx_port, gw_port, admin = free_port(), free_port(), free_port(), free_port()
+    (work / "origin.conf").write_text(NGINX_ORIGIN.format(dir=work, port=origin_port))
+    (work / "proxy.conf").write_text(
+        NGINX_PROXY.format(dir=work, port=nginx_port, origin=origin_port, pki=pki)
+    )
+    (work / "gateway.yaml").write_text(
+        json.dumps(
+            {
+                "listeners": [
+                    {
+                        "name": "bench",
+                        "bind": f"127.0.0.1:{gw_port}",
+                        "tls": {"cert": str(pki / "server.pem"), "key": str(pki / "server.key"), "client_ca": [str(pki / "ca.pem")]},
+                    }
+                ],
+                "upstreams": [{"name": "origin", "url": f"http://127.0.0.1:{origin_port}", "max_connections": 128}],
+                "routes": [{"name": "all", "upstream": "origin", "policy": {"allow": "any"}, "forward_identity": ["xfcc"]}],
+                "admin": {"bind": f"127.0.0.1:{admin}"},
+                "logging": {"level": "warning", "access_log": False},
+                "reload": {"watch": False},
+            }
+        )
+    )
+    servers: list[Server] = []
+    try:
+        nginx = shutil.which("nginx") or "nginx"
+        servers.append(Server("origin", [nginx, "-c", str(work / "origin.conf"), "-g", "daemon off;"], LOAD_CPU, origin_port, work / "origin.log"))
+        ngx = Server("nginx", [nginx, "-c", str(work / "proxy.conf"), "-g", "daemon off;"], GATEWAY_CPU, nginx_port, work / "nginx.log")
+        gw = Server("gateway", [sys.executable, "-m", "gateway", "run", "-c", str(work / "gateway.yaml")], GATEWAY_CPU, gw_port, work / "gateway.log")
+        servers += [ngx, gw]
+        targets = {"gateway": gw, "nginx": ngx}
+        results: dict[str, dict[str, list[float]]] = {name: {} for name in targets}
+
+        def add(name: str, key: str, value: float) -> None:
+            results[name].setdefault(key, []).append(value)
+
+        for name, srv in targets.items():  # warm up pools, tickets, caches
+            autocannon(srv.port, pki, 2)
+        for rnd in range(ROUNDS):
+            for name, srv in targets.items() if rnd % 2 == 0 else reversed(list(targets.items())):
+                log(f"round {rnd + 1}/{ROUNDS}: {name}")
+                r = autocannon(srv.port, pki, SECONDS)
+                add(name, "rps", r["rps"])
+                add(name, "p50_ms", r["p50"])
+                add(name, "p99_ms", r["p99"])
+                new = s_time(srv, pki, "-new", SECONDS / 2)
+                add(name, "new_per_s", new["per_second"])
+                add(name, "new_per_cpu_s", new["per_cpu_second"])
+                add(name, "reuse_per_s", s_time(srv, pki, "-reuse", SECONDS / 2)["per_second"])
+        half = max(results["gateway"]["rps"]) / 2
+        for name, srv in targets.items():
+            log(f"{name} at {half:.0f} req/s (half of the gateway's peak)")
+            add(name, "p99_at_half_ms", autocannon(srv.port, pki, SECONDS, rate=half)["p99"])
+            add(name, "peak_rss_mib", srv.peak_rss_mib())
+    finally:
+        for srv in reversed(servers):
+            srv.stop()
+
+    def best(name: str, key: str) -> float:
+        values = results[name][key]
+        return min(values) if key.endswith("_ms") or key == "peak_rss_mib" else max(values)
+
+    rows = [
+        ("keep-alive requests/s (64 conns)", "rps", "higher"),
+        ("p50 latency ms", "p50_ms", "lower"),
+        ("p99 latency ms", "p99_ms", "lower"),
+        ("p99 ms at 50% of the gateway's peak", "p99_at_half_ms", "lower"),
+        ("new mTLS handshakes/s", "new_per_s", "higher"),
+        ("new handshakes per CPU-second", "new_per_cpu_s", "higher"),
+        ("resumed handshakes/s", "reuse_per_s", "higher"),
+        ("peak RSS MiB", "peak_rss_mib", "lower"),
+    ]
+    summary = {}
+    print(f"\n{'measure':42} {'gateway':>10} {'nginx':>10} {'gateway/nginx':>14}")
+    for label, key, _ in rows:
+        g, n = best("gateway", key), best("nginx", key)
+        ratio = g / n if n else float("nan")
+        summary[key] = {"gateway": g, "nginx": n, "ratio": ratio}
+        print(f"{label:42} {g:10.1f} {n:10.1f} {ratio:14.2f}")
+    (BENCH / "results.json").write_text(json.dumps({"seconds": SECONDS, "rounds": ROUNDS, "summary": summary, "runs": results}, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
