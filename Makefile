@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint unit certs schema e2e-browser soak clean
+.PHONY: install demo test lint unit certs schema e2e-browser soak bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ e2e-browser: $(STAMP)
 	command -v chromium >/dev/null && command -v certutil >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libnss3-tools)
 	$(BIN)/pytest -q -m browser tests/e2e
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 soak: $(STAMP)
 	SOAK_SECONDS=60 $(BIN)/pytest -q -s tests/integration/test_soak.py

@@ -184,12 +184,21 @@ def s_time(server: Server, pki: Path, mode: str, seconds: float) -> dict[str, fl
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     cpu = server.cpu_seconds() - cpu0
     text = out.stdout + out.stderr
-    m = re.search(r"(\d+) connections in ([\d.]+)s; ([\d.]+) connections/user sec, bytes read (\d+)", text)
-    real = re.search(r"(\d+) connections in (\d+) real seconds, (\d+) bytes read per connection", text)
+    m = re.search(
+        r"(\d+) connections in ([\d.]+)s; ([\d.]+) connections/user sec, bytes read (\d+)", text
+    )
+    real = re.search(
+        r"(\d+) connections in (\d+) real seconds, (\d+) bytes read per connection", text
+    )
     if not m or not real or int(real.group(3)) == 0:
-        raise RuntimeError(f"s_time {mode} against {server.name}: no answered connections\n{text[-1500:]}")
+        raise RuntimeError(
+            f"s_time {mode} against {server.name}: no answered connections\n{text[-1500:]}"
+        )
     conns = int(real.group(1))
-    return {"per_second": conns / float(real.group(2)), "per_cpu_second": conns / cpu if cpu else 0.0}
+    return {
+        "per_second": conns / float(real.group(2)),
+        "per_cpu_second": conns / cpu if cpu else 0.0,
+    }
 
 
 def main() -> int:
@@ -213,11 +222,28 @@ def main() -> int:
                     {
                         "name": "bench",
                         "bind": f"127.0.0.1:{gw_port}",
-                        "tls": {"cert": str(pki / "server.pem"), "key": str(pki / "server.key"), "client_ca": [str(pki / "ca.pem")]},
+                        "tls": {
+                            "cert": str(pki / "server.pem"),
+                            "key": str(pki / "server.key"),
+                            "client_ca": [str(pki / "ca.pem")],
+                        },
                     }
                 ],
-                "upstreams": [{"name": "origin", "url": f"http://127.0.0.1:{origin_port}", "max_connections": 128}],
-                "routes": [{"name": "all", "upstream": "origin", "policy": {"allow": "any"}, "forward_identity": ["xfcc"]}],
+                "upstreams": [
+                    {
+                        "name": "origin",
+                        "url": f"http://127.0.0.1:{origin_port}",
+                        "max_connections": 128,
+                    }
+                ],
+                "routes": [
+                    {
+                        "name": "all",
+                        "upstream": "origin",
+                        "policy": {"allow": "any"},
+                        "forward_identity": ["xfcc"],
+                    }
+                ],
                 "admin": {"bind": f"127.0.0.1:{admin}"},
                 "logging": {"level": "warning", "access_log": False},
                 "reload": {"watch": False},
@@ -227,9 +253,29 @@ def main() -> int:
     servers: list[Server] = []
     try:
         nginx = shutil.which("nginx") or "nginx"
-        servers.append(Server("origin", [nginx, "-c", str(work / "origin.conf"), "-g", "daemon off;"], LOAD_CPU, origin_port, work / "origin.log"))
-        ngx = Server("nginx", [nginx, "-c", str(work / "proxy.conf"), "-g", "daemon off;"], GATEWAY_CPU, nginx_port, work / "nginx.log")
-        gw = Server("gateway", [sys.executable, "-m", "gateway", "run", "-c", str(work / "gateway.yaml")], GATEWAY_CPU, gw_port, work / "gateway.log")
+        servers.append(
+            Server(
+                "origin",
+                [nginx, "-c", str(work / "origin.conf"), "-g", "daemon off;"],
+                LOAD_CPU,
+                origin_port,
+                work / "origin.log",
+            )
+        )
+        ngx = Server(
+            "nginx",
+            [nginx, "-c", str(work / "proxy.conf"), "-g", "daemon off;"],
+            GATEWAY_CPU,
+            nginx_port,
+            work / "nginx.log",
+        )
+        gw = Server(
+            "gateway",
+            [sys.executable, "-m", "gateway", "run", "-c", str(work / "gateway.yaml")],
+            GATEWAY_CPU,
+            gw_port,
+            work / "gateway.log",
+        )
         servers += [ngx, gw]
         targets = {"gateway": gw, "nginx": ngx}
         results: dict[str, dict[str, list[float]]] = {name: {} for name in targets}
@@ -237,7 +283,7 @@ def main() -> int:
         def add(name: str, key: str, value: float) -> None:
             results[name].setdefault(key, []).append(value)
 
-        for name, srv in targets.items():  # warm up pools, tickets, caches
+        for srv in targets.values():  # warm up pools, tickets, caches
             autocannon(srv.port, pki, 2)
         for rnd in range(ROUNDS):
             for name, srv in targets.items() if rnd % 2 == 0 else reversed(list(targets.items())):
@@ -280,7 +326,12 @@ def main() -> int:
         ratio = g / n if n else float("nan")
         summary[key] = {"gateway": g, "nginx": n, "ratio": ratio}
         print(f"{label:42} {g:10.1f} {n:10.1f} {ratio:14.2f}")
-    (BENCH / "results.json").write_text(json.dumps({"seconds": SECONDS, "rounds": ROUNDS, "summary": summary, "runs": results}, indent=2) + "\n")
+    (BENCH / "results.json").write_text(
+        json.dumps(
+            {"seconds": SECONDS, "rounds": ROUNDS, "summary": summary, "runs": results}, indent=2
+        )
+        + "\n"
+    )
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
