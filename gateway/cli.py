@@ -47,13 +47,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg, held = load_checked(args.config, fetch_missing)
     except ConfigError as exc:
         return _config_error(args.config, exc)
+    setup_logging(cfg.logging.level)
+    if args.workers > 1 and not args.worker:
+        from gateway.supervisor import Supervisor
+
+        async def supervise() -> None:
+            await Supervisor(cfg, args.config, args.workers, args.loop).run()
+
+        try:
+            _run_loop(supervise(), args.loop)
+        except OSError as exc:
+            return _fail(f"error: {exc.strerror or exc}", EXIT_RUNTIME)
+        return EXIT_OK
+
     from gateway.server import Gateway
 
-    setup_logging(cfg.logging.level)
-
     async def main() -> None:
-        gateway = Gateway(cfg, held=held, config_path=args.config)
-        await gateway.serve_until_signalled()
+        gateway = Gateway(cfg, held=held, config_path=args.config, serve_admin=not args.worker)
+        await gateway.serve_until_signalled(on_ready=_tell_supervisor if args.worker else None)
 
     try:
         _run_loop(main(), args.loop)
@@ -62,6 +73,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _config_error(args.config, exc)
     return EXIT_OK
+
+
+def _tell_supervisor() -> None:
+    """A worker is serving: one byte on the pipe the supervisor gave it."""
+    import os
+
+    from gateway.supervisor import READY_FD_ENV
+
+    fd = os.environ.get(READY_FD_ENV)
+    if fd:
+        os.write(int(fd), b"1")
+        os.close(int(fd))
+
+
+def _default_workers() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -195,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="event loop (auto: uvloop when installed)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=_default_workers(),
+        help="worker processes sharing the ports (default: one per usable CPU); 1 runs in-process",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="validate a config and every file it references")

@@ -32,6 +32,8 @@ class HealthChecker:
     async def _run(self) -> None:
         while True:
             await asyncio.gather(*(self._check(t) for t in self._targets))
+            for target in self._targets:
+                target.available()  # an ejection that ran out shows as healthy again
             await asyncio.sleep(self._health.interval)
 
     async def _check(self, target: Target) -> None:

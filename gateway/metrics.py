@@ -1,4 +1,7 @@
-"""Every Prometheus series the gateway exports, declared once; the registry is injected."""
+"""Every Prometheus series the gateway exports, declared once; the registry is injected.
+
+Under `run --workers N` each worker writes its series to PROMETHEUS_MULTIPROC_DIR and the
+supervisor serves their aggregate; each gauge says how workers combine (multiprocess_mode)."""
 
 from __future__ import annotations
 
@@ -50,6 +53,7 @@ class Metrics:
             PREFIX + "connections_active",
             "Open client connections (after the handshake).",
             ["listener"],
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.requests = Counter(
@@ -89,6 +93,7 @@ class Metrics:
             "notAfter of each certificate the gateway holds, nextUpdate of each CRL "
             "(kind: server, server_chain, ca, crl).",
             ["kind", "name"],
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.client_cert_remaining = Histogram(
@@ -106,6 +111,7 @@ class Metrics:
         self.config_last_reload_success = Gauge(
             PREFIX + "config_last_reload_success_timestamp_seconds",
             "When the config was last loaded successfully (start or reload).",
+            multiprocess_mode="livemax",
             registry=r,
         )
         self.config_last_reload_success.set_to_current_time()
@@ -139,5 +145,6 @@ class Metrics:
             PREFIX + "upstream_target_healthy",
             "1 while a target may receive traffic (active checks pass, not ejected), else 0.",
             ["upstream", "target"],
+            multiprocess_mode="livemin",
             registry=r,
         )

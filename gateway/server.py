@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import ssl
 import time
@@ -67,12 +68,14 @@ class Gateway:
         metrics: Metrics | None = None,
         held: list[HeldCert] | None = None,
         config_path: str | Path | None = None,
+        serve_admin: bool = True,
     ):
         self.metrics = metrics or Metrics()
         self.ocsp = OcspChecker()  # its cache outlives reloads
         self._snapshot = build_snapshot(cfg, self.metrics, ocsp=self.ocsp)
         self._held = held or []
         self._config_path = Path(config_path).resolve() if config_path is not None else None
+        self._serve_admin = serve_admin  # a worker leaves the admin port to its supervisor
         self.identities = IdentityCache()
         self.activity = Activity()
         self.started_at = time.time()
@@ -180,7 +183,7 @@ class Gateway:
                 await listener.stop_accepting()
             raise
         self._listeners = {lst.name: lst for lst in opened}
-        if cfg.admin is not None:
+        if cfg.admin is not None and self._serve_admin:
             self.admin = Admin(cfg.admin.bind, self.metrics, self.ready, self.reload, self)
             await self.admin.start()
         for listener in opened:
@@ -281,7 +284,7 @@ class Gateway:
         cfg, held = await loop.run_in_executor(None, load_checked, self._config_path, fetch_missing)
         old_admin = self.config.admin.bind if self.config.admin else None
         new_admin = cfg.admin.bind if cfg.admin else None
-        if old_admin != new_admin:
+        if old_admin != new_admin and self._serve_admin:
             raise ConfigError(
                 f"changing the admin address ({old_admin} -> {new_admin}) needs a restart",
                 "admin.bind",
@@ -365,7 +368,8 @@ class Gateway:
 
     def _publish_held(self) -> None:
         gauge = self.metrics.certificate_expiry
-        gauge.clear()
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # workers cannot clear; they overwrite
+            gauge.clear()
         for cert in self._held:
             gauge.labels(cert.kind, cert.name).set(cert.not_after)
         self._warn_expiring()

@@ -84,8 +84,10 @@ class Target:
         self._consecutive_failures = 0
         self._ejections = 0
         self.ejected_until = 0.0
-        gauge = metrics.upstream_target_healthy.labels(upstream, spec.url)
-        gauge.set_function(lambda: 1.0 if self.available() else 0.0)
+        # set on every change (set_function does not work across worker processes)
+        self._gauge = metrics.upstream_target_healthy.labels(upstream, spec.url)
+        self._published: bool | None = None
+        self.available()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -120,7 +122,11 @@ class Target:
 
     def available(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now
-        return self.active_healthy and self.ejected_until <= now
+        up = self.active_healthy and self.ejected_until <= now
+        if up is not self._published:
+            self._published = up
+            self._gauge.set(1.0 if up else 0.0)
+        return up
 
     # ------------------------------------------------------------ passive health
 
@@ -140,6 +146,7 @@ class Target:
         self._ejections += 1
         self._consecutive_failures = 0
         self.ejected_until = time.monotonic() + seconds
+        self.available()
         proxy_log.warning(
             "upstream target ejected",
             extra=event(upstream=self.upstream, target=self.url, seconds=seconds, why=why),
@@ -152,6 +159,7 @@ class Target:
             self._passes, self._fails = self._passes + 1, 0
             if not self.active_healthy and self._passes >= health.healthy_threshold:
                 self.active_healthy = True
+                self.available()
                 proxy_log.info(
                     "upstream target healthy",
                     extra=event(upstream=self.upstream, target=self.url, detail=detail),
@@ -160,6 +168,7 @@ class Target:
             self._fails, self._passes = self._fails + 1, 0
             if self.active_healthy and self._fails >= health.unhealthy_threshold:
                 self.active_healthy = False
+                self.available()
                 proxy_log.warning(
                     "upstream target unhealthy",
                     extra=event(upstream=self.upstream, target=self.url, detail=detail),

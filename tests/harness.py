@@ -294,7 +294,16 @@ class GatewayProcess:
 
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "run", "-c", str(self.config_path)],
+                [
+                    sys.executable,
+                    "-m",
+                    "gateway",
+                    "run",
+                    "-c",
+                    str(self.config_path),
+                    "--workers",
+                    "1",
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=self._limit_files if self.nofile else None,

@@ -41,6 +41,7 @@ LAYER = {
     "admin": 4,
     "status": 4,
     "server": 5,
+    "supervisor": 5,
     "demo": 6,
     "explain": 5,
     "schema": 5,

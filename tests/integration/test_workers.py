@@ -1,0 +1,137 @@
+"""`run --workers 2` as a real process tree: both workers serve the shared port, metrics are
+aggregated on the supervisor's admin port, a killed worker is replaced, SIGHUP reaches every
+worker, SIGTERM drains and exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness import EchoServer, issue_server, request, sample, scrape, write_config
+
+pytestmark = pytest.mark.process
+
+
+def _status(admin: int) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/status", timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+    except OSError:
+        return 0, {}
+
+
+def _wait(check: Any, seconds: float = 20) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError("condition not met")
+
+
+def _server_serial(port: int, pki: Path) -> int:
+    import socket
+
+    from cryptography import x509
+
+    from tests.harness import client_context
+
+    with (
+        socket.create_connection(("127.0.0.1", port)) as raw,
+        client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return int(x509.load_der_x509_certificate(der).serial_number)
+
+
+def test_two_workers_share_the_port_and_the_supervisor_keeps_them(
+    tmp_path: Path, pki: Path
+) -> None:
+    certs = tmp_path / "certs"
+    serial_a = issue_server(pki, certs, "a")
+    serial_b = issue_server(pki, certs, "b")
+    with EchoServer() as echo:
+        path, port, admin = write_config(tmp_path, pki, echo.port, reload={"watch": False})
+        doc = yaml.safe_load(path.read_text())
+        doc["listeners"][0]["tls"].update(cert=str(certs / "a.pem"), key=str(certs / "a.key"))
+        path.write_text(yaml.safe_dump(doc))
+        log = (tmp_path / "supervisor.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", "2"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            status = _wait(lambda: (s := _status(admin))[0] == 200 and s[1])
+            pids = [w["pid"] for w in status["workers"]]
+            assert len(set(pids)) == 2 and all(w["ready"] for w in status["workers"])
+
+            for i in range(40):  # new connections land on both workers (SO_REUSEPORT)
+                assert request(port, f"/n/{i}", pki).status == 200
+            metrics = scrape(admin)
+            assert (
+                sample(
+                    metrics, "mtls_gateway_requests_total", route="all", method="GET", code="200"
+                )
+                == 40
+            )
+            per_pid = {
+                dict(labels).get("pid")
+                for (name, labels), v in metrics.items()
+                if name == "mtls_gateway_tls_handshakes_total" and v > 0
+            }
+            assert per_pid == {None}  # counters come summed, not per worker
+
+            os.kill(pids[0], signal.SIGKILL)  # a worker dies: it is replaced
+            status = _wait(
+                lambda: (
+                    (s := _status(admin))[0] == 200
+                    and pids[0] not in [w["pid"] for w in s[1]["workers"]]
+                    and s[1]
+                )
+            )
+            assert status["workers"][0]["restarts"] == 1
+            assert request(port, "/after-restart", pki).status == 200
+
+            doc["listeners"][0]["tls"].update(cert=str(certs / "b.pem"), key=str(certs / "b.key"))
+            path.write_text(yaml.safe_dump(doc))
+            proc.send_signal(signal.SIGHUP)  # fanned out: every worker reloads
+            _wait(lambda: all(_server_serial(port, pki) == serial_b for _ in range(10)))
+            assert serial_a != serial_b
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            for pid in [w["pid"] for w in _status_workers_after(status)]:
+                assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            log.close()
+    text = (tmp_path / "supervisor.log").read_text()
+    assert "worker exited, restarting" in text and "supervisor stopped" in text
+
+
+def _status_workers_after(status: dict[str, Any]) -> list[dict[str, Any]]:
+    return [w for w in status["workers"] if w["pid"] is not None]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
