@@ -5,11 +5,32 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.metrics import Metrics
 from gateway.runtime import ReloadResult
 from gateway.status import StatusSource, certs_doc, render_page, status_doc
+
+
+def metrics_response(registry: CollectorRegistry) -> web.Response:
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+def add_probes(app: web.Application, ready: Callable[[], bool]) -> None:
+    """/healthz (the process answers) and /readyz (it should receive traffic)."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        if ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
 
 
 class Admin:
@@ -35,8 +56,7 @@ class Admin:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics_view)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
+        add_probes(app, self._ready)
         app.router.add_post("/reload", self._reload_view)
         if self._source is not None:
             app.router.add_get("/", self._page)
@@ -59,16 +79,7 @@ class Admin:
             self._runner = None
 
     async def _metrics_view(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self._metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _readyz(self, _request: web.Request) -> web.Response:
-        if self._ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready"}, status=503)
+        return metrics_response(self._metrics.registry)
 
     async def _reload_view(self, _request: web.Request) -> web.Response:
         """200 with the result when the new config is serving; 422 with every problem if not."""

@@ -39,17 +39,23 @@ def _iso(ts: float | None) -> str | None:
     return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+def status_fields(ready: bool, started_at: float, not_ready: str) -> dict[str, Any]:
+    """The fields every /status answer starts with (ghostunnel's `/_status` shape)."""
+    return {
+        "ok": ready,
+        "status": "ok" if ready else "unavailable",
+        "message": "listening" if ready else f"not ready: {not_ready}",
+        "version": __version__,
+        "uptime_seconds": round(time.time() - started_at, 1),
+        "started_at": _iso(started_at),
+    }
+
+
 def status_doc(src: StatusSource) -> tuple[int, dict[str, Any]]:
     """ghostunnel-style status: 200 `ok` when serving, 503 otherwise."""
     ready = src.ready()
-    now = time.time()
     doc = {
-        "ok": ready,
-        "status": "ok" if ready else "unavailable",
-        "message": "listening" if ready else "not ready: starting or draining",
-        "version": __version__,
-        "uptime_seconds": round(now - src.started_at, 1),
-        "started_at": _iso(src.started_at),
+        **status_fields(ready, src.started_at, "starting or draining"),
         "last_reload": _iso(src.last_reload),
         "listeners": src.listener_addresses(),
         "tasks": len(asyncio.all_tasks()),  # a leak shows as steady growth

@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, multiprocess
 
-from gateway import __version__
+from gateway.admin import add_probes, metrics_response
 from gateway.config import GatewayConfig
 from gateway.log import event, server_log
+from gateway.status import status_fields
 
 READY_FD_ENV = "MTLS_GATEWAY_READY_FD"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -165,8 +166,7 @@ class Supervisor:
             return
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
+        add_probes(app, self._ready)
         app.router.add_get("/status", self._status)
         app.router.add_post("/reload", self._reload)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -180,26 +180,12 @@ class Supervisor:
     async def _metrics(self, _request: web.Request) -> web.Response:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(self._metrics_dir))  # type: ignore[no-untyped-call]
-        return web.Response(
-            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
-
-    async def _healthz(self, _request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _readyz(self, _request: web.Request) -> web.Response:
-        if self._ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready"}, status=503)
+        return metrics_response(registry)
 
     async def _status(self, _request: web.Request) -> web.Response:
         ready = self._ready()
         doc = {
-            "ok": ready,
-            "status": "ok" if ready else "unavailable",
-            "message": "listening" if ready else "not ready: starting, restarting or draining",
-            "version": __version__,
-            "uptime_seconds": round(time.time() - self.started_at, 1),
+            **status_fields(ready, self.started_at, "starting, restarting or draining"),
             "workers": [
                 {
                     "slot": w.slot,
