@@ -64,7 +64,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         gateway = Gateway(cfg, held=held, config_path=args.config, serve_admin=not args.worker)
-        await gateway.serve_until_signalled(on_ready=_tell_supervisor if args.worker else None)
+        orphan_watch = None
+        if args.worker:
+            orphan_watch = asyncio.get_running_loop().create_task(_exit_with_supervisor())
+        try:
+            await gateway.serve_until_signalled(on_ready=_tell_supervisor if args.worker else None)
+        finally:
+            if orphan_watch is not None:
+                orphan_watch.cancel()
 
     try:
         _run_loop(main(), args.loop)
@@ -85,6 +92,19 @@ def _tell_supervisor() -> None:
     if fd:
         os.write(int(fd), b"1")
         os.close(int(fd))
+
+
+async def _exit_with_supervisor() -> None:
+    """A worker whose supervisor died (even by SIGKILL) drains and exits like on SIGTERM."""
+    import os
+    import signal
+
+    parent = os.getppid()
+    while True:  # the kernel tells no one; a cheap poll of the parent pid does
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
 
 
 def _default_workers() -> int:

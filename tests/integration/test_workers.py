@@ -135,3 +135,22 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path, pki: Path) -> None:
+    with EchoServer() as echo:
+        path, _, admin = write_config(tmp_path, pki, echo.port, reload={"watch": False})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", "2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            status = _wait(lambda: (s := _status(admin))[0] == 200 and s[1])
+            pids = [w["pid"] for w in status["workers"]]
+            proc.kill()  # no chance to pass anything on
+            proc.wait(10)
+            _wait(lambda: all(not Path(f"/proc/{p}").exists() or _is_zombie(p) for p in pids), 10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
