@@ -64,17 +64,20 @@ class Timeouts:
     idle: float
     total: float | None
     started: float  # perf_counter at the start of the request
+    client: aiohttp.ClientTimeout  # what aiohttp enforces itself: the connect
 
     @classmethod
     def of(cls, cfg: UpstreamConfig, route: RouteTimeouts | None) -> Timeouts:
         t = cfg.timeouts
         r = route or RouteTimeouts()
+        connect = r.connect or t.connect
         return cls(
-            connect=r.connect or t.connect,
+            connect=connect,
             headers=r.headers or t.headers or t.read,
             idle=r.idle or t.idle or t.read,
             total=r.total or t.total,
             started=time.perf_counter(),
+            client=aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect),
         )
 
     def _left(self) -> float | None:
@@ -95,6 +98,20 @@ class Timeouts:
         if left is not None and left < self.idle:
             return left, "total"
         return self.idle, "idle"
+
+
+@dataclass(frozen=True)
+class _Exchange:
+    """One request on its way upstream, shared by every attempt."""
+
+    request: web.BaseRequest
+    path: str
+    query: str
+    headers: CIMultiDict[str]
+    request_id: str
+    data: Any
+    replayable: bool  # the body can be sent again (none, or buffered)
+    timeouts: Timeouts
 
 
 class RetryBudget:
@@ -248,10 +265,9 @@ class Upstream:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.inflight += 1
         self._budget.request()
+        exchange = _Exchange(request, path, query, headers, request_id, data, replayable, timeouts)
         try:
-            return await self._attempts(
-                request, path, query, headers, request_id, data, replayable, timeouts
-            )
+            return await self._attempts(exchange)
         except UpstreamError:
             if body_limit is not None and body_limit.exceeded:
                 raise PayloadTooLarge(f"request body over {body_limit.limit} bytes") from None
@@ -272,17 +288,7 @@ class Upstream:
             return body_limit.wrap(request.content), False
         return request.content, False
 
-    async def _attempts(
-        self,
-        request: web.BaseRequest,
-        path: str,
-        query: str,
-        headers: CIMultiDict[str],
-        request_id: str,
-        data: Any,
-        replayable: bool,
-        timeouts: Timeouts,
-    ) -> tuple[web.StreamResponse, float]:
+    async def _attempts(self, ex: _Exchange) -> tuple[web.StreamResponse, float]:
         tried: list[Target] = []
         last: UpstreamError | None = None
         for attempt in range(1 + self.config.retries.attempts):
@@ -295,9 +301,7 @@ class Upstream:
                 self.count("retry")
             tried.append(target)
             try:
-                return await self._send(
-                    target, request, path, query, headers, request_id, data, timeouts, replayable
-                )
+                return await self._send(target, ex)
             except _Retryable as failure:
                 self.count(failure.outcome)
                 last = failure.error
@@ -306,18 +310,7 @@ class Upstream:
         assert last is not None
         raise last
 
-    async def _send(
-        self,
-        target: Target,
-        request: web.BaseRequest,
-        path: str,
-        query: str,
-        headers: CIMultiDict[str],
-        request_id: str,
-        data: Any,
-        timeouts: Timeouts,
-        replayable: bool,
-    ) -> tuple[web.StreamResponse, float]:
+    async def _send(self, target: Target, ex: _Exchange) -> tuple[web.StreamResponse, float]:
         started = time.perf_counter()
         where = f"{self.name} ({target.url})"
         target.inflight += 1
@@ -325,21 +318,20 @@ class Upstream:
             try:
                 upstream = await self._request(
                     target,
-                    timeouts,
-                    method=request.method,
-                    url=target.url_for(path, query),
-                    headers=headers,
-                    data=data,
+                    ex.timeouts,
+                    method=ex.request.method,
+                    url=target.url_for(ex.path, ex.query),
+                    headers=ex.headers,
+                    data=ex.data,
                     allow_redirects=False,
                     server_hostname=self._server_name,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, connect=timeouts.connect, sock_connect=timeouts.connect
-                    ),
+                    timeout=ex.timeouts.client,
                 )
-            except aiohttp.ClientConnectorCertificateError as exc:
-                self.count("tls_error")
-                raise UpstreamError(f"{where}: TLS: {_tls_reason(exc)}", kind="tls") from None
-            except (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError) as exc:
+            except (
+                aiohttp.ClientConnectorCertificateError,
+                aiohttp.ClientConnectorSSLError,
+                aiohttp.ClientSSLError,
+            ) as exc:
                 self.count("tls_error")
                 raise UpstreamError(f"{where}: TLS: {_tls_reason(exc)}", kind="tls") from None
             except (aiohttp.ConnectionTimeoutError, _ConnectStalled):
@@ -373,7 +365,7 @@ class Upstream:
                     ) from None
                 target.failed("reset")
                 error = UpstreamError(f"{where}: connection failed: {exc!r}", kind="reset")
-                if request.method in IDEMPOTENT and replayable:
+                if ex.request.method in IDEMPOTENT and ex.replayable:
                     raise _Retryable("reset", error) from None
                 self.count("reset")
                 raise error from None
@@ -384,7 +376,7 @@ class Upstream:
             else:
                 target.succeeded()
             try:
-                return await self._relay(request, upstream, request_id, timeouts), headers_after
+                return await self._relay(ex, upstream), headers_after
             finally:
                 upstream.release()
         finally:
@@ -416,13 +408,8 @@ class Upstream:
                 raise _ConnectStalled() from None
             raise _HeadersLate(stage[0]) from None
 
-    async def _relay(
-        self,
-        request: web.BaseRequest,
-        upstream: aiohttp.ClientResponse,
-        request_id: str,
-        timeouts: Timeouts,
-    ) -> web.StreamResponse:
+    async def _relay(self, ex: _Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+        request, timeouts = ex.request, ex.timeouts
         drop = SKIP_RESPONSE
         conn = upstream.headers.getall("Connection", ())
         if conn:
@@ -431,7 +418,7 @@ class Upstream:
         for key, value in upstream.headers.items():
             if key.lower() not in drop:
                 out.headers.add(key, value)
-        out.headers["X-Request-Id"] = request_id
+        out.headers["X-Request-Id"] = ex.request_id
         if upstream.content_length is not None:
             out.content_length = upstream.content_length
         kind = "reset"
