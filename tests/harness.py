@@ -26,6 +26,14 @@ from gateway.server import Gateway
 ConfigFactory = Callable[[int], dict[str, Any]]  # echo port -> config document
 
 
+async def _closed_sockets_released() -> None:
+    """Closed transports close their sockets in callbacks queued for the next loop iteration:
+    run those before the loop stops, or the sockets are left to the garbage collector (and its
+    ResourceWarning lands in whichever test happens to run then)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 class RunningGateway:
     """A gateway and an echo upstream served by one event loop in a daemon thread."""
 
@@ -72,6 +80,7 @@ class RunningGateway:
             await self.gateway.stop(drain_seconds=2)
         finally:
             await runner.cleanup()
+            await _closed_sockets_released()
 
     def start(self) -> RunningGateway:
         self._thread.start()
@@ -255,6 +264,7 @@ class EchoServer:
         self._ready.set()
         await self._stop.wait()
         await runner.cleanup()
+        await _closed_sockets_released()
 
     def __enter__(self) -> EchoServer:
         self._thread.start()
