@@ -37,6 +37,15 @@ async def _session(ctx: ssl.SSLContext) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
 
 
+async def _closed(sock: Any) -> None:
+    """Wait (at most 2 s) until a closed WebSocket's TLS connection has finished its close_notify
+    exchange and released its socket, so no socket outlives the test's event loop."""
+    for _ in range(200):
+        if sock.fileno() == -1:
+            return
+        await asyncio.sleep(0.01)
+
+
 def test_frames_pings_and_close_codes_pass_through(gw: RunningGateway, pki: Path) -> None:
     async def scenario() -> list[Any]:
         out: list[Any] = []
@@ -46,6 +55,7 @@ def test_frames_pings_and_close_codes_pass_through(gw: RunningGateway, pki: Path
                 f"wss://localhost:{gw.port}/ws", protocols=["echo.v1"], autoping=False
             ) as ws,
         ):
+            sock = ws.get_extra_info("socket")
             out.append(ws.protocol)
             out.append(await ws.receive_json(timeout=5))
             await ws.send_str("hello")
@@ -58,6 +68,7 @@ def test_frames_pings_and_close_codes_pass_through(gw: RunningGateway, pki: Path
             await ws.send_str("close:4001")
             msg = await ws.receive(timeout=5)
             out.append((msg.type, msg.data, msg.extra))
+        await _closed(sock)
         return out
 
     protocol, who, text, binary, pong, close = asyncio.run(scenario())
@@ -72,9 +83,11 @@ def test_client_closing_reaches_the_upstream_with_its_code(gw: RunningGateway, p
     async def scenario() -> int | None:
         async with await _session(client_context(pki)) as session:
             ws = await session.ws_connect(f"wss://localhost:{gw.port}/ws")
+            sock = ws.get_extra_info("socket")
             await ws.receive_json(timeout=5)
             await ws.close(code=4100, message=b"done")
-            return ws.close_code
+        await _closed(sock)
+        return ws.close_code
 
     assert asyncio.run(scenario()) == 4100  # the upstream answered the close with the same code
 
