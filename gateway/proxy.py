@@ -8,10 +8,8 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict
 
@@ -22,6 +20,13 @@ from gateway.health import HealthChecker
 from gateway.log import event, proxy_log
 from gateway.metrics import Metrics
 from gateway.targets import Balancer, Target, upstream_tls_context
+from gateway.upstreamconn import (
+    BadResponse,
+    ConnectionLost,
+    ConnectTimeout,
+    UpstreamResponse,
+    expire,
+)
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -64,7 +69,6 @@ class Timeouts:
     idle: float
     total: float | None
     started: float  # perf_counter at the start of the request
-    client: aiohttp.ClientTimeout  # what aiohttp enforces itself: the connect
 
     @classmethod
     def of(cls, cfg: UpstreamConfig, route: RouteTimeouts | None) -> Timeouts:
@@ -77,7 +81,6 @@ class Timeouts:
             idle=r.idle or t.idle or t.read,
             total=r.total or t.total,
             started=time.perf_counter(),
-            client=aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect),
         )
 
     def _left(self) -> float | None:
@@ -146,8 +149,11 @@ class RetryBudget:
         return True
 
 
-class _ConnectStalled(Exception):
-    """The request head was not on the wire within the connect timeout."""
+class _ConnectFailed(Exception):
+    """No connection to the target (refused, unreachable, DNS)."""
+
+    def __init__(self, os_error: OSError) -> None:
+        self.os_error = os_error
 
 
 class _HeadersLate(Exception):
@@ -171,7 +177,12 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
         if isinstance(current, ssl.SSLError):
             return current
         seen.add(id(current))
-        current = getattr(current, "os_error", None) or current.__cause__ or current.__context__
+        current = (
+            getattr(current, "os_error", None)
+            or getattr(current, "cause", None)
+            or current.__cause__
+            or current.__context__
+        )
     return None
 
 
@@ -316,25 +327,11 @@ class Upstream:
         target.inflight += 1
         try:
             try:
-                upstream = await self._request(
-                    target,
-                    ex.timeouts,
-                    method=ex.request.method,
-                    url=target.url_for(ex.path, ex.query),
-                    headers=ex.headers,
-                    data=ex.data,
-                    allow_redirects=False,
-                    server_hostname=self._server_name,
-                    timeout=ex.timeouts.client,
-                )
-            except (
-                aiohttp.ClientConnectorCertificateError,
-                aiohttp.ClientConnectorSSLError,
-                aiohttp.ClientSSLError,
-            ) as exc:
+                upstream = await self._request(target, ex)
+            except ssl.SSLError as exc:
                 self.count("tls_error")
                 raise UpstreamError(f"{where}: TLS: {_tls_reason(exc)}", kind="tls") from None
-            except (aiohttp.ConnectionTimeoutError, _ConnectStalled):
+            except ConnectTimeout:
                 target.failed("connect timeout")
                 raise _Retryable(
                     "timeout", UpstreamTimeout(f"{where}: connect timed out", kind="connect")
@@ -344,18 +341,16 @@ class Upstream:
                 raise UpstreamTimeout(
                     f"{where}: no response headers in time ({late.kind} timeout)", kind=late.kind
                 ) from None
-            except aiohttp.ClientConnectorError as exc:
+            except _ConnectFailed as exc:
                 target.failed("connect error")
                 raise _Retryable(
                     "connect_error",
                     UpstreamError(f"{where}: cannot connect: {exc.os_error}", kind="connect"),
                 ) from None
-            except aiohttp.ClientResponseError as exc:
+            except BadResponse as exc:
                 self.count("bad_response")
-                raise UpstreamError(
-                    f"{where}: invalid response: {exc.message}", kind="response"
-                ) from None
-            except (aiohttp.ClientError, OSError) as exc:
+                raise UpstreamError(f"{where}: invalid response: {exc}", kind="response") from None
+            except (ConnectionLost, OSError) as exc:
                 if (tls_cause := _ssl_cause(exc)) is not None:
                     # TLS 1.3: an upstream that refuses our client certificate says so only
                     # after the handshake, on the first read
@@ -364,7 +359,7 @@ class Upstream:
                         f"{where}: TLS: {_tls_reason(tls_cause)}", kind="tls"
                     ) from None
                 target.failed("reset")
-                error = UpstreamError(f"{where}: connection failed: {exc!r}", kind="reset")
+                error = UpstreamError(f"{where}: connection failed: {exc}", kind="reset")
                 if ex.request.method in IDEMPOTENT and ex.replayable:
                     raise _Retryable("reset", error) from None
                 self.count("reset")
@@ -382,42 +377,54 @@ class Upstream:
         finally:
             target.inflight -= 1
 
-    async def _request(
-        self, target: Target, timeouts: Timeouts, **kwargs: Any
-    ) -> aiohttp.ClientResponse:
-        """`session.request` in two stages: until the request head is on the wire (connect),
-        then until the response headers (headers); `total` bounds both."""
-        loop = asyncio.get_running_loop()
-        wait, kind = timeouts.stage(timeouts.connect + 1.0, "connect")
-        stage = [kind]
-        deadline = asyncio.timeout(wait)
-
-        def on_sent() -> None:
-            left, stage[0] = timeouts.stage(timeouts.headers, "headers")
-            deadline.reschedule(loop.time() + left)
-
+    async def _request(self, target: Target, ex: _Exchange) -> UpstreamResponse:
+        """Two stages: a connection (connect timeout), then the response headers (headers
+        timeout); `total` bounds both."""
+        timeouts = ex.timeouts
+        wait, kind = timeouts.stage(timeouts.connect, "connect")
         try:
-            async with deadline:
-                return await target.session.request(
-                    trace_request_ctx=SimpleNamespace(on_sent=on_sent), **kwargs
-                )
+            conn = await target.pool.acquire(wait)
+        except ConnectTimeout:
+            if kind == "total":
+                raise _HeadersLate("total") from None
+            raise
+        except ssl.SSLError:
+            raise
+        except OSError as exc:
+            raise _ConnectFailed(exc) from None
+        request, data = ex.request, ex.data
+        streamed = data is not None and not isinstance(data, bytes)
+        head = _request_head(
+            request.method, target.base_path + ex.path, ex.query, ex.headers, target, data
+        )
+        pending = conn.send(head, None if streamed else data, request.method != "HEAD")
+        if streamed:
+            conn.stream_body(data, chunked=request.content_length is None)
+        wait, kind = timeouts.stage(timeouts.headers, "headers")
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(wait, expire, pending)
+        try:
+            return await pending
         except TimeoutError:
-            if not deadline.expired():
-                raise  # aiohttp's own connect timeout: handled by the caller
-            if stage[0] == "connect":
-                raise _ConnectStalled() from None
-            raise _HeadersLate(stage[0]) from None
+            conn.close()
+            raise _HeadersLate(kind) from None
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            timer.cancel()
 
-    async def _relay(self, ex: _Exchange, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    async def _relay(self, ex: _Exchange, upstream: UpstreamResponse) -> web.StreamResponse:
         request, timeouts = ex.request, ex.timeouts
         drop = SKIP_RESPONSE
-        conn = upstream.headers.getall("Connection", ())
+        conn = [v for k, v in upstream.headers if k.lower() == "connection"]
         if conn:
             drop = drop | connection_tokens(conn)
         out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for key, value in upstream.headers.items():
+        add = out.headers.add
+        for key, value in upstream.headers:
             if key.lower() not in drop:
-                out.headers.add(key, value)
+                add(key, value)
         out.headers["X-Request-Id"] = ex.request_id
         if upstream.content_length is not None:
             out.content_length = upstream.content_length
@@ -426,13 +433,12 @@ class Upstream:
             await out.prepare(request)
             while True:
                 wait, kind = timeouts.chunk_wait()
-                async with asyncio.timeout(wait):
-                    chunk = await upstream.content.readany()
+                chunk = await upstream.read(wait)
                 kind = "reset"
                 if not chunk:
                     break
                 await out.write(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, ConnectionLost, BadResponse, ConnectionError) as exc:
             # Headers are gone already: the only honest signal left is to cut the connection.
             if not isinstance(exc, TimeoutError):
                 kind = "reset"
@@ -446,3 +452,20 @@ class Upstream:
             return out
         self.count("ok")
         return out
+
+
+def _request_head(
+    method: str, path: str, query: str, headers: CIMultiDict[str], target: Target, data: Any
+) -> bytes:
+    """The request line and headers, ready for the wire (the body framing set here)."""
+    lines = [f"{method} {path}?{query} HTTP/1.1" if query else f"{method} {path} HTTP/1.1"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    if "Host" not in headers:
+        lines.append(f"Host: {target.authority}")
+    if isinstance(data, bytes):
+        if "Content-Length" not in headers:
+            lines.append(f"Content-Length: {len(data)}")
+    elif data is not None and "Content-Length" not in headers:
+        lines.append("Transfer-Encoding: chunked")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape")

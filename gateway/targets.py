@@ -15,6 +15,7 @@ from gateway.config import HealthCheck, PassiveHealth, TargetSpec, UpstreamConfi
 from gateway.errors import ConfigError
 from gateway.log import event, proxy_log
 from gateway.metrics import Metrics
+from gateway.upstreamconn import Pool
 
 
 def upstream_tls_context(cfg: UpstreamConfig, where: str) -> ssl.SSLContext | None:
@@ -66,6 +67,7 @@ class Target:
         self.url = spec.url
         base = URL(spec.url)
         self.origin = f"{base.scheme}://{base.raw_authority}"
+        self.authority = base.raw_authority
         self.base_path = base.raw_path.rstrip("/")
         self.weight = spec.weight
         self.inflight = 0
@@ -76,7 +78,15 @@ class Target:
             total=None, connect=cfg.timeouts.connect, sock_connect=cfg.timeouts.connect
         )
         self._passive = cfg.passive
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # health checks and WebSockets
+        assert base.host is not None and base.port is not None
+        self.pool = Pool(
+            base.host,
+            base.port,
+            tls,
+            cfg.tls.server_name or base.host if tls is not None else None,
+            cfg.max_connections,
+        )
         # active checks (healthy until proven otherwise) and passive ejection
         self.active_healthy = True
         self._passes = 0
@@ -112,6 +122,7 @@ class Target:
         return self._session
 
     async def close(self) -> None:
+        await self.pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

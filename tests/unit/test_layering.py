@@ -29,6 +29,7 @@ LAYER = {
     "proxy": 3,
     "websocket": 3,
     "tlsconn": 2,
+    "upstreamconn": 2,
     "httpconn": 3,
     "listener": 3,
     "ocsp": 3,

@@ -1,0 +1,435 @@
+"""HTTP/1.1 to one upstream target: a keep-alive connection pool and a lean client on llhttp
+(httptools). The request head goes out in one write, the response streams back with flow
+control, and trailers are kept.
+
+aiohttp's client spent more than half of the gateway's per-request CPU (see BENCHMARKS.md);
+this is the small part of it a reverse proxy needs."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterable
+from typing import Any, cast
+
+import httptools
+
+HIGH_WATER = 256 * 1024  # response bytes buffered before the upstream socket stops being read
+LOW_WATER = 64 * 1024
+
+
+class ConnectionLost(Exception):
+    """The upstream closed or reset the connection (`cause` holds the OS or TLS error)."""
+
+    def __init__(self, cause: BaseException | None) -> None:
+        super().__init__(repr(cause) if cause else "connection closed by the upstream")
+        self.cause = cause
+
+
+class BadResponse(Exception):
+    """The upstream's bytes are not a valid HTTP/1.1 response."""
+
+
+class ConnectTimeout(Exception):
+    """No connection within the connect timeout."""
+
+
+class _NoBody(Exception):
+    """Stops the parser after the headers of a response that has no body (HEAD)."""
+
+
+def expire(fut: asyncio.Future[Any]) -> None:
+    """Timer callback: the wait for `fut` is over (TimeoutError), unless it is done already."""
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+class UpstreamResponse:
+    """Status, headers and a body that streams: `read()` returns b"" at the end."""
+
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_conn",
+        "_done",
+        "_error",
+        "_waiter",
+        "content_length",
+        "headers",
+        "reason",
+        "status",
+        "trailers",
+    )
+
+    def __init__(self, conn: Connection, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers: list[tuple[str, str]] = []
+        self.trailers: list[tuple[str, str]] = []
+        self.content_length: int | None = None
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self._done
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER:
+            self._conn.pause_reading()
+        self._wake()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self._wake()
+
+    async def read(self, within: float) -> bytes:
+        """The next piece of the body (b"" once it is complete); TimeoutError when nothing
+        arrives within `within` seconds, ConnectionLost or BadResponse when the upstream fails."""
+        while not self._chunks:
+            if self._done:
+                return b""
+            if self._error is not None:
+                raise self._error
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(within, expire, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        data = self._chunks.popleft()
+        self._buffered -= len(data)
+        if self._buffered < LOW_WATER:
+            self._conn.resume_reading()
+        return data
+
+    def release(self) -> None:
+        """Give the connection back: kept alive when the whole response was read."""
+        self._conn.finished(self)
+
+
+class Connection(asyncio.Protocol):
+    """One upstream connection; one exchange at a time."""
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._lost: BaseException | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        # the exchange in progress
+        self._head: asyncio.Future[UpstreamResponse] | None = None
+        self._response: UpstreamResponse | None = None
+        self._expect_body = True
+        self._status = 0
+        self._reason = b""
+        self._headers: list[tuple[str, str]] = []
+        self._headers_done = False
+        self._chunked = False
+        self._keep_alive = False
+        self._body_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _NoBody):
+                return
+            self._broken(BadResponse(str(exc.__context__ or exc)))
+        except httptools.HttpParserError as exc:
+            self._broken(BadResponse(str(exc) or type(exc).__name__))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._lost = exc
+        self._pool.gone(self)
+        response = self._response
+        if response is not None and self._headers_done and not response.complete:
+            if exc is None and response.content_length is None and not self._chunked:
+                response._finish()  # a body delimited by the end of the connection
+            else:
+                response._fail(ConnectionLost(exc))
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(ConnectionLost(exc))
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_exception(ConnectionLost(exc))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _broken(self, exc: BaseException) -> None:
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(exc)
+        elif self._response is not None:
+            self._response._fail(exc)
+        self.close()
+
+    def close(self) -> None:
+        task = self._body_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    # ------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._headers_done = False
+        self._chunked = False
+
+    def on_status(self, status: bytes) -> None:
+        self._reason = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        pair = (name.decode("latin-1"), value.decode("latin-1"))
+        if self._headers_done:
+            if self._response is not None:
+                self._response.trailers.append(pair)
+            return
+        self._headers.append(pair)
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._headers_done = True
+        if 100 <= status < 200:
+            return  # 100 Continue and friends: the real answer follows
+        response = UpstreamResponse(self, status, self._reason.decode("latin-1"))
+        response.headers = self._headers
+        for name, value in self._headers:
+            lower = name.lower()
+            if lower == "content-length" and value.strip().isdigit():
+                response.content_length = int(value)
+            elif lower == "transfer-encoding":
+                self._chunked = value.rsplit(",", 1)[-1].strip().lower() == "chunked"
+        if self._chunked:
+            response.content_length = None
+        self._response = response
+        head = self._head
+        if head is not None and not head.done():
+            head.set_result(response)
+        if not self._expect_body:
+            self._keep_alive = False
+            response._finish()
+            raise _NoBody()
+
+    def on_body(self, body: bytes) -> None:
+        if self._response is not None:
+            self._response._feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._parser.get_status_code() < 200:
+            return
+        self._keep_alive = self._parser.should_keep_alive()
+        if self._response is not None:
+            self._response._finish()
+
+    # ------------------------------------------------------------ one exchange
+
+    def send(
+        self, head: bytes, body: bytes | None, expect_body: bool
+    ) -> asyncio.Future[UpstreamResponse]:
+        """Write the request head (and a buffered body) now; the future gets the response."""
+        assert self.transport is not None
+        self._head = fut = asyncio.get_running_loop().create_future()
+        self._response = None
+        self._expect_body = expect_body
+        self._keep_alive = False
+        self.transport.write(head + body if body else head)
+        return fut
+
+    def stream_body(self, body: AsyncIterable[bytes], chunked: bool) -> None:
+        """Send a body as it arrives from the client (chunked when its length is unknown)."""
+        self._body_task = asyncio.get_running_loop().create_task(self._write_body(body, chunked))
+
+    async def _write_body(self, body: AsyncIterable[bytes], chunked: bool) -> None:
+        assert self.transport is not None
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                if chunked:
+                    self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                else:
+                    self.transport.write(chunk)
+                if self._write_paused:
+                    self._drain = asyncio.get_running_loop().create_future()
+                    await self._drain
+            if chunked:
+                self.transport.write(b"0\r\n\r\n")
+        except ConnectionLost:
+            pass  # the response side reports it
+        except Exception:
+            # the client's body failed (over its limit, client gone): the upstream must not
+            # take a truncated body for a complete one, and the response side reports it
+            self.close()
+
+    def finished(self, response: UpstreamResponse) -> None:
+        task = self._body_task
+        reuse = response.complete and self._keep_alive and not self.closed
+        if task is not None:
+            self._body_task = None
+            if not task.done():
+                task.cancel()
+                reuse = False
+            elif task.cancelled() or task.exception() is not None:
+                reuse = False
+        self._head = None
+        self._response = None
+        self._pool.release(self, reuse)
+
+
+class Pool:
+    """Keep-alive connections to one host:port, at most `limit` open (0: no limit)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None,
+        server_hostname: str | None,
+        limit: int,
+        idle_timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._tls = tls
+        self._server_hostname = server_hostname
+        self._limit = limit
+        self._idle_timeout = idle_timeout
+        self._idle: list[Connection] = []
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._all: set[Connection] = set()
+
+    async def acquire(self, connect_timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._expire_idle(loop.time())
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+            if not self._limit or self._open < self._limit:
+                break
+            waiter = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                async with asyncio.timeout(connect_timeout):
+                    await waiter
+            except TimeoutError:
+                raise ConnectTimeout(f"no free connection to {self.host}:{self.port}") from None
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self._open += 1
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self._tls,
+                    server_hostname=self._server_hostname if self._tls is not None else None,
+                )
+        except TimeoutError:
+            self._slot_freed()
+            raise ConnectTimeout(f"connect to {self.host}:{self.port} timed out") from None
+        except BaseException:
+            self._slot_freed()
+            raise
+        self._all.add(conn)
+        return conn
+
+    def _slot_freed(self) -> None:
+        self._open -= 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _expire_idle(self, now: float) -> None:
+        while self._idle and now - self._idle[0].idle_since > self._idle_timeout:
+            self._idle.pop(0).close()
+
+    def release(self, conn: Connection, reuse: bool) -> None:
+        if not reuse:
+            conn.close()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._idle.append(conn)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def gone(self, conn: Connection) -> None:
+        """Called once per connection when its transport has closed."""
+        if conn in self._all:
+            self._all.discard(conn)
+            if conn in self._idle:
+                self._idle.remove(conn)
+            self._slot_freed()
+
+    async def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._idle.clear()
+        if self._all:
+            await asyncio.sleep(0)  # let the transports run connection_lost

@@ -1,0 +1,168 @@
+"""The gateway's HTTP/1.1 client against an upstream that answers with exact bytes: HEAD, interim
+1xx answers, bodies ended by the connection's close, broken responses, keep-alive reuse, the
+pool limit, and idle connections the upstream closes."""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.harness import GatewayProcess, request, sample, scrape, write_config
+
+UP = "mtls_gateway_upstream_requests_total"
+Answer = Callable[[str, str], tuple[bytes, bool]]  # (method, path) -> (bytes, close after)
+
+
+class ScriptedUpstream:
+    """A real TCP server on loopback that reads each request head and writes scripted bytes."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.connections = 0
+        self.open = 0
+        self.most_open = 0
+        self.requests: list[str] = []
+        lock = threading.Lock()
+        owner = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                with lock:
+                    owner.connections += 1
+                    owner.open += 1
+                    owner.most_open = max(owner.most_open, owner.open)
+                try:
+                    while self._one():
+                        pass
+                finally:
+                    with lock:
+                        owner.open -= 1
+
+            def _one(self) -> bool:
+                line = self.rfile.readline(65536)
+                if not line:
+                    return False
+                method, target, _ = line.decode("latin-1").split(" ", 2)
+                length = 0
+                while (header := self.rfile.readline(65536)) not in (b"\r\n", b""):
+                    name, _, value = header.decode("latin-1").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                self.rfile.read(length)
+                with lock:
+                    owner.requests.append(f"{method} {target}")
+                data, close = answer(method, target)
+                self.wfile.write(data)
+                self.wfile.flush()
+                return not close
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ScriptedUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _ok(body: bytes = b"hello", extra: str = "") -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body
+
+
+@contextmanager
+def _gateway(tmp_path: Path, pki: Path, answer: Answer, **upstream: Any) -> Iterator[Any]:
+    with ScriptedUpstream(answer) as up:
+        path, port, admin = write_config(tmp_path, pki, up.port)
+        doc = yaml.safe_load(path.read_text())
+        doc["upstreams"][0].update(upstream)
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin) as gw:
+            gw.port = port
+            gw.upstream = up
+            yield gw
+
+
+def test_sequential_requests_reuse_one_upstream_connection(tmp_path: Path, pki: Path) -> None:
+    with _gateway(tmp_path, pki, lambda m, p: (_ok(p.encode()), False)) as gw:
+        for i in range(20):
+            reply = request(gw.port, f"/n/{i}", pki)
+            assert reply.status == 200 and reply.body == f"/n/{i}".encode()
+        assert gw.upstream.connections == 1
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="ok") == 20
+
+
+def test_head_answer_with_a_length_but_no_body_does_not_hang(tmp_path: Path, pki: Path) -> None:
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        if method == "HEAD":
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", False
+        return _ok(b"after head"), False
+
+    with _gateway(tmp_path, pki, answer) as gw:
+        started = time.perf_counter()
+        head = request(gw.port, "/h", pki, method="HEAD")
+        assert time.perf_counter() - started < 2
+        assert head.status == 200 and head.headers["content-length"] == "1234"
+        assert head.body == b""
+        after = request(gw.port, "/next", pki)
+        assert after.status == 200 and after.body == b"after head"
+
+
+def test_interim_1xx_answers_are_skipped(tmp_path: Path, pki: Path) -> None:
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    with _gateway(tmp_path, pki, lambda m, p: (early + _ok(b"final"), False)) as gw:
+        reply = request(gw.port, "/x", pki)
+        assert reply.status == 200 and reply.body == b"final"
+        assert request(gw.port, "/y", pki).body == b"final"  # the connection stayed in sync
+
+
+def test_body_ended_by_the_upstream_closing_is_relayed_whole(tmp_path: Path, pki: Path) -> None:
+    body = b"x" * 100_000
+    raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body
+    with _gateway(tmp_path, pki, lambda m, p: (raw, True)) as gw:
+        for _ in range(3):
+            reply = request(gw.port, "/eof", pki)
+            assert reply.status == 200 and reply.body == body
+        assert gw.upstream.connections == 3
+
+
+def test_a_broken_response_is_502_bad_response(tmp_path: Path, pki: Path) -> None:
+    with _gateway(tmp_path, pki, lambda m, p: (b"HTTP/1.1 2OO OK\r\n\r\n", True)) as gw:
+        reply = request(gw.port, "/bad", pki)
+        assert reply.status == 502 and reply.json()["error"] == "upstream_unavailable"
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="bad_response") == 1
+        assert "invalid response" in gw.logs()
+
+
+def test_pool_limit_caps_upstream_connections(tmp_path: Path, pki: Path) -> None:
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        time.sleep(0.05)
+        return _ok(), False
+
+    with _gateway(tmp_path, pki, answer, max_connections=2) as gw:
+        with ThreadPoolExecutor(8) as pool:
+            replies = list(pool.map(lambda i: request(gw.port, f"/c/{i}", pki), range(16)))
+        assert [r.status for r in replies] == [200] * 16
+        assert gw.upstream.most_open <= 2
+        assert len(gw.upstream.requests) == 16
+
+
+def test_an_idle_connection_the_upstream_closed_is_not_reused(tmp_path: Path, pki: Path) -> None:
+    # the upstream answers keep-alive, then closes the connection a moment later
+    with _gateway(tmp_path, pki, lambda m, p: (_ok(b"once"), True)) as gw:
+        for _ in range(5):
+            assert request(gw.port, "/again", pki).status == 200
+            time.sleep(0.05)
+        assert gw.upstream.connections == 5
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="ok") == 5
