@@ -416,17 +416,30 @@ class Upstream:
 
     async def _relay(self, ex: _Exchange, upstream: UpstreamResponse) -> web.StreamResponse:
         request, timeouts = ex.request, ex.timeouts
-        drop = SKIP_RESPONSE
+        # a chunked answer stays chunked, framed here, so that its trailers can follow it
+        framed = (
+            upstream.chunked
+            and request.version >= (1, 1)
+            and request.method != "HEAD"
+            and upstream.status not in (204, 304)
+        )
+        drop = SKIP_RESPONSE - {"trailer"} if framed else SKIP_RESPONSE
         conn = [v for k, v in upstream.headers if k.lower() == "connection"]
         if conn:
             drop = drop | connection_tokens(conn)
-        out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        out = (
+            _SelfFramed(upstream.status, upstream.reason)
+            if framed
+            else web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        )
         add = out.headers.add
         for key, value in upstream.headers:
             if key.lower() not in drop:
                 add(key, value)
         out.headers["X-Request-Id"] = ex.request_id
-        if upstream.content_length is not None:
+        if framed:
+            out.headers["Transfer-Encoding"] = "chunked"
+        elif upstream.content_length is not None:
             out.content_length = upstream.content_length
         kind = "reset"
         try:
@@ -437,7 +450,9 @@ class Upstream:
                 kind = "reset"
                 if not chunk:
                     break
-                await out.write(chunk)
+                await out.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if framed else chunk)
+            if framed:
+                await out.write(_last_chunk(upstream.trailers, drop))
         except (TimeoutError, ConnectionLost, BadResponse, ConnectionError) as exc:
             # Headers are gone already: the only honest signal left is to cut the connection.
             if not isinstance(exc, TimeoutError):
@@ -452,6 +467,22 @@ class Upstream:
             return out
         self.count("ok")
         return out
+
+
+class _SelfFramed(web.StreamResponse):
+    """A chunked response whose framing the proxy writes itself, so the upstream's trailers
+    can follow the last chunk: aiohttp's writer ends every chunked body with an empty trailer
+    section. Its own WebSocketResponse switches the framing off the same way."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(status=status, reason=reason)
+        self._length_check = False
+
+
+def _last_chunk(trailers: list[tuple[str, str]], drop: frozenset[str] | set[str]) -> bytes:
+    """The zero-size chunk and the trailer section, minus fields a trailer must not carry."""
+    lines = [f"{k}: {v}\r\n" for k, v in trailers if k.lower() not in drop]
+    return ("0\r\n" + "".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
 
 
 def _request_head(

@@ -55,6 +55,7 @@ class UpstreamResponse:
         "_done",
         "_error",
         "_waiter",
+        "chunked",
         "content_length",
         "headers",
         "reason",
@@ -68,6 +69,7 @@ class UpstreamResponse:
         self.headers: list[tuple[str, str]] = []
         self.trailers: list[tuple[str, str]] = []
         self.content_length: int | None = None
+        self.chunked = False  # the body came in chunks: it may end with trailers
         self._conn = conn
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
@@ -258,6 +260,7 @@ class Connection(asyncio.Protocol):
                 self._chunked = value.rsplit(",", 1)[-1].strip().lower() == "chunked"
         if self._chunked:
             response.content_length = None
+            response.chunked = True
         self._response = response
         head = self._head
         if head is not None and not head.done():
