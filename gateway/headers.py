@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from gateway.identity import Identity
 
@@ -50,12 +49,12 @@ IDENTITY_HEADERS = frozenset(
     }
 )
 
-SKIP_REQUEST = HOP_BY_HOP | IDENTITY_HEADERS
+# the body's framing is set by the proxy from what it actually sends, never copied
+SKIP_REQUEST = HOP_BY_HOP | IDENTITY_HEADERS | {"content-length"}
 SKIP_RESPONSE = HOP_BY_HOP | {"content-length"}
 
 
-@dataclass(frozen=True)
-class ClientContext:
+class ClientContext(NamedTuple):
     """What the proxy needs to know about the downstream connection."""
 
     peer_ip: str
@@ -90,27 +89,24 @@ def xfcc(ident: Identity) -> str:
 
 def upstream_headers(
     request: web.BaseRequest, ctx: ClientContext, forward_identity: tuple[str, ...]
-) -> CIMultiDict[str]:
-    """Copy the request's end-to-end headers, drop identity look-alikes, then set ours."""
+) -> list[tuple[str, str]]:
+    """Copy the request's end-to-end headers, drop identity look-alikes, then add ours."""
     drop = SKIP_REQUEST
     conn = request.headers.getall("Connection", ())
     if conn:
-        drop = drop | connection_tokens(conn)
-    headers: CIMultiDict[str] = CIMultiDict()
-    for key, value in request.headers.items():
-        if key.lower() not in drop:
-            headers.add(key, value)
-    headers["X-Forwarded-For"] = ctx.peer_ip
-    headers["X-Forwarded-Proto"] = "https"
+        drop = drop | (connection_tokens(conn) - {"host"})
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+    headers.append(("X-Forwarded-For", ctx.peer_ip))
+    headers.append(("X-Forwarded-Proto", "https"))
     if ctx.host:
-        headers["X-Forwarded-Host"] = request.headers.get("Host", ctx.host)
-    headers["X-Request-Id"] = ctx.request_id
+        headers.append(("X-Forwarded-Host", request.headers.get("Host", ctx.host)))
+    headers.append(("X-Request-Id", ctx.request_id))
     ident = ctx.identity
     if ident is not None:
         if "rfc9440" in forward_identity:
-            headers["Client-Cert"] = sf_binary(ident.der)
+            headers.append(("Client-Cert", sf_binary(ident.der)))
             if ctx.chain:
-                headers["Client-Cert-Chain"] = ", ".join(sf_binary(c) for c in ctx.chain)
+                headers.append(("Client-Cert-Chain", ", ".join(sf_binary(c) for c in ctx.chain)))
         if "xfcc" in forward_identity:
-            headers["X-Forwarded-Client-Cert"] = xfcc(ident)
+            headers.append(("X-Forwarded-Client-Cert", xfcc(ident)))
     return headers

@@ -61,27 +61,37 @@ class BodyLimit:
 
 
 @dataclass(frozen=True)
-class Timeouts:
-    """The effective timeouts of one request (upstream's, overridden by the route's)."""
+class TimeoutLimits:
+    """The timeouts of an upstream with a route's overrides, worked out once per route."""
 
     connect: float
     headers: float
     idle: float
     total: float | None
-    started: float  # perf_counter at the start of the request
 
     @classmethod
-    def of(cls, cfg: UpstreamConfig, route: RouteTimeouts | None) -> Timeouts:
+    def of(cls, cfg: UpstreamConfig, route: RouteTimeouts | None) -> TimeoutLimits:
         t = cfg.timeouts
         r = route or RouteTimeouts()
-        connect = r.connect or t.connect
         return cls(
-            connect=connect,
+            connect=r.connect or t.connect,
             headers=r.headers or t.headers or t.read,
             idle=r.idle or t.idle or t.read,
             total=r.total or t.total,
-            started=time.perf_counter(),
         )
+
+
+class Timeouts:
+    """The clock of one request against its limits."""
+
+    __slots__ = ("connect", "headers", "idle", "started", "total")
+
+    def __init__(self, limits: TimeoutLimits) -> None:
+        self.connect = limits.connect
+        self.headers = limits.headers
+        self.idle = limits.idle
+        self.total = limits.total
+        self.started = time.perf_counter()
 
     def _left(self) -> float | None:
         if self.total is None:
@@ -103,18 +113,39 @@ class Timeouts:
         return self.idle, "idle"
 
 
-@dataclass(frozen=True)
 class _Exchange:
     """One request on its way upstream, shared by every attempt."""
 
-    request: web.BaseRequest
-    path: str
-    query: str
-    headers: CIMultiDict[str]
-    request_id: str
-    data: Any
-    replayable: bool  # the body can be sent again (none, or buffered)
-    timeouts: Timeouts
+    __slots__ = (
+        "data",
+        "headers",
+        "path",
+        "query",
+        "replayable",
+        "request",
+        "request_id",
+        "timeouts",
+    )
+
+    def __init__(
+        self,
+        request: web.BaseRequest,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        request_id: str,
+        data: Any,
+        replayable: bool,  # the body can be sent again (none, or buffered)
+        timeouts: Timeouts,
+    ) -> None:
+        self.request = request
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.request_id = request_id
+        self.data = data
+        self.replayable = replayable
+        self.timeouts = timeouts
 
 
 class RetryBudget:
@@ -222,6 +253,7 @@ class Upstream:
         self.inflight = 0  # requests between forward() and the end of the relayed body
         self._outcomes: dict[str, Callable[[], None]] = {}
         self._observe_duration = metrics.upstream_duration.labels(cfg.name).observe
+        self._limits: dict[int, tuple[RouteTimeouts | None, TimeoutLimits]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -261,7 +293,7 @@ class Upstream:
         request: web.BaseRequest,
         path: str,
         query: str,
-        headers: CIMultiDict[str],
+        headers: list[tuple[str, str]],
         request_id: str,
         body_limit: BodyLimit | None = None,
         route_timeouts: RouteTimeouts | None = None,
@@ -270,15 +302,46 @@ class Upstream:
 
         Returns the response and how long the upstream took to send its headers. A body
         without Content-Length is counted while it streams: past `body_limit`, 413."""
-        timeouts = Timeouts.of(self.config, route_timeouts)
-        data, replayable = await self._body(request, body_limit)
-        if data is not None and request.headers.get("Expect", "").lower() == "100-continue":
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        cached = self._limits.get(id(route_timeouts))
+        if cached is None:
+            if len(self._limits) > 1000:  # routes of many reloads ago
+                self._limits.clear()
+            # the route's object is kept with its limits, so its id() cannot be reused
+            cached = self._limits[id(route_timeouts)] = (
+                route_timeouts,
+                TimeoutLimits.of(self.config, route_timeouts),
+            )
+        timeouts = Timeouts(cached[1])
+        data: Any = None
+        replayable = True
+        if request.body_exists:
+            data, replayable = await self._body(request, body_limit)
+            if request.headers.get("Expect", "").lower() == "100-continue":
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         self.inflight += 1
         self._budget.request()
-        exchange = _Exchange(request, path, query, headers, request_id, data, replayable, timeouts)
+        ex = _Exchange(request, path, query, headers, request_id, data, replayable, timeouts)
+        tried: list[Target] = []
+        last: UpstreamError | None = None
         try:
-            return await self._attempts(exchange)
+            for attempt in range(1 + self.config.retries.attempts):
+                target = self.balancer.pick(exclude=tried)
+                if target is None:
+                    if last is not None:
+                        raise last
+                    raise NoHealthyTarget(f"{self.name}: no healthy target", kind="no_target")
+                if attempt:
+                    self.count("retry")
+                tried.append(target)
+                try:
+                    return await self._send(target, ex)
+                except _Retryable as failure:
+                    self.count(failure.outcome)
+                    last = failure.error
+                    if not self._budget.allow_retry():
+                        break
+            assert last is not None
+            raise last
         except UpstreamError:
             if body_limit is not None and body_limit.exceeded:
                 raise PayloadTooLarge(f"request body over {body_limit.limit} bytes") from None
@@ -289,9 +352,7 @@ class Upstream:
     async def _body(
         self, request: web.BaseRequest, body_limit: BodyLimit | None
     ) -> tuple[Any, bool]:
-        """The body to send and whether it can be sent again (buffered, or none at all)."""
-        if not request.body_exists:
-            return None, True
+        """The body to send and whether it can be sent again (buffered)."""
         length = request.content_length
         if length is not None and length <= self.config.retries.buffer_body:
             return await request.read(), True
@@ -299,71 +360,53 @@ class Upstream:
             return body_limit.wrap(request.content), False
         return request.content, False
 
-    async def _attempts(self, ex: _Exchange) -> tuple[web.StreamResponse, float]:
-        tried: list[Target] = []
-        last: UpstreamError | None = None
-        for attempt in range(1 + self.config.retries.attempts):
-            target = self.balancer.pick(exclude=tried)
-            if target is None:
-                if last is not None:
-                    raise last
-                raise NoHealthyTarget(f"{self.name}: no healthy target", kind="no_target")
-            if attempt:
-                self.count("retry")
-            tried.append(target)
-            try:
-                return await self._send(target, ex)
-            except _Retryable as failure:
-                self.count(failure.outcome)
-                last = failure.error
-                if not self._budget.allow_retry():
-                    break
-        assert last is not None
-        raise last
-
     async def _send(self, target: Target, ex: _Exchange) -> tuple[web.StreamResponse, float]:
+        """One attempt: a connection (connect timeout), the request, the response headers
+        (headers timeout; `total` bounds both), then the relayed body."""
         started = time.perf_counter()
-        where = f"{self.name} ({target.url})"
+        timeouts = ex.timeouts
+        request = ex.request
         target.inflight += 1
         try:
             try:
-                upstream = await self._request(target, ex)
-            except ssl.SSLError as exc:
-                self.count("tls_error")
-                raise UpstreamError(f"{where}: TLS: {_tls_reason(exc)}", kind="tls") from None
-            except ConnectTimeout:
-                target.failed("connect timeout")
-                raise _Retryable(
-                    "timeout", UpstreamTimeout(f"{where}: connect timed out", kind="connect")
-                ) from None
-            except _HeadersLate as late:
-                self.count("timeout")
-                raise UpstreamTimeout(
-                    f"{where}: no response headers in time ({late.kind} timeout)", kind=late.kind
-                ) from None
-            except _ConnectFailed as exc:
-                target.failed("connect error")
-                raise _Retryable(
-                    "connect_error",
-                    UpstreamError(f"{where}: cannot connect: {exc.os_error}", kind="connect"),
-                ) from None
-            except BadResponse as exc:
-                self.count("bad_response")
-                raise UpstreamError(f"{where}: invalid response: {exc}", kind="response") from None
-            except (ConnectionLost, OSError) as exc:
-                if (tls_cause := _ssl_cause(exc)) is not None:
-                    # TLS 1.3: an upstream that refuses our client certificate says so only
-                    # after the handshake, on the first read
-                    self.count("tls_error")
-                    raise UpstreamError(
-                        f"{where}: TLS: {_tls_reason(tls_cause)}", kind="tls"
-                    ) from None
-                target.failed("reset")
-                error = UpstreamError(f"{where}: connection failed: {exc}", kind="reset")
-                if ex.request.method in IDEMPOTENT and ex.replayable:
-                    raise _Retryable("reset", error) from None
-                self.count("reset")
-                raise error from None
+                wait, kind = timeouts.stage(timeouts.connect, "connect")
+                try:
+                    conn = await target.pool.acquire(wait)
+                except ConnectTimeout:
+                    if kind == "total":
+                        raise _HeadersLate("total") from None
+                    raise
+                except ssl.SSLError:
+                    raise
+                except OSError as exc:
+                    raise _ConnectFailed(exc) from None
+                data = ex.data
+                streamed = data is not None and not isinstance(data, bytes)
+                length = request.content_length
+                head = _request_head(
+                    request.method,
+                    target.base_path + ex.path,
+                    ex.query,
+                    ex.headers,
+                    _framing(data, length),
+                )
+                pending = conn.send(head, None if streamed else data, request.method != "HEAD")
+                if streamed:
+                    conn.stream_body(data, chunked=length is None)
+                wait, kind = timeouts.stage(timeouts.headers, "headers")
+                timer = conn.loop.call_later(wait, expire, pending)
+                try:
+                    upstream = await pending
+                except TimeoutError:
+                    conn.close()
+                    raise _HeadersLate(kind) from None
+                except BaseException:
+                    conn.close()
+                    raise
+                finally:
+                    timer.cancel()
+            except Exception as exc:
+                raise self._failure(target, ex, exc) from None
             headers_after = time.perf_counter() - started
             self._observe_duration(headers_after)
             if upstream.status >= 500:
@@ -377,42 +420,44 @@ class Upstream:
         finally:
             target.inflight -= 1
 
-    async def _request(self, target: Target, ex: _Exchange) -> UpstreamResponse:
-        """Two stages: a connection (connect timeout), then the response headers (headers
-        timeout); `total` bounds both."""
-        timeouts = ex.timeouts
-        wait, kind = timeouts.stage(timeouts.connect, "connect")
-        try:
-            conn = await target.pool.acquire(wait)
-        except ConnectTimeout:
-            if kind == "total":
-                raise _HeadersLate("total") from None
-            raise
-        except ssl.SSLError:
-            raise
-        except OSError as exc:
-            raise _ConnectFailed(exc) from None
-        request, data = ex.request, ex.data
-        streamed = data is not None and not isinstance(data, bytes)
-        head = _request_head(
-            request.method, target.base_path + ex.path, ex.query, ex.headers, target, data
-        )
-        pending = conn.send(head, None if streamed else data, request.method != "HEAD")
-        if streamed:
-            conn.stream_body(data, chunked=request.content_length is None)
-        wait, kind = timeouts.stage(timeouts.headers, "headers")
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(wait, expire, pending)
-        try:
-            return await pending
-        except TimeoutError:
-            conn.close()
-            raise _HeadersLate(kind) from None
-        except BaseException:
-            conn.close()
-            raise
-        finally:
-            timer.cancel()
+    def _failure(self, target: Target, ex: _Exchange, exc: Exception) -> Exception:
+        """What an attempt's failure becomes: an UpstreamError, or _Retryable on another target."""
+        where = f"{self.name} ({target.url})"
+        if isinstance(exc, ssl.SSLError):
+            self.count("tls_error")
+            return UpstreamError(f"{where}: TLS: {_tls_reason(exc)}", kind="tls")
+        if isinstance(exc, ConnectTimeout):
+            target.failed("connect timeout")
+            return _Retryable(
+                "timeout", UpstreamTimeout(f"{where}: connect timed out", kind="connect")
+            )
+        if isinstance(exc, _HeadersLate):
+            self.count("timeout")
+            return UpstreamTimeout(
+                f"{where}: no response headers in time ({exc.kind} timeout)", kind=exc.kind
+            )
+        if isinstance(exc, _ConnectFailed):
+            target.failed("connect error")
+            return _Retryable(
+                "connect_error",
+                UpstreamError(f"{where}: cannot connect: {exc.os_error}", kind="connect"),
+            )
+        if isinstance(exc, BadResponse):
+            self.count("bad_response")
+            return UpstreamError(f"{where}: invalid response: {exc}", kind="response")
+        if isinstance(exc, ConnectionLost | OSError):
+            if (tls_cause := _ssl_cause(exc)) is not None:
+                # TLS 1.3: an upstream that refuses our client certificate says so only
+                # after the handshake, on the first read
+                self.count("tls_error")
+                return UpstreamError(f"{where}: TLS: {_tls_reason(tls_cause)}", kind="tls")
+            target.failed("reset")
+            error = UpstreamError(f"{where}: connection failed: {exc}", kind="reset")
+            if ex.request.method in IDEMPOTENT and ex.replayable:
+                return _Retryable("reset", error)
+            self.count("reset")
+            return error
+        return exc
 
     async def _relay(self, ex: _Exchange, upstream: UpstreamResponse) -> web.StreamResponse:
         request, timeouts = ex.request, ex.timeouts
@@ -427,16 +472,26 @@ class Upstream:
         conn = [v for k, v in upstream.headers if k.lower() == "connection"]
         if conn:
             drop = drop | connection_tokens(conn)
+        headers = CIMultiDict([(k, v) for k, v in upstream.headers if k.lower() not in drop])
+        headers["X-Request-Id"] = ex.request_id
+        if (
+            upstream.complete
+            and upstream.content_length is not None
+            and request.method != "HEAD"
+            and not framed
+        ):
+            # the whole answer is here already (the usual small one): aiohttp writes it in
+            # one go, without the streaming machinery
+            self.count("ok")
+            body = upstream.take_body()
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, headers=headers, body=body
+            )
         out = (
-            _SelfFramed(upstream.status, upstream.reason)
+            _SelfFramed(upstream.status, upstream.reason, headers)
             if framed
-            else web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            else web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
         )
-        add = out.headers.add
-        for key, value in upstream.headers:
-            if key.lower() not in drop:
-                add(key, value)
-        out.headers["X-Request-Id"] = ex.request_id
         if framed:
             out.headers["Transfer-Encoding"] = "chunked"
         elif upstream.content_length is not None:
@@ -474,8 +529,8 @@ class _SelfFramed(web.StreamResponse):
     can follow the last chunk: aiohttp's writer ends every chunked body with an empty trailer
     section. Its own WebSocketResponse switches the framing off the same way."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(status=status, reason=reason)
+    def __init__(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
+        super().__init__(status=status, reason=reason, headers=headers)
         self._length_check = False
 
 
@@ -486,17 +541,18 @@ def _last_chunk(trailers: list[tuple[str, str]], drop: frozenset[str] | set[str]
 
 
 def _request_head(
-    method: str, path: str, query: str, headers: CIMultiDict[str], target: Target, data: Any
+    method: str, path: str, query: str, headers: list[tuple[str, str]], framing: str
 ) -> bytes:
-    """The request line and headers, ready for the wire (the body framing set here)."""
-    lines = [f"{method} {path}?{query} HTTP/1.1" if query else f"{method} {path} HTTP/1.1"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    if "Host" not in headers:
-        lines.append(f"Host: {target.authority}")
+    """The request line, the headers (the client's Host among them) and the body's framing."""
+    target = f"{path}?{query}" if query else path
+    lines = "".join([f"{k}: {v}\r\n" for k, v in headers])
+    return f"{method} {target} HTTP/1.1\r\n{lines}{framing}\r\n".encode("utf-8", "surrogateescape")
+
+
+def _framing(data: Any, length: int | None) -> str:
+    """Content-Length of what is sent (buffered, or announced by the client), else chunked."""
     if isinstance(data, bytes):
-        if "Content-Length" not in headers:
-            lines.append(f"Content-Length: {len(data)}")
-    elif data is not None and "Content-Length" not in headers:
-        lines.append("Transfer-Encoding: chunked")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+        return f"Content-Length: {len(data)}\r\n"
+    if length is not None:
+        return f"Content-Length: {length}\r\n"
+    return "" if data is None else "Transfer-Encoding: chunked\r\n"

@@ -111,7 +111,7 @@ class UpstreamResponse:
                 return b""
             if self._error is not None:
                 raise self._error
-            loop = asyncio.get_running_loop()
+            loop = self._conn.loop
             self._waiter = waiter = loop.create_future()
             timer = loop.call_later(within, expire, waiter)
             try:
@@ -125,6 +125,14 @@ class UpstreamResponse:
             self._conn.resume_reading()
         return data
 
+    def take_body(self) -> bytes:
+        """The whole body of a complete response, at once."""
+        assert self._done
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return data
+
     def release(self) -> None:
         """Give the connection back: kept alive when the whole response was read."""
         self._conn.finished(self)
@@ -135,6 +143,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
+        self.loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -288,7 +297,7 @@ class Connection(asyncio.Protocol):
     ) -> asyncio.Future[UpstreamResponse]:
         """Write the request head (and a buffered body) now; the future gets the response."""
         assert self.transport is not None
-        self._head = fut = asyncio.get_running_loop().create_future()
+        self._head = fut = self.loop.create_future()
         self._response = None
         self._expect_body = expect_body
         self._keep_alive = False

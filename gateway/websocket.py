@@ -54,13 +54,13 @@ async def proxy_websocket(
     upstream: Upstream,
     path: str,
     query: str,
-    headers: CIMultiDict[str],
+    headers: list[tuple[str, str]],
 ) -> web.WebSocketResponse:
     """Connect upstream first (so a failure is still a 502/503), then upgrade the client."""
     target = upstream.balancer.pick()
     if target is None:
         raise NoHealthyTarget(f"{upstream.name}: no healthy target", kind="no_target")
-    send = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _HANDSHAKE)
+    send = CIMultiDict((k, v) for k, v in headers if k.lower() not in _HANDSHAKE)
     protocols = [
         p.strip()
         for v in request.headers.getall("Sec-WebSocket-Protocol", ())

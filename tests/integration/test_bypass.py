@@ -75,3 +75,23 @@ def test_attack(
         assert reply.json()["path"] == upstream_path
         received = {k.lower() for k, _ in reply.upstream_headers()}
         assert not received & {"client-cert", "x-forwarded-client-cert"}  # public forwards none
+
+
+@pytest.mark.parametrize("tokens", ["content-length", "host", "Content-Length, Host, X-Other"])
+def test_connection_header_cannot_strip_framing_or_host(gw: Any, pki: Path, tokens: str) -> None:
+    """`Connection:` names headers to drop as hop-by-hop; dropping the body's framing would let
+    the body pass for the next request on the shared upstream connection (smuggling)."""
+    body = b"GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    seen = len(gw.echo_seen)
+    reply = request(
+        gw.port, "/framing", pki, method="POST", headers=[("Connection", tokens)], body=body
+    )
+    assert reply.status == 200
+    echoed = reply.json()
+    assert echoed["body_bytes"] == len(body)
+    received = {k.lower(): v for k, v in reply.upstream_headers()}
+    assert received["host"].startswith("localhost")
+    assert received["content-length"] == str(len(body))
+    follow = request(gw.port, "/after", pki)
+    assert follow.status == 200 and follow.json()["path"] == "/after"
+    assert not any("/smuggled" in line for line in gw.echo_seen[seen:])
