@@ -157,10 +157,61 @@ class Server:
 # --------------------------------------------------------------------------- measurements
 
 
-def autocannon(port: int, pki: Path, seconds: float, rate: float | None = None) -> dict[str, Any]:
+def worker_cpu_seconds(server: Server) -> list[float]:
+    """CPU seconds of each worker process of a gateway: the supervisor's children, or the
+    process itself with --workers 1 (no supervisor)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = []
+    pids = server.pids()
+    for pid in pids[1:] or pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out.append((int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def scaling(work: Path, pki: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """Keep-alive requests/s with 1 worker (pinned, load on the other CPU) and with 2 workers
+    (both CPUs, shared with the load generator and the origin). Two workers on a 2-core
+    machine cannot get both cores while autocannon needs one, so the second figure is also
+    accounted per gateway CPU-second: projected = 2 cores x requests per worker CPU-second."""
+    runs: dict[str, Any] = {}
+    for workers, cpus, load_cpus in ((1, GATEWAY_CPU, LOAD_CPU), (2, "0,1", "0,1")):
+        port, admin = free_port(), free_port()
+        doc = json.loads(json.dumps(config))
+        doc["listeners"][0]["bind"] = f"127.0.0.1:{port}"
+        doc["admin"]["bind"] = f"127.0.0.1:{admin}"
+        path = work / f"gateway-{workers}w.yaml"
+        path.write_text(json.dumps(doc))
+        cmd = [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", str(workers)]
+        srv = Server(f"gateway-{workers}w", cmd, cpus, port, work / f"gateway-{workers}w.log")
+        try:
+            autocannon(port, pki, 2, cpus=load_cpus)  # warm up
+            before = worker_cpu_seconds(srv)
+            result = autocannon(port, pki, SECONDS, cpus=load_cpus)
+            used = [a - b for a, b in zip(worker_cpu_seconds(srv), before, strict=True)]
+        finally:
+            srv.stop()
+        cpu = sum(used) / SECONDS  # gateway CPUs busy on average
+        runs[f"{workers}w"] = {
+            "rps": result["rps"],
+            "worker_cpu": [round(u / SECONDS, 3) for u in used],
+            "rps_per_cpu": result["rps"] / cpu if cpu else 0.0,
+        }
+        log(
+            f"{workers} worker(s): {result['rps']:.0f} req/s, worker CPUs {runs[f'{workers}w']['worker_cpu']}"
+        )
+    one, two = runs["1w"], runs["2w"]
+    runs["raw_ratio"] = two["rps"] / one["rps"]
+    runs["projected_ratio"] = 2 * two["rps_per_cpu"] / one["rps"]
+    return runs
+
+
+def autocannon(
+    port: int, pki: Path, seconds: float, rate: float | None = None, cpus: str = LOAD_CPU
+) -> dict[str, Any]:
     # a paced run uses fewer connections: autocannon paces per connection, so 64 would burst
     connections = 16 if rate else CONNECTIONS
-    cmd = ["taskset", "-c", LOAD_CPU, "node", str(BENCH / "load.js"), f"https://localhost:{port}/"]
+    cmd = ["taskset", "-c", cpus, "node", str(BENCH / "load.js"), f"https://localhost:{port}/"]
     cmd += [str(connections), str(int(seconds))]
     cmd += [str(pki / "client.pem"), str(pki / "client.key"), str(pki / "ca.pem")]
     if rate:
@@ -301,6 +352,9 @@ def main() -> int:
             log(f"{name} at {half:.0f} req/s (half of the gateway's peak)")
             add(name, "p99_at_half_ms", autocannon(srv.port, pki, SECONDS, rate=half)["p99"])
             add(name, "peak_rss_mib", srv.peak_rss_mib())
+        for srv in (ngx, gw):  # the scaling runs need both CPUs
+            srv.stop()
+        workers = scaling(work, pki, json.loads((work / "gateway.yaml").read_text()))
     finally:
         for srv in reversed(servers):
             srv.stop()
@@ -326,9 +380,26 @@ def main() -> int:
         ratio = g / n if n else float("nan")
         summary[key] = {"gateway": g, "nginx": n, "ratio": ratio}
         print(f"{label:42} {g:10.1f} {n:10.1f} {ratio:14.2f}")
+    one, two = workers["1w"], workers["2w"]
+    print(
+        f"\nworkers: 1 worker {one['rps']:.0f} req/s ({one['rps_per_cpu']:.0f} per CPU-second); "
+        f"2 workers {two['rps']:.0f} req/s sharing the CPUs with the load "
+        f"(worker CPUs {two['worker_cpu']}, {two['rps_per_cpu']:.0f} per CPU-second)"
+    )
+    print(
+        f"2 workers / 1 worker: {workers['raw_ratio']:.2f} as measured, "
+        f"{workers['projected_ratio']:.2f} with a core each (load generator accounted for)"
+    )
     (BENCH / "results.json").write_text(
         json.dumps(
-            {"seconds": SECONDS, "rounds": ROUNDS, "summary": summary, "runs": results}, indent=2
+            {
+                "seconds": SECONDS,
+                "rounds": ROUNDS,
+                "summary": summary,
+                "runs": results,
+                "workers": workers,
+            },
+            indent=2,
         )
         + "\n"
     )

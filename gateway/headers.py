@@ -68,6 +68,20 @@ def connection_tokens(values: Sequence[str]) -> set[str]:
     return {t.strip().lower() for v in values for t in v.split(",") if t.strip()}
 
 
+_REQUEST_DROPS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _request_drop(conn: tuple[str, ...]) -> frozenset[str]:
+    """The request headers not to forward given its Connection header(s): the usual values
+    ("keep-alive") are worked out once."""
+    drop = _REQUEST_DROPS.get(conn)
+    if drop is None:
+        drop = SKIP_REQUEST | (connection_tokens(conn) - {"host"})
+        if len(_REQUEST_DROPS) < 256:  # clients choose these strings: keep the cache small
+            _REQUEST_DROPS[conn] = drop
+    return drop
+
+
 def sf_binary(der: bytes) -> str:
     """RFC 8941 byte sequence: `:base64:`."""
     return ":" + base64.b64encode(der).decode("ascii") + ":"
@@ -91,10 +105,8 @@ def upstream_headers(
     request: web.BaseRequest, ctx: ClientContext, forward_identity: tuple[str, ...]
 ) -> list[tuple[str, str]]:
     """Copy the request's end-to-end headers, drop identity look-alikes, then add ours."""
-    drop = SKIP_REQUEST
     conn = request.headers.getall("Connection", ())
-    if conn:
-        drop = drop | (connection_tokens(conn) - {"host"})
+    drop = _request_drop(tuple(conn)) if conn else SKIP_REQUEST
     headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
     headers.append(("X-Forwarded-For", ctx.peer_ip))
     headers.append(("X-Forwarded-Proto", "https"))
