@@ -1,10 +1,10 @@
 // One autocannon run against an HTTPS URL with a client certificate; prints a JSON summary.
-// usage: node load.js URL CONNECTIONS SECONDS CERT KEY CA [RATE]
+// usage: node load.js URL CONNECTIONS SECONDS CERT KEY CA
 'use strict'
 const fs = require('fs')
 const autocannon = require('autocannon')
 
-const [url, connections, seconds, cert, key, ca, rate] = process.argv.slice(2)
+const [url, connections, seconds, cert, key, ca] = process.argv.slice(2)
 const opts = {
   url,
   connections: Number(connections),
@@ -17,7 +17,6 @@ const opts = {
     servername: 'localhost'
   }
 }
-if (rate) opts.overallRate = Number(rate)
 autocannon(opts, (err, result) => {
   if (err) { console.error(err); process.exit(1) }
   console.log(JSON.stringify({

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Activity:
         self._clock = clock
         self._buckets: deque[tuple[int, Counter[tuple[str, str, str]]]] = deque(maxlen=minutes)
         self._recent: deque[Rejection] = deque(maxlen=keep)
+        self.version = 0  # grows with every event: a copy elsewhere knows when it is stale
 
     def _bucket(self) -> Counter[tuple[str, str, str]]:
         minute = int(self._clock() // 60)
@@ -38,6 +40,7 @@ class Activity:
         return self._buckets[-1][1]
 
     def handshake(self, listener: str, result: str, peer: str = "", detail: str = "") -> None:
+        self.version += 1
         self._bucket()[("handshake", listener, result)] += 1
         if result != "ok":
             self._recent.append(
@@ -45,6 +48,7 @@ class Activity:
             )
 
     def denial(self, route: str, reason: str, peer: str, detail: str) -> None:
+        self.version += 1
         self._bucket()[("policy", route, reason)] += 1
         self._recent.append(Rejection(self._clock(), "policy", route, reason, peer, detail))
 
@@ -75,3 +79,35 @@ class Activity:
     def recent(self) -> list[Rejection]:
         """Newest first."""
         return list(reversed(self._recent))
+
+    # ------------------------------------------------------------ across worker processes
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready copy, for the supervisor of `run --workers N` to merge."""
+        return {
+            "buckets": [
+                [minute, [[*key, n] for key, n in counts.items()]]
+                for minute, counts in self._buckets
+            ],
+            "recent": [list(astuple(r)) for r in self._recent],
+        }
+
+    @classmethod
+    def merged(
+        cls, snapshots: list[dict[str, Any]], clock: Callable[[], float] = time.time
+    ) -> Activity:
+        """One Activity holding the counts and the newest rejections of every snapshot."""
+        out = cls(clock=clock)
+        minutes: dict[int, Counter[tuple[str, str, str]]] = {}
+        recent: list[Rejection] = []
+        for snap in snapshots:
+            for minute, rows in snap.get("buckets", []):
+                counts = minutes.setdefault(int(minute), Counter())
+                for kind, where, reason, n in rows:
+                    counts[(kind, where, reason)] += int(n)
+            recent += [Rejection(*row) for row in snap.get("recent", [])]
+        for minute in sorted(minutes)[-out.minutes :]:
+            out._buckets.append((minute, minutes[minute]))
+        for rejection in sorted(recent, key=lambda r: r.ts)[-out._recent.maxlen :]:  # type: ignore[operator]
+            out._recent.append(rejection)
+        return out

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from gateway.metrics import Metrics
 from gateway.runtime import ReloadResult
 from gateway.status import StatusSource, certs_doc, render_page, status_doc
 
@@ -34,20 +34,24 @@ def add_probes(app: web.Application, ready: Callable[[], bool]) -> None:
 
 
 class Admin:
-    """Plain-HTTP admin listener; keep it on loopback or a private interface."""
+    """Plain-HTTP admin listener; keep it on loopback or a private interface. Served by the
+    gateway itself, or by the supervisor of `run --workers N` (metrics of every worker, the
+    workers' state in /status)."""
 
     def __init__(
         self,
         bind: str,
-        metrics: Metrics,
+        registry: Callable[[], CollectorRegistry],
         ready: Callable[[], bool],
         reload: Callable[[str], Awaitable[ReloadResult]] | None = None,
         source: StatusSource | None = None,
+        status_extra: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         host, _, port = bind.rpartition(":")
         self._host = host.strip("[]")
         self._port = int(port)
-        self._metrics = metrics
+        self._registry = registry
+        self._status_extra = status_extra
         self._ready = ready
         self._reload = reload
         self._source = source
@@ -79,7 +83,7 @@ class Admin:
             self._runner = None
 
     async def _metrics_view(self, _request: web.Request) -> web.Response:
-        return metrics_response(self._metrics.registry)
+        return metrics_response(self._registry())
 
     async def _reload_view(self, _request: web.Request) -> web.Response:
         """200 with the result when the new config is serving; 422 with every problem if not."""
@@ -109,6 +113,8 @@ class Admin:
     async def _status(self, _request: web.Request) -> web.Response:
         assert self._source is not None
         code, doc = status_doc(self._source)
+        if self._status_extra is not None:
+            doc.update(self._status_extra())
         return web.json_response(doc, status=code)
 
     async def _certs(self, _request: web.Request) -> web.Response:

@@ -52,7 +52,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from gateway.supervisor import Supervisor
 
         async def supervise() -> None:
-            await Supervisor(cfg, args.config, args.workers, args.loop).run()
+            await Supervisor(cfg, args.config, args.workers, args.loop, held).run()
 
         try:
             _run_loop(supervise(), args.loop)
@@ -63,7 +63,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.server import Gateway
 
     async def main() -> None:
-        gateway = Gateway(cfg, held=held, config_path=args.config, serve_admin=not args.worker)
+        gateway = Gateway(
+            cfg,
+            held=held,
+            config_path=args.config,
+            serve_admin=not args.worker,
+            activity_file=_worker_activity_file() if args.worker else None,
+        )
         orphan_watch = None
         if args.worker:
             orphan_watch = asyncio.get_running_loop().create_task(_exit_with_supervisor())
@@ -80,6 +86,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _config_error(args.config, exc)
     return EXIT_OK
+
+
+def _worker_activity_file() -> Path | None:
+    """Where this worker shares its recent activity with the supervisor's status page."""
+    import os
+
+    from gateway.supervisor import MULTIPROC_ENV, activity_file
+
+    metrics_dir = os.environ.get(MULTIPROC_ENV)
+    return activity_file(metrics_dir, os.getpid()) if metrics_dir else None
 
 
 def _tell_supervisor() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from gateway.runtime import ReloadResult, Snapshot, build_snapshot
 from gateway.watch import FileWatcher
 
 EXPIRY_CHECK_SECONDS = 3600.0
+ACTIVITY_SHARE_SECONDS = 1.0
 
 
 async def wait_for_stop_signal(on_signal: Callable[[], None] | None = None) -> None:
@@ -69,6 +71,7 @@ class Gateway:
         held: list[HeldCert] | None = None,
         config_path: str | Path | None = None,
         serve_admin: bool = True,
+        activity_file: Path | None = None,
     ):
         self.metrics = metrics or Metrics()
         self.ocsp = OcspChecker()  # its cache outlives reloads
@@ -78,6 +81,7 @@ class Gateway:
         self._serve_admin = serve_admin  # a worker leaves the admin port to its supervisor
         self.identities = IdentityCache()
         self.activity = Activity()
+        self._activity_file = activity_file  # a worker's copy for its supervisor's status page
         self.started_at = time.time()
         self.last_reload: float | None = None
         self._listeners: dict[str, Listener] = {}
@@ -184,7 +188,9 @@ class Gateway:
             raise
         self._listeners = {lst.name: lst for lst in opened}
         if cfg.admin is not None and self._serve_admin:
-            self.admin = Admin(cfg.admin.bind, self.metrics, self.ready, self.reload, self)
+            self.admin = Admin(
+                cfg.admin.bind, lambda: self.metrics.registry, self.ready, self.reload, self
+            )
             await self.admin.start()
         for listener in opened:
             listener.start()
@@ -192,6 +198,8 @@ class Gateway:
             upstream.start()
         self._publish_held()
         self._spawn(self._expiry_loop(), "expiry-check")
+        if self._activity_file is not None:
+            self._spawn(self._share_activity(self._activity_file), "share-activity")
         self._restart_watcher()
         self._restart_refresher()
         self._ready = True
@@ -396,6 +404,18 @@ class Gateway:
                     days_left=round(left / 86400, 2),
                 ),
             )
+
+    async def _share_activity(self, path: Path) -> None:
+        """Write the activity (recent rejections, counts per minute) for the supervisor, each
+        second it changed; atomically, so the supervisor never reads half a file."""
+        written = -1
+        tmp = path.with_suffix(".tmp")
+        while True:
+            if self.activity.version != written:
+                written = self.activity.version
+                tmp.write_text(json.dumps(self.activity.snapshot()))
+                os.replace(tmp, path)
+            await asyncio.sleep(ACTIVITY_SHARE_SECONDS)
 
     async def _expiry_loop(self) -> None:
         while True:

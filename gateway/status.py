@@ -23,7 +23,9 @@ class StatusSource(Protocol):
 
     started_at: float
     last_reload: float | None
-    activity: Activity
+
+    @property
+    def activity(self) -> Activity: ...
 
     @property
     def config(self) -> GatewayConfig: ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -15,17 +16,27 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, multiprocess
 
-from gateway.admin import add_probes, metrics_response
+from gateway.activity import Activity
+from gateway.admin import Admin
+from gateway.certfiles import HeldCert, load_checked
 from gateway.config import GatewayConfig
-from gateway.log import event, server_log
-from gateway.status import status_fields
+from gateway.crlfetch import fetch_missing
+from gateway.errors import ConfigError
+from gateway.log import config_log, event, server_log
+from gateway.runtime import ReloadResult
 
 READY_FD_ENV = "MTLS_GATEWAY_READY_FD"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
+RELOAD_WAIT_SECONDS = 15.0  # for every worker to report its reload in the metrics
+RELOADS = "mtls_gateway_config_reloads_total"
+
+
+def activity_file(metrics_dir: str | Path, pid: int) -> Path:
+    """Where a worker leaves its recent activity for the supervisor's status page."""
+    return Path(metrics_dir) / f"activity-{pid}.json"
 
 
 class Worker:
@@ -74,6 +85,7 @@ class Worker:
         if self.proc is not None:
             metrics_dir = self._env[MULTIPROC_ENV]
             multiprocess.mark_process_dead(self.proc.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            activity_file(metrics_dir, self.proc.pid).unlink(missing_ok=True)
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -81,28 +93,51 @@ class Worker:
 
 
 class Supervisor:
-    """Starts and watches the workers; owns the admin port."""
+    """Starts and watches the workers; owns the admin port (status page, /status, /certs,
+    aggregated /metrics, POST /reload checked here first, then applied by every worker)."""
 
-    def __init__(self, cfg: GatewayConfig, config_path: str, workers: int, loop_kind: str) -> None:
+    def __init__(
+        self,
+        cfg: GatewayConfig,
+        config_path: str,
+        workers: int,
+        loop_kind: str,
+        held: list[HeldCert] | None = None,
+    ) -> None:
         self.cfg = cfg
+        self._held = held or []
+        self._config_path = config_path
+        self._config_mtime = _mtime(config_path)
         self.started_at = time.time()
+        self.last_reload: float | None = None
         self._metrics_dir = Path(tempfile.mkdtemp(prefix="mtls-gateway-metrics-"))
         env = {**os.environ, MULTIPROC_ENV: str(self._metrics_dir)}
         argv = [sys.executable, "-m", "gateway", "run", "-c", config_path, "--worker"]
         argv += ["--loop", loop_kind]
         self.workers = [Worker(i, argv, env) for i in range(workers)]
         self._stopping = False
-        self._runner: web.AppRunner | None = None
+        self._admin: Admin | None = None
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[object]] = set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._fan_out(signal.SIGHUP))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         for worker in self.workers:
             worker.spawn()
-        await self._start_admin()
+        if self.cfg.admin is not None:
+            self._admin = Admin(
+                self.cfg.admin.bind,
+                self._registry,
+                self.ready,
+                self.reload,
+                self,
+                lambda: {"workers": self._worker_states()},
+            )
+            await self._admin.start()
         server_log.info(
             "supervisor ready",
             extra=event(workers=[w.proc.pid for w in self.workers if w.proc is not None]),
@@ -122,17 +157,23 @@ class Supervisor:
                 worker.proc.wait(5)
             if worker.proc is not None:
                 worker.reap()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for task in [watcher, *self._tasks]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._admin is not None:
+            await self._admin.stop()
         shutil.rmtree(self._metrics_dir, ignore_errors=True)
         server_log.info("supervisor stopped")
 
     def _fan_out(self, sig: int) -> None:
         for worker in self.workers:
             worker.signal(sig)
+
+    def _on_sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload("signal"))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _watch(self) -> None:
         """Restart a worker that died (with a growing back-off), unless we are stopping."""
@@ -159,46 +200,132 @@ class Supervisor:
                 if not self._stopping:
                     worker.spawn()
 
+    # ------------------------------------------------------------ reload
+
+    async def reload(self, trigger: str = "admin") -> ReloadResult:
+        """Check the new config here (nothing is signalled when it is broken), then have every
+        worker apply it and wait for their results in the metrics."""
+        async with self._reload_lock:
+            started = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            try:
+                cfg, held = await loop.run_in_executor(
+                    None, load_checked, self._config_path, fetch_missing
+                )
+                old = self.cfg.admin.bind if self.cfg.admin else None
+                new = cfg.admin.bind if cfg.admin else None
+                if old != new:
+                    raise ConfigError(
+                        f"changing the admin address ({old} -> {new}) needs a restart",
+                        "admin.bind",
+                    )
+            except ConfigError as exc:
+                problems = [str(p) for p in exc.problems]
+                config_log.error(
+                    "reload rejected, workers keep the previous config",
+                    extra=event(trigger=trigger, problems=problems),
+                )
+                return ReloadResult(False, trigger, problems, time.perf_counter() - started)
+            before = self._reload_counts()
+            expected = sum(1 for w in self.workers if w.alive())
+            self._fan_out(signal.SIGHUP)
+            after = before
+            for _ in range(int(RELOAD_WAIT_SECONDS * 10)):
+                await asyncio.sleep(0.1)
+                after = self._reload_counts()
+                if sum(after) - sum(before) >= expected:
+                    break
+            failed = after[1] - before[1]
+            missing = expected - (sum(after) - sum(before))
+            seconds = time.perf_counter() - started
+            if failed > 0 or missing > 0:
+                problem = (
+                    f"{failed} of {expected} workers rejected the new config"
+                    if failed > 0
+                    else f"{missing} of {expected} workers did not report within "
+                    f"{RELOAD_WAIT_SECONDS:.0f} s"
+                )
+                return ReloadResult(False, trigger, [f"{problem}: see their logs"], seconds)
+            self.cfg, self._held = cfg, held
+            self._config_mtime = _mtime(self._config_path)
+            self.last_reload = time.time()
+            config_log.info(
+                "workers reloaded",
+                extra=event(trigger=trigger, workers=expected, duration_ms=round(seconds * 1000)),
+            )
+            return ReloadResult(True, trigger, [], seconds)
+
+    def _reload_counts(self) -> tuple[float, float]:
+        """config_reloads_total of all workers: (success, failure)."""
+        success = failure = 0.0
+        for family in self._registry().collect():
+            for sample in family.samples:
+                if sample.name == RELOADS:
+                    if sample.labels.get("result") == "success":
+                        success += sample.value
+                    else:
+                        failure += sample.value
+        return success, failure
+
     # ------------------------------------------------------------ admin port
 
-    async def _start_admin(self) -> None:
-        if self.cfg.admin is None:
-            return
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        add_probes(app, self._ready)
-        app.router.add_get("/status", self._status)
-        app.router.add_post("/reload", self._reload)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        host, _, port = self.cfg.admin.bind.rpartition(":")
-        await web.TCPSite(self._runner, host.strip("[]"), int(port), reuse_address=True).start()
-
-    def _ready(self) -> bool:
-        return not self._stopping and all(w.ready and w.alive() for w in self.workers)
-
-    async def _metrics(self, _request: web.Request) -> web.Response:
+    def _registry(self) -> CollectorRegistry:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(self._metrics_dir))  # type: ignore[no-untyped-call]
-        return metrics_response(registry)
+        return registry
 
-    async def _status(self, _request: web.Request) -> web.Response:
-        ready = self._ready()
-        doc = {
-            **status_fields(ready, self.started_at, "starting, restarting or draining"),
-            "workers": [
-                {
-                    "slot": w.slot,
-                    "pid": w.proc.pid if w.proc is not None else None,
-                    "ready": w.ready,
-                    "restarts": w.restarts,
-                }
-                for w in self.workers
-            ],
-        }
-        return web.json_response(doc, status=200 if ready else 503)
+    def ready(self) -> bool:
+        return not self._stopping and all(w.ready and w.alive() for w in self.workers)
 
-    async def _reload(self, _request: web.Request) -> web.Response:
-        """Each worker reloads on SIGHUP; results are in their logs and in the metrics."""
-        self._fan_out(signal.SIGHUP)
-        return web.json_response({"result": "signalled", "workers": len(self.workers)}, status=202)
+    def _worker_states(self) -> list[dict[str, object]]:
+        return [
+            {
+                "slot": w.slot,
+                "pid": w.proc.pid if w.proc is not None else None,
+                "ready": w.ready,
+                "restarts": w.restarts,
+            }
+            for w in self.workers
+        ]
+
+    # the status page's view of the gateway (gateway.status.StatusSource)
+
+    @property
+    def config(self) -> GatewayConfig:
+        self._follow_config_file()
+        return self.cfg
+
+    @property
+    def activity(self) -> Activity:
+        """Every worker's recent rejections and counts, merged."""
+        snapshots = []
+        for worker in self.workers:
+            if worker.proc is None:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                path = activity_file(self._metrics_dir, worker.proc.pid)
+                snapshots.append(json.loads(path.read_text()))
+        return Activity.merged(snapshots)
+
+    def held_certs(self) -> list[HeldCert]:
+        self._follow_config_file()
+        return list(self._held)
+
+    def listener_addresses(self) -> dict[str, str]:
+        return {lst.name: lst.bind for lst in self.config.listeners}
+
+    def _follow_config_file(self) -> None:
+        """Workers that watch their files reload on their own: show what they now serve."""
+        mtime = _mtime(self._config_path)
+        if mtime == self._config_mtime:
+            return
+        self._config_mtime = mtime
+        with contextlib.suppress(ConfigError):
+            self.cfg, self._held = load_checked(self._config_path)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0

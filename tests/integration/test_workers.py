@@ -154,3 +154,77 @@ def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path, pki: Path) -
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def _admin(admin: int, path: str, method: str = "GET") -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://127.0.0.1:{admin}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _no_cert_handshake(port: int, pki: Path) -> None:
+    import socket
+    import ssl
+
+    from tests.harness import client_context
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with client_context(pki, None).wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                tls.recv(100)  # TLS 1.3: the rejection arrives after the handshake
+        except (ssl.SSLError, OSError):
+            pass
+
+
+def test_supervisor_admin_has_the_status_page_certs_and_checked_reloads(
+    tmp_path: Path, pki: Path
+) -> None:
+    certs = tmp_path / "certs"
+    issue_server(pki, certs, "a")
+    serial_b = issue_server(pki, certs, "b")
+    with EchoServer() as echo:
+        path, port, admin = write_config(tmp_path, pki, echo.port, reload={"watch": False})
+        good = path.read_text()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", "2"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            _wait(lambda: _status(admin)[0] == 200)
+            for _ in range(6):  # rejections land on both workers
+                _no_cert_handshake(port, pki)
+            # the page merges every worker's recent rejections (shared once a second)
+            page = _wait(
+                lambda: (p := _admin(admin, "/")[1].decode()).count("no_client_cert") and p
+            )
+            assert "<table" in page and "all" in page  # the route and its policy in words
+            code, body = _admin(admin, "/status")
+            doc = json.loads(body)
+            assert code == 200 and len(doc["workers"]) == 2 and doc["listeners"]
+            code, body = _admin(admin, "/certs")
+            kinds = {c["kind"] for c in json.loads(body)["certificates"]}
+            assert code == 200 and {"server", "ca"} <= kinds
+
+            path.write_text(good.replace("listeners:", "listenerz:"))  # broken: not signalled
+            code, body = _admin(admin, "/reload", "POST")
+            assert code == 422 and "listenerz" in body.decode()
+            reloads = "mtls_gateway_config_reloads_total"
+            assert sample(scrape(admin), reloads, result="failure") == 0
+
+            doc2 = yaml.safe_load(good)
+            doc2["listeners"][0]["tls"].update(cert=str(certs / "b.pem"), key=str(certs / "b.key"))
+            path.write_text(yaml.safe_dump(doc2))
+            code, body = _admin(admin, "/reload", "POST")
+            assert code == 200 and json.loads(body)["result"] == "success", body
+            assert sample(scrape(admin), reloads, result="success") == 2  # each worker
+            assert all(_server_serial(port, pki) == serial_b for _ in range(10))
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
