@@ -98,6 +98,9 @@ http {{
     ssl_client_certificate {pki}/ca.pem; ssl_verify_client on;
     ssl_protocols TLSv1.2 TLSv1.3;
     ssl_session_cache shared:SSL:10m; ssl_session_tickets on;
+    # like the gateway, refuse a request without Host (openssl s_time sends HTTP/1.0 without
+    # one), so that both answer s_time's request without the upstream
+    if ($http_host = "") {{ return 400; }}
     location / {{
       proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Client-Verify $ssl_client_verify;
