@@ -71,6 +71,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             await ws.send_str(msg.data)
         elif msg.type == WSMsgType.BINARY:
             await ws.send_bytes(msg.data)
+    if ws.close_code is not None:  # what the client's close said, as it arrived here
+        request.app[SEEN].append(f"WS-CLOSE {ws.close_code}")
     return ws
 
 

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
-
-from aiohttp import web
 
 from gateway.activity import Activity
 from gateway.errors import DownstreamError, HttpError, PayloadTooLarge
 from gateway.headers import ClientContext, upstream_headers
-from gateway.httpconn import GatewayRequestHandler
+from gateway.http1 import Answer, Request, Response, json_error, request_ids
 from gateway.listener import ConnectionTracker, ConnInfo
 from gateway.log import access_log, event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
@@ -25,22 +21,6 @@ from gateway.websocket import is_upgrade, proxy_websocket
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
 
 
-class RequestIds:
-    """Unpredictable request ids without a getrandom() call per request: 8 random bytes each,
-    taken from a 4 KiB pool."""
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def next(self) -> str:
-        if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(4096), 0
-        at = self._at
-        self._at = at + 8
-        return self._pool[at : at + 8].hex()
-
-
 class Misdirected(DownstreamError):
     status = 421
     code = "misdirected_request"
@@ -51,7 +31,7 @@ class BadRequest(DownstreamError):
     code = "bad_request"
 
 
-def check_head(request: web.BaseRequest) -> None:
+def check_head(request: Request) -> None:
     """What aiohttp's parser lets through but a gateway must not forward."""
     if request.method == "CONNECT":
         raise BadRequest("CONNECT is not served: the gateway is not an open proxy")
@@ -63,9 +43,7 @@ def check_head(request: web.BaseRequest) -> None:
         raise BadRequest(f"Transfer-Encoding {', '.join(te)!r}: only a single chunked is accepted")
 
 
-def check_body_length(
-    request: web.BaseRequest, max_body: int, on_body_limit: Callable[[], None]
-) -> None:
+def check_body_length(request: Request, max_body: int, on_body_limit: Callable[[], None]) -> None:
     """413 before anything is forwarded when the announced body is too large."""
     length = request.content_length
     if length is not None and length > max_body:
@@ -78,14 +56,8 @@ class PolicyDenied(DownstreamError):
     code = "client_cert_not_allowed"
 
 
-def error_response(err: HttpError, route: str | None, request_id: str) -> web.Response:
-    body = json.dumps({"error": err.code, "route": route, "request_id": request_id})
-    return web.Response(
-        status=err.status,
-        text=body,
-        content_type="application/json",
-        headers={"X-Request-Id": request_id, "Cache-Control": "no-store"},
-    )
+def error_response(err: HttpError, route: str | None, request_id: str) -> Response:
+    return json_error(err.status, err.code, request_id, route)
 
 
 class Pipeline:
@@ -102,35 +74,27 @@ class Pipeline:
             tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]
         ] = {}
         self._body_limit_hits: dict[str, Callable[[], None]] = {}
-        self._ids = RequestIds()
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: Request) -> Answer:
         started = time.perf_counter()
-        request_id = self._ids.next()
+        request_id = request_ids.next()
         assert self.tracker is not None
         conn = self.tracker.conns.get(request.protocol)
-        proto = request.protocol
-        if isinstance(proto, GatewayRequestHandler):
-            proto.head_received()
-            try:
-                return await self._handle(request, conn, request_id, started)
-            finally:
-                proto.response_done()
         return await self._handle(request, conn, request_id, started)
 
     async def _handle(
-        self, request: web.BaseRequest, conn: ConnInfo | None, request_id: str, started: float
-    ) -> web.StreamResponse:
+        self, request: Request, conn: ConnInfo | None, request_id: str, started: float
+    ) -> Answer:
         if conn is not None and conn.gate is not None and await conn.gate is not None:
             # rejected after the handshake (strict profile, OCSP): the listener counts and
             # logs it and drops the connection; nothing is served on it
             if request.transport is not None:
                 request.transport.abort()
-            return web.Response(status=403)
+            return Response(403)
         route: CompiledRoute | None = None
         upstream_name = ""
         upstream_seconds: float | None = None
-        response: web.StreamResponse
+        response: Answer
         try:
             snap = self._snapshot()
             if conn is None:  # the connection closed while the request was queued
@@ -171,7 +135,7 @@ class Pipeline:
             upstream = route.upstream
             upstream_name = upstream.name
             ctx = ClientContext(conn.peer_ip, host, conn.identity, conn.chain, request_id)
-            headers = upstream_headers(request, ctx, rc.forward_identity)
+            headers = upstream_headers(request.headers, ctx, rc.forward_identity)
             path = target.encoded
             if rc.strip_prefix or rc.rewrite_prefix is not None:
                 path = rewrite_prefix(path, rc.match.path_prefix, rc.rewrite_prefix or "")
@@ -194,9 +158,10 @@ class Pipeline:
                         detail=err.detail,
                     ),
                 )
-            response = error_response(err, route.config.name if route else None, request_id)
+            error = error_response(err, route.config.name if route else None, request_id)
             if isinstance(err, PayloadTooLarge | BadRequest):
-                response.force_close()  # the body was not (entirely) read
+                error.force_close()  # the body was not (entirely) read
+            response = error
         except (
             Exception
         ):  # a gateway bug: logged with its traceback, counted, JSON 500 to the client
@@ -221,8 +186,8 @@ class Pipeline:
 
     def _account(
         self,
-        request: web.BaseRequest,
-        response: web.StreamResponse,
+        request: Request,
+        response: Answer,
         route: CompiledRoute | None,
         conn: ConnInfo | None,
         request_id: str,

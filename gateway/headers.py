@@ -7,7 +7,7 @@ import base64
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.identity import Identity
 
@@ -102,16 +102,16 @@ def xfcc(ident: Identity) -> str:
 
 
 def upstream_headers(
-    request: web.BaseRequest, ctx: ClientContext, forward_identity: tuple[str, ...]
+    incoming: CIMultiDict[str], ctx: ClientContext, forward_identity: tuple[str, ...]
 ) -> list[tuple[str, str]]:
     """Copy the request's end-to-end headers, drop identity look-alikes, then add ours."""
-    conn = request.headers.getall("Connection", ())
+    conn = incoming.getall("Connection", ())
     drop = _request_drop(tuple(conn)) if conn else SKIP_REQUEST
-    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+    headers = [(k, v) for k, v in incoming.items() if k.lower() not in drop]
     headers.append(("X-Forwarded-For", ctx.peer_ip))
     headers.append(("X-Forwarded-Proto", "https"))
     if ctx.host:
-        headers.append(("X-Forwarded-Host", request.headers.get("Host", ctx.host)))
+        headers.append(("X-Forwarded-Host", incoming.get("Host", ctx.host)))
     headers.append(("X-Request-Id", ctx.request_id))
     ident = ctx.identity
     if ident is not None:

@@ -9,19 +9,16 @@ import errno
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
-
 from gateway.activity import Activity
 from gateway.admission import Admission
 from gateway.config import ListenerLimits
-from gateway.httpconn import GatewayRequestHandler, HeadDeadline
+from gateway.http1 import Handler, Http1Connection, Http1Server, Limits
 from gateway.identity import Identity, IdentityCache
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
@@ -64,52 +61,42 @@ class ConnInfo:
     gate: asyncio.Task[Failure | None] | None = None
 
 
-class ConnectionTracker(web.Server):
-    """aiohttp's low-level server, plus per-connection identity and the active-connection gauge."""
+class ConnectionTracker(Http1Server):
+    """The listener's HTTP server, plus per-connection identity and the active-connection gauge."""
 
     def __init__(
         self,
-        handler: Callable[[web.BaseRequest], Coroutine[Any, Any, web.StreamResponse]],
+        handler: Handler,
         listener: str,
         metrics: Metrics,
         identities: IdentityCache,
         admission: Callable[[], Admission | None] = lambda: None,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(handler, access_log=None, **kwargs)
+        super().__init__(handler, Limits(listener, metrics))
         self.listener = listener
-        self.rules = HeadDeadline(listener, metrics, ListenerLimits().header_timeout)
+        self._metrics = metrics
         self.apply_limits(ListenerLimits())
         self._admission = admission
         self.capacity = asyncio.Event()  # set whenever a connection closes
-        self.conns: dict[RequestHandler, ConnInfo] = {}
+        self.conns: dict[Http1Connection, ConnInfo] = {}
         self._identities = identities
         self._chains: dict[str, tuple[bytes, ...]] = {}
-        self._metrics = metrics
         self._active = metrics.connections_active.labels(listener)
 
     def apply_limits(self, limits: ListenerLimits) -> None:
         """HTTP limits for connections accepted from now on (a reload calls it again)."""
-        # aiohttp's LineTooLong carries only the limit it hit: keep the two limits distinct
-        # (one byte apart at most) so the error can say which one it was
-        line = limits.max_request_line
-        if line == limits.max_header_size:
-            line += 1
-        self._kwargs.update(
-            max_line_size=line,
-            max_field_size=limits.max_header_size,
-            max_headers=limits.max_headers,
+        self.limits = Limits(
+            self.listener,
+            self._metrics,
+            header_timeout=limits.header_timeout,
             keepalive_timeout=limits.keepalive_timeout,
+            max_request_line=limits.max_request_line,
+            max_header_size=limits.max_header_size,
+            max_headers=limits.max_headers,
         )
-        self.rules.seconds = limits.header_timeout
-        self.rules.max_line_size = line
-        self.rules.max_field_size = limits.max_header_size
 
-    def __call__(self) -> GatewayRequestHandler:
-        return GatewayRequestHandler(self, rules=self.rules, loop=self._loop, **self._kwargs)
-
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
+    def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:
+        super().connection_made(conn, transport)
         ssl_obj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
         peer = transport.get_extra_info("peername")
         identity = None
@@ -135,7 +122,7 @@ class ConnectionTracker(web.Server):
             info.gate = loop.create_task(admission.check(identity, chain))
         if state is not None:
             state.conn = info
-        self.conns[handler] = info
+        self.conns[conn] = info
         self._active.inc()
 
     def _chain_of(self, ssl_obj: ssl.SSLObject, identity: Identity) -> tuple[bytes, ...]:
@@ -157,15 +144,15 @@ class ConnectionTracker(web.Server):
         self._chains[identity.sha256] = chain
         return chain
 
-    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        super().connection_lost(handler, exc)
-        if self.conns.pop(handler, None) is not None:
+    def connection_lost(self, conn: Http1Connection) -> None:
+        super().connection_lost(conn)
+        if self.conns.pop(conn, None) is not None:
             self._active.dec()
         self.capacity.set()
 
 
 class Listener:
-    """One listening socket: accepts, handshakes under a timeout, hands over to aiohttp."""
+    """One listening socket: accepts, handshakes under a timeout, hands over to HTTP."""
 
     def __init__(
         self,

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import StreamReader, web
 from multidict import CIMultiDict
 
 from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.errors import PayloadTooLarge, UpstreamError
 from gateway.headers import SKIP_RESPONSE, connection_tokens
 from gateway.health import HealthChecker
+from gateway.http1 import Body, Request, Response, StreamResponse
 from gateway.log import event, proxy_log
 from gateway.metrics import Metrics
 from gateway.targets import Balancer, Target, upstream_tls_context
@@ -49,7 +49,7 @@ class BodyLimit:
         self.exceeded = False
         self._on_hit = on_hit
 
-    async def wrap(self, stream: StreamReader) -> AsyncIterator[bytes]:
+    async def wrap(self, stream: Body) -> AsyncIterator[bytes]:
         total = 0
         async for chunk in stream.iter_any():
             total += len(chunk)
@@ -129,7 +129,7 @@ class _Exchange:
 
     def __init__(
         self,
-        request: web.BaseRequest,
+        request: Request,
         path: str,
         query: str,
         headers: list[tuple[str, str]],
@@ -290,14 +290,14 @@ class Upstream:
 
     async def forward(
         self,
-        request: web.BaseRequest,
+        request: Request,
         path: str,
         query: str,
         headers: list[tuple[str, str]],
         request_id: str,
         body_limit: BodyLimit | None = None,
         route_timeouts: RouteTimeouts | None = None,
-    ) -> tuple[web.StreamResponse, float]:
+    ) -> tuple[Response | StreamResponse, float]:
         """Send the request and stream the answer back; map upstream faults to 502/503/504.
 
         Returns the response and how long the upstream took to send its headers. A body
@@ -317,7 +317,7 @@ class Upstream:
         if request.body_exists:
             data, replayable = await self._body(request, body_limit)
             if request.headers.get("Expect", "").lower() == "100-continue":
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.send_continue()
         self.inflight += 1
         self._budget.request()
         ex = _Exchange(request, path, query, headers, request_id, data, replayable, timeouts)
@@ -349,9 +349,7 @@ class Upstream:
         finally:
             self.inflight -= 1
 
-    async def _body(
-        self, request: web.BaseRequest, body_limit: BodyLimit | None
-    ) -> tuple[Any, bool]:
+    async def _body(self, request: Request, body_limit: BodyLimit | None) -> tuple[Any, bool]:
         """The body to send and whether it can be sent again (buffered)."""
         length = request.content_length
         if length is not None and length <= self.config.retries.buffer_body:
@@ -360,7 +358,7 @@ class Upstream:
             return body_limit.wrap(request.content), False
         return request.content, False
 
-    async def _send(self, target: Target, ex: _Exchange) -> tuple[web.StreamResponse, float]:
+    async def _send(self, target: Target, ex: _Exchange) -> tuple[Response | StreamResponse, float]:
         """One attempt: a connection (connect timeout), the request, the response headers
         (headers timeout; `total` bounds both), then the relayed body."""
         started = time.perf_counter()
@@ -392,7 +390,7 @@ class Upstream:
                 )
                 pending = conn.send(head, None if streamed else data, request.method != "HEAD")
                 if streamed:
-                    conn.stream_body(data, chunked=length is None)
+                    conn.stream_body(data, chunked=length is None, trailers=request.trailers)
                 wait, kind = timeouts.stage(timeouts.headers, "headers")
                 timer = conn.loop.call_later(wait, expire, pending)
                 try:
@@ -459,43 +457,23 @@ class Upstream:
             return error
         return exc
 
-    async def _relay(self, ex: _Exchange, upstream: UpstreamResponse) -> web.StreamResponse:
+    async def _relay(self, ex: _Exchange, upstream: UpstreamResponse) -> Response | StreamResponse:
         request, timeouts = ex.request, ex.timeouts
-        # a chunked answer stays chunked, framed here, so that its trailers can follow it
-        framed = (
-            upstream.chunked
-            and request.version >= (1, 1)
-            and request.method != "HEAD"
-            and upstream.status not in (204, 304)
-        )
-        drop = SKIP_RESPONSE - {"trailer"} if framed else SKIP_RESPONSE
+        # a chunked answer stays chunked (to an HTTP/1.1 client), so its trailers can follow it
+        drop = SKIP_RESPONSE - {"trailer"} if upstream.chunked else SKIP_RESPONSE
         conn = [v for k, v in upstream.headers if k.lower() == "connection"]
         if conn:
             drop = drop | connection_tokens(conn)
         headers = CIMultiDict([(k, v) for k, v in upstream.headers if k.lower() not in drop])
         headers["X-Request-Id"] = ex.request_id
-        if (
-            upstream.complete
-            and upstream.content_length is not None
-            and request.method != "HEAD"
-            and not framed
-        ):
-            # the whole answer is here already (the usual small one): aiohttp writes it in
-            # one go, without the streaming machinery
+        if upstream.complete and upstream.content_length is not None and request.method != "HEAD":
+            # the whole answer is here already (the usual small one): one write
             self.count("ok")
-            body = upstream.take_body()
-            return web.Response(
-                status=upstream.status, reason=upstream.reason, headers=headers, body=body
+            return Response(
+                upstream.status, reason=upstream.reason, headers=headers, body=upstream.take_body()
             )
-        out = (
-            _SelfFramed(upstream.status, upstream.reason, headers)
-            if framed
-            else web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
-        )
-        if framed:
-            out.headers["Transfer-Encoding"] = "chunked"
-        elif upstream.content_length is not None:
-            out.content_length = upstream.content_length
+        out = StreamResponse(upstream.status, reason=upstream.reason, headers=headers)
+        out.content_length = upstream.content_length
         kind = "reset"
         try:
             await out.prepare(request)
@@ -505,10 +483,9 @@ class Upstream:
                 kind = "reset"
                 if not chunk:
                     break
-                await out.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if framed else chunk)
-            if framed:
-                await out.write(_last_chunk(upstream.trailers, drop))
-        except (TimeoutError, ConnectionLost, BadResponse, ConnectionError) as exc:
+                await out.write(chunk)
+            await out.write_eof([(k, v) for k, v in upstream.trailers if k.lower() not in drop])
+        except (TimeoutError, ConnectionLost, BadResponse) as exc:
             # Headers are gone already: the only honest signal left is to cut the connection.
             if not isinstance(exc, TimeoutError):
                 kind = "reset"
@@ -517,27 +494,13 @@ class Upstream:
                 "upstream failed mid-response",
                 extra=event(upstream=self.name, kind=kind, error=repr(exc)),
             )
+            out.force_close()
+            out.finished = True
             if request.transport is not None:
                 request.transport.abort()
             return out
         self.count("ok")
         return out
-
-
-class _SelfFramed(web.StreamResponse):
-    """A chunked response whose framing the proxy writes itself, so the upstream's trailers
-    can follow the last chunk: aiohttp's writer ends every chunked body with an empty trailer
-    section. Its own WebSocketResponse switches the framing off the same way."""
-
-    def __init__(self, status: int, reason: str, headers: CIMultiDict[str]) -> None:
-        super().__init__(status=status, reason=reason, headers=headers)
-        self._length_check = False
-
-
-def _last_chunk(trailers: list[tuple[str, str]], drop: frozenset[str] | set[str]) -> bytes:
-    """The zero-size chunk and the trailer section, minus fields a trailer must not carry."""
-    lines = [f"{k}: {v}\r\n" for k, v in trailers if k.lower() not in drop]
-    return ("0\r\n" + "".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
 
 
 def _request_head(

@@ -7,10 +7,9 @@ import ssl
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
-from aiohttp.web import BaseRequest
-
 from gateway.admission import Admission
 from gateway.config import GatewayConfig, ListenerLimits, RouteConfig
+from gateway.http1 import Request
 from gateway.listener import record_sni
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker
@@ -42,7 +41,7 @@ class Snapshot:
     limits: dict[str, ListenerLimits]
     trusted_id_sources: tuple[IPv4Network | IPv6Network, ...] = ()
 
-    def request_id(self, request: BaseRequest, peer_ip: str) -> str | None:
+    def request_id(self, request: Request, peer_ip: str) -> str | None:
         """The client's X-Request-Id when its address is trusted and the id is sane."""
         if not self.trusted_id_sources:
             return None

@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from typing import Any, cast
 
 import httptools
 
+from gateway.headers import SKIP_REQUEST
+
+# a client's trailers are forwarded like its headers: hop-by-hop fields and identity look-alikes
+# dropped, and neither framing nor Host may arrive late
+_NOT_TRAILERS = SKIP_REQUEST | {"host"}
 HIGH_WATER = 256 * 1024  # response bytes buffered before the upstream socket stops being read
 LOW_WATER = 64 * 1024
 
@@ -304,11 +309,16 @@ class Connection(asyncio.Protocol):
         self.transport.write(head + body if body else head)
         return fut
 
-    def stream_body(self, body: AsyncIterable[bytes], chunked: bool) -> None:
-        """Send a body as it arrives from the client (chunked when its length is unknown)."""
-        self._body_task = asyncio.get_running_loop().create_task(self._write_body(body, chunked))
+    def stream_body(
+        self, body: AsyncIterable[bytes], chunked: bool, trailers: list[tuple[str, str]]
+    ) -> None:
+        """Send a body as it arrives from the client: chunked when its length is unknown, then
+        with the `trailers` the client sent after it (the list is complete once the body is)."""
+        self._body_task = self.loop.create_task(self._write_body(body, chunked, trailers))
 
-    async def _write_body(self, body: AsyncIterable[bytes], chunked: bool) -> None:
+    async def _write_body(
+        self, body: AsyncIterable[bytes], chunked: bool, trailers: list[tuple[str, str]]
+    ) -> None:
         assert self.transport is not None
         try:
             async for chunk in body:
@@ -322,7 +332,10 @@ class Connection(asyncio.Protocol):
                     self._drain = asyncio.get_running_loop().create_future()
                     await self._drain
             if chunked:
-                self.transport.write(b"0\r\n\r\n")
+                lines = "".join(
+                    f"{k}: {v}\r\n" for k, v in trailers if k.lower() not in _NOT_TRAILERS
+                )
+                self.transport.write(f"0\r\n{lines}\r\n".encode("utf-8", "surrogateescape"))
         except ConnectionLost:
             pass  # the response side reports it
         except Exception:
@@ -406,6 +419,24 @@ class Pool:
             raise
         self._all.add(conn)
         return conn
+
+    async def open_tunnel(
+        self, factory: Callable[[], asyncio.Protocol], connect_timeout: float
+    ) -> asyncio.Transport:
+        """A connection of its own (not pooled, not counted) for a WebSocket tunnel."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                transport, _ = await loop.create_connection(
+                    factory,
+                    self.host,
+                    self.port,
+                    ssl=self._tls,
+                    server_hostname=self._server_hostname if self._tls is not None else None,
+                )
+        except TimeoutError:
+            raise ConnectTimeout(f"connect to {self.host}:{self.port} timed out") from None
+        return transport
 
     def _slot_freed(self) -> None:
         self._open -= 1

@@ -1,116 +1,148 @@
-"""WebSocket proxying: after the route's policy allowed the upgrade, connect to a target and pass
-frames both ways (text, binary, ping/pong, close codes) until either side closes."""
+"""WebSocket proxying: once the route's policy allowed the upgrade, the upgrade request goes to
+a target with the identity headers, and when the target answers 101 the two connections are
+joined byte for byte (text, binary, ping/pong and close frames pass untouched, extensions too)
+until either side closes."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import ssl
 
-import aiohttp
-from aiohttp import WSMsgType, web
+import httptools
 from multidict import CIMultiDict
 
 from gateway.errors import UpstreamError
-from gateway.proxy import NoHealthyTarget, Upstream
-
-# the client's handshake headers: aiohttp's client writes its own
-_HANDSHAKE = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-    }
-)
+from gateway.http1 import Hijacked, Http1Connection, Request, serialize_head
+from gateway.proxy import NoHealthyTarget, Upstream, UpstreamTimeout
+from gateway.upstreamconn import ConnectTimeout, expire
 
 
-def is_upgrade(request: web.BaseRequest) -> bool:
-    return request.headers.get("Upgrade", "").lower() == "websocket"
+def is_upgrade(request: Request) -> bool:
+    return request.upgrade and request.headers.get("Upgrade", "").lower() == "websocket"
 
 
-async def _pump(
-    src: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-    dst: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-) -> tuple[int | None, str]:
-    """Copy frames from `src` to `dst`; returns the close code and reason `src` sent, if any."""
-    while True:
-        msg = await src.receive()
-        if msg.type == WSMsgType.TEXT:
-            await dst.send_str(msg.data)
-        elif msg.type == WSMsgType.BINARY:
-            await dst.send_bytes(msg.data)
-        elif msg.type == WSMsgType.PING:
-            await dst.ping(msg.data)
-        elif msg.type == WSMsgType.PONG:
-            await dst.pong(msg.data)
-        elif msg.type == WSMsgType.CLOSE:
-            return int(msg.data), str(msg.extra or "")
-        else:  # CLOSING, CLOSED, ERROR: the connection is gone
-            return None, ""
+class _Tunnel(asyncio.Protocol):
+    """The connection to the target: its answer to the upgrade, then the client's peer."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self.answer: asyncio.Future[tuple[int, list[tuple[str, str]], bytes]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.transport: asyncio.Transport | None = None
+        self._headers: list[tuple[str, str]] = []
+        self._client: Http1Connection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        )
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status != 101 and not self.answer.done():
+            self.answer.set_result((status, self._headers, b""))
+
+    def data_received(self, data: bytes) -> None:
+        if self._client is not None:
+            self._client.write(data)
+            return
+        if self.answer.done():
+            return  # a refusal: its body does not matter
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            if not self.answer.done():
+                self.answer.set_result((101, self._headers, data[offset:]))
+        except httptools.HttpParserError as exc:
+            if not self.answer.done():
+                self.answer.set_exception(exc)
+
+    def join(self, client: Http1Connection, early: bytes) -> None:
+        self._client = client
+        if early:
+            client.write(early)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ConnectionResetError("the upstream closed the connection"))
+        if self._client is not None:
+            self._client.close()
+
+    def pause_writing(self) -> None:  # the target reads slowly: stop reading the client
+        if self._client is not None:
+            self._client.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._client is not None:
+            self._client.resume_reading()
 
 
 async def proxy_websocket(
-    request: web.BaseRequest,
+    request: Request,
     upstream: Upstream,
     path: str,
     query: str,
     headers: list[tuple[str, str]],
-) -> web.WebSocketResponse:
-    """Connect upstream first (so a failure is still a 502/503), then upgrade the client."""
+) -> Hijacked:
+    """Connect and upgrade upstream first (so a failure is still a 502/503/504), then join."""
     target = upstream.balancer.pick()
     if target is None:
         raise NoHealthyTarget(f"{upstream.name}: no healthy target", kind="no_target")
-    send = CIMultiDict((k, v) for k, v in headers if k.lower() not in _HANDSHAKE)
-    protocols = [
-        p.strip()
-        for v in request.headers.getall("Sec-WebSocket-Protocol", ())
-        for p in v.split(",")
-        if p.strip()
-    ]
-    url = target.url_for(path, query)
     timeouts = upstream.config.timeouts
+    tunnel = _Tunnel()
     try:
-        up = await target.session.ws_connect(
-            url,
-            headers=send,
-            protocols=protocols,
-            autoping=False,
-            autoclose=False,
-            server_hostname=upstream.config.tls.server_name,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeouts.connect),
-        )
-    except aiohttp.WSServerHandshakeError as exc:
-        upstream.count("bad_response")
-        raise UpstreamError(
-            f"{upstream.name}: upstream refused the WebSocket upgrade ({exc.status})",
-            kind="websocket",
-        ) from None
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        transport = await target.pool.open_tunnel(lambda: tunnel, timeouts.connect)
+    except ssl.SSLError as exc:
+        upstream.count("tls_error")
+        raise UpstreamError(f"{upstream.name}: TLS: {exc}", kind="tls") from None
+    except (OSError, ConnectTimeout) as exc:
         target.failed("websocket connect")
         upstream.count("connect_error")
         raise UpstreamError(f"{upstream.name}: cannot connect: {exc!r}", kind="connect") from None
-    down = web.WebSocketResponse(
-        protocols=(up.protocol,) if up.protocol else (), autoping=False, autoclose=False
-    )
-    async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(up.close)
-        await down.prepare(request)
-        loop = asyncio.get_running_loop()
-        to_up = loop.create_task(_pump(down, up))
-        to_down = loop.create_task(_pump(up, down))
-        done, pending = await asyncio.wait({to_up, to_down}, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        first = done.pop()
-        code, reason = (
-            first.result() if not first.cancelled() and first.exception() is None else (None, "")
+    target_path = target.base_path + path + (f"?{query}" if query else "")
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers)
+    transport.write(
+        f"GET {target_path} HTTP/1.1\r\n{lines}Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n".encode(
+            "utf-8", "surrogateescape"
         )
-        other = up if first is to_up else down
-        closer = down if first is to_up else up
-        # pass the close code on to the side that did not close, and answer the one that did
-        await other.close(code=code or aiohttp.WSCloseCode.GOING_AWAY, message=reason.encode())
-        await closer.close(code=code or aiohttp.WSCloseCode.GOING_AWAY)
+    )
+    timer = asyncio.get_running_loop().call_later(
+        timeouts.headers or timeouts.read, expire, tunnel.answer
+    )
+    try:
+        status, answer_headers, early = await tunnel.answer
+    except TimeoutError:
+        transport.abort()
+        upstream.count("timeout")
+        raise UpstreamTimeout(
+            f"{upstream.name}: no answer to the WebSocket upgrade in time", kind="headers"
+        ) from None
+    except (OSError, httptools.HttpParserError) as exc:
+        transport.abort()
+        upstream.count("bad_response")
+        raise UpstreamError(
+            f"{upstream.name}: WebSocket upgrade failed: {exc}", kind="websocket"
+        ) from None
+    finally:
+        timer.cancel()
+    if status != 101:
+        transport.abort()
+        upstream.count("bad_response")
+        raise UpstreamError(
+            f"{upstream.name}: upstream refused the WebSocket upgrade ({status})",
+            kind="websocket",
+        )
+    client = request.protocol
+    client.write(serialize_head(101, "Switching Protocols", CIMultiDict(answer_headers)))
+    tunnel.join(client, early)
+    client.hijack(transport)
     upstream.count("ok")
-    return down
+    return Hijacked()

@@ -29,6 +29,8 @@ class ScriptedUpstream:
         self.open = 0
         self.most_open = 0
         self.requests: list[str] = []
+        self.bodies: list[bytes] = []
+        self.trailers: list[list[str]] = []
         lock = threading.Lock()
         owner = self
 
@@ -45,19 +47,35 @@ class ScriptedUpstream:
                     with lock:
                         owner.open -= 1
 
+            def _chunks(self) -> bytes:
+                body = b""
+                while size := int(self.rfile.readline(65536).split(b";")[0], 16):
+                    body += self.rfile.read(size)
+                    self.rfile.readline(65536)
+                trailers = []
+                while (line := self.rfile.readline(65536)) not in (b"\r\n", b""):
+                    trailers.append(line.decode("latin-1").strip())
+                with lock:
+                    owner.trailers.append(trailers)
+                return body
+
             def _one(self) -> bool:
                 line = self.rfile.readline(65536)
                 if not line:
                     return False
                 method, target, _ = line.decode("latin-1").split(" ", 2)
                 length = 0
+                chunked = False
                 while (header := self.rfile.readline(65536)) not in (b"\r\n", b""):
                     name, _, value = header.decode("latin-1").partition(":")
                     if name.lower() == "content-length":
                         length = int(value)
-                self.rfile.read(length)
+                    if name.lower() == "transfer-encoding" and "chunked" in value.lower():
+                        chunked = True
+                body = self.rfile.read(length) if not chunked else self._chunks()
                 with lock:
                     owner.requests.append(f"{method} {target}")
+                    owner.bodies.append(body)
                 data, close = answer(method, target)
                 self.wfile.write(data)
                 self.wfile.flush()
@@ -211,3 +229,18 @@ def test_chunked_answers_keep_their_trailers(tmp_path: Path, pki: Path) -> None:
         assert old.partition(b"\r\n\r\n")[2] == b"hello world"
         # and through a client that decodes chunks (curl): the body is intact
         assert request(gw.port, "/t", pki).body == b"hello world"
+
+
+def test_a_clients_trailers_reach_the_upstream(tmp_path: Path, pki: Path) -> None:
+    body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n"
+    trailers = b"X-Checksum: sha256=abc\r\nX-Forwarded-Client-Cert: Hash=forged\r\n\r\n"
+    head = (
+        b"POST /up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+        b"Trailer: X-Checksum\r\nConnection: close\r\n\r\n"
+    )
+    with _gateway(tmp_path, pki, lambda m, p: (_ok(b"got it"), False)) as gw:
+        data = _raw_exchange(gw.port, pki, head + body + trailers)
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"got it")
+        assert gw.upstream.bodies == [b"hello world"]
+        # the checksum arrives after the body; a forged identity header does not
+        assert gw.upstream.trailers == [["X-Checksum: sha256=abc"]]

@@ -30,7 +30,7 @@ LAYER = {
     "websocket": 3,
     "tlsconn": 2,
     "upstreamconn": 2,
-    "httpconn": 3,
+    "http1": 3,
     "listener": 3,
     "ocsp": 3,
     "admission": 3,

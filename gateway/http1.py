@@ -1,0 +1,778 @@
+"""HTTP/1.1 on the proxy listeners, on llhttp (httptools): requests parsed by callbacks and
+answered in order, with the gateway's limits (request line, header size and count, the deadline
+for a request head, keep-alive idle time), a JSON error for whatever the parser refuses, request
+trailers kept, and the connection handed over whole after a WebSocket upgrade.
+
+aiohttp's server cost ~15% of the gateway's CPU per proxied request and discards request
+trailers (see BENCHMARKS.md); the admin port stays on aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import cast
+
+import httptools
+from multidict import CIMultiDict
+
+from gateway.log import event, server_log
+from gateway.metrics import Metrics
+
+HIGH_WATER = 256 * 1024  # request body bytes buffered before the socket stops being read
+LOW_WATER = 64 * 1024
+SWEEP_SECONDS = 0.25  # resolution of the head deadline and the keep-alive idle timeout
+
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_NO_BODY = frozenset({204, 304})
+
+
+def reason_phrase(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+class _Dates:
+    """The Date header, formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._value = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._value = formatdate(second, usegmt=True)
+        return self._value
+
+
+_DATES = _Dates()
+
+
+class _RequestIds:
+    """Unpredictable ids for requests refused before routing (8 random bytes from a pool)."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def next(self) -> str:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(4096), 0
+        at = self._at
+        self._at = at + 8
+        return self._pool[at : at + 8].hex()
+
+
+request_ids = _RequestIds()
+
+
+class Limits:
+    """A listener's HTTP limits (a reload replaces them for new connections)."""
+
+    def __init__(
+        self,
+        listener: str,
+        metrics: Metrics,
+        header_timeout: float = 10.0,
+        keepalive_timeout: float = 60.0,
+        max_request_line: int = 8190,
+        max_header_size: int = 8190,
+        max_headers: int = 100,
+    ) -> None:
+        self.listener = listener
+        self.metrics = metrics
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.max_request_line = max_request_line
+        self.max_header_size = max_header_size
+        self.max_headers = max_headers
+
+    def hit(self, limit: str) -> None:
+        self.metrics.limits_hit.labels(self.listener, limit).inc()
+
+
+class _Refused(Exception):
+    """Raised in a parser callback: the request is refused before routing."""
+
+    def __init__(self, status: int, code: str, limit: str | None, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.limit = limit
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class Body:
+    """A request body as it arrives; the socket stops being read while too much is buffered."""
+
+    __slots__ = ("_chunks", "_conn", "_eof", "_error", "_size", "_waiter")
+
+    def __init__(self, conn: Http1Connection) -> None:
+        self._conn = conn
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > HIGH_WATER:
+            self._conn.pause_reading()
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._eof:
+            self._error = exc
+            self._wake()
+
+    async def readany(self) -> bytes:
+        """The next piece of the body; b"" at its end."""
+        while not self._chunks:
+            if self._eof:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        data = self._chunks.popleft()
+        self._size -= len(data)
+        if self._size < LOW_WATER:
+            self._conn.resume_reading()
+        return data
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while chunk := await self.readany():
+            yield chunk
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.iter_any()
+
+    async def read(self) -> bytes:
+        parts = []
+        while chunk := await self.readany():
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+class Request:
+    """One parsed request head, its body as a stream, and the trailers that followed it."""
+
+    __slots__ = (
+        "chunked",
+        "complete",
+        "content",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "method",
+        "protocol",
+        "raw_path",
+        "trailers",
+        "upgrade",
+        "version",
+    )
+
+    def __init__(
+        self,
+        conn: Http1Connection,
+        method: str,
+        raw_path: str,
+        version: tuple[int, int],
+        headers: CIMultiDict[str],
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
+        self.protocol = conn
+        self.method = method
+        self.raw_path = raw_path
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.content = Body(conn)
+        self.trailers: list[tuple[str, str]] = []
+        self.complete = False
+        self.chunked = False
+        self.content_length: int | None = None
+        length = headers.get("Content-Length")
+        if length is not None and length.isdigit():
+            self.content_length = int(length)
+        te = headers.get("Transfer-Encoding")
+        if te is not None:
+            self.chunked = te.rsplit(",", 1)[-1].strip().lower() == "chunked"
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self.protocol.transport
+
+    @property
+    def body_exists(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    async def read(self) -> bytes:
+        return await self.content.read()
+
+    def send_continue(self) -> None:
+        """`100 Continue`: the client may send the body it announced."""
+        self.protocol.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class Response:
+    """A whole answer: status, headers and body, written in one piece."""
+
+    def __init__(
+        self,
+        status: int = 200,
+        *,
+        reason: str | None = None,
+        body: bytes = b"",
+        text: str | None = None,
+        content_type: str | None = None,
+        headers: CIMultiDict[str] | dict[str, str] | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason or reason_phrase(status)
+        self.headers: CIMultiDict[str] = (
+            headers if isinstance(headers, CIMultiDict) else CIMultiDict(headers or {})
+        )
+        if text is not None:
+            body = text.encode("utf-8")
+            if content_type is not None:
+                content_type += "; charset=utf-8"
+        if content_type is not None:
+            self.headers["Content-Type"] = content_type
+        self.body = body
+        self.keep_alive = True
+
+    def force_close(self) -> None:
+        self.keep_alive = False
+
+
+class StreamResponse:
+    """An answer whose body is written as it comes: with its length when known, else chunked
+    (trailers at the end), else (an HTTP/1.0 client) delimited by closing the connection."""
+
+    def __init__(
+        self,
+        status: int = 200,
+        *,
+        reason: str | None = None,
+        headers: CIMultiDict[str] | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason or reason_phrase(status)
+        self.headers: CIMultiDict[str] = headers if headers is not None else CIMultiDict()
+        self.content_length: int | None = None
+        self.keep_alive = True
+        self.prepared = False
+        self.finished = False
+        self._conn: Http1Connection | None = None
+        self._mode = "length"  # length | chunked | close | none
+
+    def force_close(self) -> None:
+        self.keep_alive = False
+
+    async def prepare(self, request: Request) -> None:
+        conn = request.protocol
+        self._conn = conn
+        self.prepared = True
+        if request.method == "HEAD" or self.status in _NO_BODY or self.status < 200:
+            self._mode = "none"
+            framing = (
+                f"Content-Length: {self.content_length}\r\n"
+                if self.content_length is not None and request.method == "HEAD"
+                else ""
+            )
+        elif self.content_length is not None:
+            self._mode = "length"
+            framing = f"Content-Length: {self.content_length}\r\n"
+        elif request.version >= (1, 1):
+            self._mode = "chunked"
+            framing = "Transfer-Encoding: chunked\r\n"
+        else:
+            self._mode = "close"
+            self.keep_alive = False
+            framing = ""
+        if not self.keep_alive or not conn.keeps_alive(request):
+            framing += "Connection: close\r\n"
+            self.keep_alive = False
+        conn.write(serialize_head(self.status, self.reason, self.headers, framing))
+        await conn.drain()
+
+    async def write(self, data: bytes) -> None:
+        assert self._conn is not None, "prepare() first"
+        if not data or self._mode == "none":
+            return
+        if self._mode == "chunked":
+            self._conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            self._conn.write(data)
+        await self._conn.drain()
+
+    async def write_eof(self, trailers: list[tuple[str, str]] | None = None) -> None:
+        """End the body; a chunked one carries `trailers`."""
+        if self.finished:
+            return
+        self.finished = True
+        if self._conn is not None and self._mode == "chunked":
+            lines = "".join(f"{k}: {v}\r\n" for k, v in trailers or ())
+            self._conn.write(f"0\r\n{lines}\r\n".encode("utf-8", "surrogateescape"))
+            await self._conn.drain()
+
+
+class Hijacked:
+    """The handler took the connection over (a WebSocket tunnel): nothing more to write."""
+
+    status = 101
+    keep_alive = False
+
+
+Answer = Response | StreamResponse | Hijacked
+Handler = Callable[[Request], Awaitable[Answer]]
+
+
+def serialize_head(status: int, reason: str, headers: CIMultiDict[str], extra: str = "") -> bytes:
+    """The status line and headers (Date added when missing), ready for the wire."""
+    lines = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+    date = "" if "Date" in headers else f"Date: {_DATES.now()}\r\n"
+    return f"HTTP/1.1 {status} {reason}\r\n{lines}{date}{extra}\r\n".encode(
+        "utf-8", "surrogateescape"
+    )
+
+
+def json_error(status: int, code: str, request_id: str, route: str | None = None) -> Response:
+    body = json.dumps({"error": code, "route": route, "request_id": request_id})
+    return Response(
+        status,
+        text=body,
+        content_type="application/json",
+        headers={"X-Request-Id": request_id, "Cache-Control": "no-store"},
+    )
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class Http1Connection(asyncio.Protocol):
+    """One client connection: parse, queue, answer in order, keep alive or close."""
+
+    def __init__(self, server: Http1Server) -> None:
+        self._server = server
+        self._limits = server.limits
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        # parsing
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._parsing: Request | None = None  # headers done, body still arriving
+        self._in_head = False
+        # answering
+        self._queue: deque[Request | _Refused] = deque()
+        self._busy = False
+        self._closing = False  # no new requests: close after the current answer
+        self.deadline = 0.0
+        self.deadline_kind: str | None = None  # head | idle
+        # flow control
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        # after an upgrade the bytes belong to the tunnel
+        self._tunnel: Callable[[bytes], None] | None = None
+        self._tunnel_closed: Callable[[], None] | None = None
+        self._tunnel_peer: asyncio.Transport | None = None
+        self._upgraded = False  # the parser stopped after an upgrade request
+        self._upgrade_tail = b""  # bytes after it, kept until the handler decides
+
+    # ------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # our TlsTransport
+        self._server.connection_made(self, self.transport)
+        self._set_deadline("head", self._limits.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel(data)
+            return
+        if self._closing:
+            return
+        if self._upgraded:
+            self._upgrade_tail += data
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            offset = exc.args[0] if exc.args else len(data)
+            self._upgraded = True
+            self._upgrade_tail = data[offset:]
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause)
+            else:
+                self._refuse(_Refused(400, "bad_request", None, str(cause or exc)))
+        except httptools.HttpParserError as exc:
+            self._refuse(_Refused(400, "bad_request", None, str(exc) or type(exc).__name__))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.deadline_kind = None
+        if self._parsing is not None:
+            self._parsing.content.fail(ConnectionResetError("the client closed the connection"))
+        drain = self._drain
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+        if self._tunnel_closed is not None:
+            self._tunnel_closed()
+        self._server.connection_lost(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._tunnel_peer is not None:
+            self._tunnel_peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._tunnel_peer is not None and not self._tunnel_peer.is_closing():
+            self._tunnel_peer.resume_reading()
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)
+
+    # ------------------------------------------------------------ flow control, writing
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self._write_paused and not self.closed:
+            self._drain = self._loop.create_future()
+            await self._drain
+
+    def keeps_alive(self, request: Request) -> bool:
+        """Whether the connection may carry another request after this one's answer."""
+        return request.keep_alive and not self._closing and not self._server.closing
+
+    # ------------------------------------------------------------ deadlines (the sweeper fires them)
+
+    def _set_deadline(self, kind: str, seconds: float) -> None:
+        self.deadline_kind = kind
+        self.deadline = self._loop.time() + seconds
+
+    def expire(self) -> None:
+        kind, self.deadline_kind = self.deadline_kind, None
+        if self.closed or self.transport is None or self._busy:
+            return  # a pipelined head waits behind an answer: re-armed when that is done
+        if kind == "idle":
+            self.transport.close()
+            return
+        limits = self._limits
+        limits.hit("header_timeout")
+        peer = self.transport.get_extra_info("peername")
+        server_log.info(
+            "request head not received in time, closing",
+            extra=event(
+                listener=limits.listener,
+                peer=f"{peer[0]}:{peer[1]}" if peer else "",
+                header_timeout=limits.header_timeout,
+            ),
+        )
+        self._closing = True
+        error = json_error(408, "request_timeout", request_ids.next())
+        self.write(serialize_head(408, "Request Timeout", error.headers, _length_close(error.body)))
+        self.write(error.body)
+        self.transport.close()
+
+    # ------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._in_head = True
+        if self.deadline_kind != "head":
+            self._set_deadline("head", self._limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_request_line:
+            raise _Refused(
+                414, "request_line_too_long", "request_line", "request line over the limit"
+            )
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        limits = self._limits
+        if len(name) + len(value) > limits.max_header_size:
+            raise _Refused(431, "header_too_large", "header_size", f"header {pair[0]} too large")
+        if self._parsing is not None:  # after the body: a trailer
+            trailers = self._parsing.trailers
+            trailers.append(pair)
+            if len(trailers) > limits.max_headers:
+                raise _Refused(431, "too_many_headers", "header_count", "too many trailers")
+            return
+        self._headers.append(pair)
+        if len(self._headers) > limits.max_headers:
+            raise _Refused(431, "too_many_headers", "header_count", "too many headers")
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        self._in_head = False
+        if self.deadline_kind == "head":
+            self.deadline_kind = None
+        version = parser.get_http_version()
+        request = Request(
+            self,
+            parser.get_method().decode("ascii"),
+            self._url.decode("utf-8", "surrogateescape"),
+            (1, 1) if version == "1.1" else (1, 0) if version == "1.0" else (0, 9),
+            CIMultiDict(self._headers),
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+        )
+        self._parsing = request
+        self._queue.append(request)
+        if not self._busy:
+            self._next()
+
+    def on_body(self, body: bytes) -> None:
+        if self._parsing is not None:
+            self._parsing.content.feed(body)
+
+    def on_message_complete(self) -> None:
+        request = self._parsing
+        if request is not None:
+            request.complete = True
+            request.content.feed_eof()
+            self._parsing = None
+
+    # ------------------------------------------------------------ answering, in order
+
+    def _refuse(self, refused: _Refused) -> None:
+        """A request the parser refused: its error follows the answers already owed."""
+        self._closing = True  # the stream cannot be trusted past this point
+        self.deadline_kind = None
+        if self._parsing is not None:
+            self._parsing.content.fail(ConnectionResetError("malformed request"))
+            self._parsing = None
+        self._queue.append(refused)
+        if not self._busy:
+            self._next()
+
+    def _next(self) -> None:
+        if not self._queue:
+            return
+        item = self._queue.popleft()
+        self._busy = True
+        if isinstance(item, _Refused):
+            self._write_refusal(item)
+            return
+        self._loop.create_task(self._serve(item))
+
+    async def _serve(self, request: Request) -> None:
+        try:
+            answer = await self._server.handler(request)
+        except Exception:  # the pipeline answers its own errors: this is a bug
+            server_log.exception("unhandled error in request handler")
+            answer = json_error(500, "internal_error", request_ids.next())
+            answer.force_close()
+        if isinstance(answer, Hijacked):
+            return  # the tunnel owns the connection until it closes
+        if isinstance(answer, Response):
+            self._write_whole(request, answer)
+        else:
+            if not answer.prepared:
+                await answer.prepare(request)
+            await answer.write_eof()
+        self._done(request, answer.keep_alive)
+
+    def _write_whole(self, request: Request, answer: Response) -> None:
+        body = answer.body
+        if request.method == "HEAD" or answer.status in _NO_BODY:
+            framing = "" if answer.status in _NO_BODY else f"Content-Length: {len(body)}\r\n"
+            body = b""
+        else:
+            framing = f"Content-Length: {len(body)}\r\n"
+        if not answer.keep_alive or not self.keeps_alive(request):
+            answer.keep_alive = False
+            framing += "Connection: close\r\n"
+        head = serialize_head(answer.status, answer.reason, answer.headers, framing)
+        self.write(head + body if body else head)
+
+    def _done(self, request: Request, keep_alive: bool) -> None:
+        self._busy = False
+        if self.closed or self.transport is None:
+            return
+        if not keep_alive or not request.complete or not self.keeps_alive(request):
+            self._closing = True
+            self.transport.close()
+            return
+        if self._queue:
+            self._next()
+        elif self._upgraded:  # an upgrade request answered as a plain one: parse on
+            self._upgraded = False
+            tail, self._upgrade_tail = self._upgrade_tail, b""
+            if tail:
+                self.data_received(tail)
+            elif not self._in_head:
+                self._set_deadline("idle", self._limits.keepalive_timeout)
+        elif self._in_head:
+            self._set_deadline("head", self._limits.header_timeout)
+        else:
+            self._set_deadline("idle", self._limits.keepalive_timeout)
+
+    def _write_refusal(self, refused: _Refused) -> None:
+        limits = self._limits
+        if refused.limit is not None:
+            limits.hit(refused.limit)
+        request_id = request_ids.next()
+        limits.metrics.requests.labels("", "OTHER", str(refused.status)).inc()
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        server_log.info(
+            "request rejected before routing",
+            extra=event(
+                request_id=request_id,
+                listener=limits.listener,
+                peer=f"{peer[0]}:{peer[1]}" if peer else "",
+                status=refused.status,
+                error=refused.code,
+                detail=str(refused)[:300],
+            ),
+        )
+        error = json_error(refused.status, refused.code, request_id)
+        head = serialize_head(
+            refused.status, reason_phrase(refused.status), error.headers, _length_close(error.body)
+        )
+        self.write(head + error.body)
+        self._busy = False
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------ handing the connection over
+
+    def hijack(self, peer: asyncio.Transport) -> None:
+        """From now on the client's bytes go to `peer` (those already received after the
+        upgrade request first), its closing closes `peer`, and a client that reads slowly
+        pauses reading from `peer`."""
+        self.deadline_kind = None
+        self._tunnel = peer.write
+        self._tunnel_closed = peer.close
+        self._tunnel_peer = peer
+        self._upgraded = False
+        tail, self._upgrade_tail = self._upgrade_tail, b""
+        if tail:
+            peer.write(tail)
+        if self.closed:
+            peer.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and not self._queue and not self._in_head
+
+
+def _length_close(body: bytes) -> str:
+    return f"Content-Length: {len(body)}\r\nConnection: close\r\n"
+
+
+class Http1Server:
+    """The connections of one listener: the protocol factory, their deadlines, and a drain."""
+
+    def __init__(self, handler: Handler, limits: Limits) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.connections: set[Http1Connection] = set()
+        self.closing = False
+        self._sweeper: asyncio.Task[None] | None = None
+        self._all_closed: asyncio.Event | None = None
+
+    def __call__(self) -> Http1Connection:
+        return Http1Connection(self)
+
+    def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:
+        self.connections.add(conn)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def connection_lost(self, conn: Http1Connection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = loop.time()
+            for conn in [c for c in self.connections if c.deadline_kind and c.deadline <= now]:
+                conn.expire()
+
+    async def shutdown(self, drain_seconds: float) -> None:
+        """Idle connections close now, busy ones after their answer; after `drain_seconds` the
+        rest (long downloads, WebSocket tunnels) are cut."""
+        self.closing = True
+        self._all_closed = asyncio.Event()
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.close()
+        if self.connections:
+            try:
+                async with asyncio.timeout(drain_seconds):
+                    await self._all_closed.wait()
+            except TimeoutError:
+                for conn in list(self.connections):
+                    conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
