@@ -114,11 +114,29 @@ def upstream_headers(
         headers.append(("X-Forwarded-Host", incoming.get("Host", ctx.host)))
     headers.append(("X-Request-Id", ctx.request_id))
     ident = ctx.identity
-    if ident is not None:
-        if "rfc9440" in forward_identity:
-            headers.append(("Client-Cert", sf_binary(ident.der)))
-            if ctx.chain:
-                headers.append(("Client-Cert-Chain", ", ".join(sf_binary(c) for c in ctx.chain)))
-        if "xfcc" in forward_identity:
-            headers.append(("X-Forwarded-Client-Cert", xfcc(ident)))
+    if ident is not None and forward_identity:
+        headers += _identity_headers(ident, ctx.chain, forward_identity)
     return headers
+
+
+_IDENTITY_HEADERS: dict[tuple[str, tuple[bytes, ...], tuple[str, ...]], list[tuple[str, str]]] = {}
+
+
+def _identity_headers(
+    ident: Identity, chain: tuple[bytes, ...], forward_identity: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """The identity headers of a certificate, encoded once per certificate and route kind."""
+    key = (ident.sha256, chain, forward_identity)
+    cached = _IDENTITY_HEADERS.get(key)
+    if cached is None:
+        cached = []
+        if "rfc9440" in forward_identity:
+            cached.append(("Client-Cert", sf_binary(ident.der)))
+            if chain:
+                cached.append(("Client-Cert-Chain", ", ".join(sf_binary(c) for c in chain)))
+        if "xfcc" in forward_identity:
+            cached.append(("X-Forwarded-Client-Cert", xfcc(ident)))
+        if len(_IDENTITY_HEADERS) >= 4096:
+            _IDENTITY_HEADERS.clear()
+        _IDENTITY_HEADERS[key] = cached
+    return cached

@@ -135,6 +135,7 @@ class RoutePolicy:
 
     def __init__(self, policy: Policy, path: str = "policy") -> None:
         self._path = path
+        self._decisions: dict[str, Decision] = {}
         self.require_client_cert = policy.require_client_cert
         self._required_eku = policy.required_eku
         self._deny = tuple(_compile_entry(e) for e in policy.deny)
@@ -146,6 +147,18 @@ class RoutePolicy:
         )
 
     def decide(self, ident: Identity | None) -> Decision:
+        """The verdict for a client; it depends on the certificate alone, so it is kept per
+        certificate (the policy is rebuilt, cache and all, by a reload)."""
+        if ident is None:
+            return self._decide(None)
+        decision = self._decisions.get(ident.sha256)
+        if decision is None:
+            if len(self._decisions) >= 4096:
+                self._decisions.clear()
+            decision = self._decisions[ident.sha256] = self._decide(ident)
+        return decision
+
+    def _decide(self, ident: Identity | None) -> Decision:
         if ident is None:
             if self.require_client_cert:
                 return Decision(
