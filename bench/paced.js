@@ -1,80 +1,118 @@
-// Open-loop paced load for the latency-at-half-load figure: requests start on a fixed schedule
-// (every millisecond, the ones that are due), whether or not earlier ones have finished, over a
-// bounded pool of keep-alive HTTPS connections presenting a client certificate. autocannon's
-// rate limit releases each second's requests in a burst, which measures the burst, not the server.
+// Open-loop paced load for the latency-at-half-load figure: requests are due on a fixed schedule
+// (each millisecond, the ones whose time has come), whether or not earlier ones have finished.
+// Latency counts from the moment a request was due, so waiting for a free connection counts too.
+// Raw TLS sockets with a client certificate and a minimal HTTP/1.1 reader (answers must carry
+// Content-Length), so the generator stays cheap: node's https module was the bottleneck at a few
+// thousand requests/s. autocannon's rate limit releases each second's requests in one burst,
+// which measures the burst, not the server.
 // usage: node paced.js URL CONNECTIONS SECONDS RATE CERT KEY CA; prints a JSON summary
 'use strict'
 const fs = require('fs')
-const https = require('https')
+const tls = require('tls')
 
 const [url, connections, seconds, rate, cert, key, ca] = process.argv.slice(2)
-const agent = new https.Agent({
-  keepAlive: true,
-  maxSockets: Number(connections),
+const target = new URL(url)
+const options = {
+  host: target.hostname === 'localhost' ? '127.0.0.1' : target.hostname,
+  port: Number(target.port),
+  servername: 'localhost',
   cert: fs.readFileSync(cert),
   key: fs.readFileSync(key),
-  ca: fs.readFileSync(ca),
-  servername: 'localhost'
-})
-const target = new URL(url)
+  ca: fs.readFileSync(ca)
+}
+const request = Buffer.from(`GET ${target.pathname} HTTP/1.1\r\nHost: localhost\r\n\r\n`)
 const duration = Number(seconds) * 1000
 const perMs = Number(rate) / 1000
 const latencies = []
-let sent = 0
+const idle = []
+const due = [] // times at which queued requests were due
+let scheduled = 0
 let done = 0
 let errors = 0
 let non2xx = 0
 let start = 0
 
-function one () {
-  const began = performance.now()
-  const req = https.request({
-    agent, host: target.hostname, port: target.port, path: target.pathname, method: 'GET'
-  }, (res) => {
-    if (res.statusCode < 200 || res.statusCode > 299) non2xx++
-    res.resume()
-    res.on('end', () => { latencies.push(performance.now() - began); finish() })
+function connect () {
+  return new Promise((resolve, reject) => {
+    const sock = tls.connect(options, () => resolve(sock))
+    sock.setNoDelay(true)
+    sock.once('error', reject)
+    sock.buf = Buffer.alloc(0)
+    sock.on('data', (data) => { sock.buf = Buffer.concat([sock.buf, data]); read(sock) })
   })
-  req.on('error', () => { errors++; finish() })
-  req.end()
 }
 
-function finish () {
-  done++
-  if (done === sent && performance.now() - start >= duration) report()
+function read (sock) {
+  for (;;) {
+    const end = sock.buf.indexOf('\r\n\r\n')
+    if (end < 0) return
+    const head = sock.buf.subarray(0, end).toString('latin1')
+    const m = /\r\ncontent-length:\s*(\d+)/i.exec(head)
+    if (!m) { errors++; sock.destroy(); return }
+    const total = end + 4 + Number(m[1])
+    if (sock.buf.length < total) return
+    sock.buf = sock.buf.subarray(total)
+    const status = Number(head.slice(9, 12))
+    if (status < 200 || status > 299) non2xx++
+    if (sock.began !== undefined) latencies.push(performance.now() - sock.began)
+    sock.began = undefined
+    done++
+    release(sock)
+  }
 }
+
+function send (sock, dueAt) {
+  sock.began = dueAt
+  sock.write(request)
+}
+
+function release (sock) {
+  if (due.length) send(sock, due.shift())
+  else idle.push(sock)
+  if (finishedSending() && done === scheduled) report()
+}
+
+function finishedSending () { return start && performance.now() - start >= duration }
 
 function report () {
   latencies.sort((a, b) => a - b)
   const at = (q) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : 0
   console.log(JSON.stringify({
-    requests: latencies.length, rps: latencies.length / (duration / 1000), p50: at(0.5), p90: at(0.9), p95: at(0.95), p99: at(0.99), max: at(1), errors, non2xx, lost: sent - done
+    requests: latencies.length,
+    rps: latencies.length / (duration / 1000),
+    p50: at(0.5),
+    p90: at(0.9),
+    p99: at(0.99),
+    max: at(1),
+    errors,
+    non2xx,
+    lost: scheduled - done
   }))
-  agent.destroy()
   process.exit(0)
 }
 
-function run () {
+async function main () {
+  const socks = await Promise.all(Array.from({ length: Number(connections) }, connect))
+  idle.push(...socks)
   start = performance.now()
   const timer = setInterval(() => {
-    const elapsed = performance.now() - start
+    const now = performance.now()
+    const elapsed = now - start
     if (elapsed >= duration) {
       clearInterval(timer)
-      if (done === sent) report()
+      if (done === scheduled) report()
       setTimeout(report, 10000).unref() // bounded: answers still missing after 10 s are lost
       return
     }
-    const due = Math.floor(elapsed * perMs)
-    while (sent < due) { sent++; one() }
+    const target = Math.floor(elapsed * perMs)
+    while (scheduled < target) {
+      scheduled++
+      const dueAt = start + scheduled / perMs
+      const sock = idle.pop()
+      if (sock) send(sock, dueAt)
+      else due.push(dueAt)
+    }
   }, 1)
 }
 
-// open every connection first (full handshakes are not what this measures), then the schedule
-let warming = Number(connections)
-for (let i = 0; i < Number(connections); i++) {
-  const req = https.request({
-    agent, host: target.hostname, port: target.port, path: target.pathname, method: 'GET'
-  }, (res) => { res.resume(); res.on('end', () => { if (--warming === 0) run() }) })
-  req.on('error', (err) => { console.error(err); process.exit(1) })
-  req.end()
-}
+main().catch((err) => { console.error(err); process.exit(1) })

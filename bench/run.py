@@ -163,7 +163,7 @@ class Server:
 def paced(port: int, pki: Path, seconds: float, rate: float) -> dict[str, Any]:
     """Latency under an open-loop schedule of `rate` requests/s (bench/paced.js)."""
     cmd = ["taskset", "-c", LOAD_CPU, "node", str(BENCH / "paced.js"), f"https://localhost:{port}/"]
-    cmd += ["16", str(int(seconds)), str(int(rate))]
+    cmd += ["32", str(int(seconds)), str(int(rate))]
     cmd += [str(pki / "client.pem"), str(pki / "client.key"), str(pki / "ca.pem")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, cwd=BENCH)
     if out.returncode != 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -203,6 +204,10 @@ class Gateway:
         self._restart_watcher()
         self._restart_refresher()
         self._ready = True
+        # what start-up built (modules, the first config) is long-lived: out of the collector's
+        # sight, a full collection under load takes ~3-5 ms instead of ~20 ms. Only once: a
+        # config replaced by a reload must stay collectable
+        gc.freeze()
         server_log.info(
             "gateway ready",
             extra=event(
