@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import cast
@@ -22,11 +22,10 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict
 
+from gateway.bytestream import ByteStream
 from gateway.log import event, server_log
 from gateway.metrics import Metrics
 
-HIGH_WATER = 256 * 1024  # request body bytes buffered before the socket stops being read
-LOW_WATER = 64 * 1024
 SWEEP_SECONDS = 0.25  # resolution of the head deadline and the keep-alive idle timeout
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -111,69 +110,7 @@ class _Refused(Exception):
 # --------------------------------------------------------------------------- requests
 
 
-class Body:
-    """A request body as it arrives; the socket stops being read while too much is buffered."""
-
-    __slots__ = ("_chunks", "_conn", "_eof", "_error", "_size", "_waiter")
-
-    def __init__(self, conn: Http1Connection) -> None:
-        self._conn = conn
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self._eof = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._size += len(data)
-        if self._size > HIGH_WATER:
-            self._conn.pause_reading()
-        self._wake()
-
-    def feed_eof(self) -> None:
-        self._eof = True
-        self._wake()
-
-    def fail(self, exc: BaseException) -> None:
-        if not self._eof:
-            self._error = exc
-            self._wake()
-
-    async def readany(self) -> bytes:
-        """The next piece of the body; b"" at its end."""
-        while not self._chunks:
-            if self._eof:
-                return b""
-            if self._error is not None:
-                raise self._error
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        data = self._chunks.popleft()
-        self._size -= len(data)
-        if self._size < LOW_WATER:
-            self._conn.resume_reading()
-        return data
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        while chunk := await self.readany():
-            yield chunk
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.iter_any()
-
-    async def read(self) -> bytes:
-        parts = []
-        while chunk := await self.readany():
-            parts.append(chunk)
-        return b"".join(parts)
+Body = ByteStream  # a request body as it arrives
 
 
 class Request:

@@ -12,6 +12,7 @@ from typing import Any
 
 from multidict import CIMultiDict
 
+from gateway.bytestream import expire
 from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.errors import PayloadTooLarge, UpstreamError
 from gateway.headers import SKIP_RESPONSE, connection_tokens
@@ -25,7 +26,6 @@ from gateway.upstreamconn import (
     ConnectionLost,
     ConnectTimeout,
     UpstreamResponse,
-    expire,
 )
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})

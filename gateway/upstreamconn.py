@@ -11,17 +11,16 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Callable
-from typing import Any, cast
+from typing import cast
 
 import httptools
 
+from gateway.bytestream import ByteStream
 from gateway.headers import SKIP_REQUEST
 
 # a client's trailers are forwarded like its headers: hop-by-hop fields and identity look-alikes
 # dropped, and neither framing nor Host may arrive late
 _NOT_TRAILERS = SKIP_REQUEST | {"host"}
-HIGH_WATER = 256 * 1024  # response bytes buffered before the upstream socket stops being read
-LOW_WATER = 64 * 1024
 
 
 class ConnectionLost(Exception):
@@ -44,22 +43,12 @@ class _NoBody(Exception):
     """Stops the parser after the headers of a response that has no body (HEAD)."""
 
 
-def expire(fut: asyncio.Future[Any]) -> None:
-    """Timer callback: the wait for `fut` is over (TimeoutError), unless it is done already."""
-    if not fut.done():
-        fut.set_exception(TimeoutError())
-
-
 class UpstreamResponse:
     """Status, headers and a body that streams: `read()` returns b"" at the end."""
 
     __slots__ = (
-        "_buffered",
-        "_chunks",
         "_conn",
-        "_done",
-        "_error",
-        "_waiter",
+        "body",
         "chunked",
         "content_length",
         "headers",
@@ -76,67 +65,21 @@ class UpstreamResponse:
         self.content_length: int | None = None
         self.chunked = False  # the body came in chunks: it may end with trailers
         self._conn = conn
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._done = False
-        self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self.body = ByteStream(conn)
 
     @property
     def complete(self) -> bool:
-        return self._done
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    def _feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > HIGH_WATER:
-            self._conn.pause_reading()
-        self._wake()
-
-    def _finish(self) -> None:
-        self._done = True
-        self._wake()
-
-    def _fail(self, exc: BaseException) -> None:
-        self._error = exc
-        self._wake()
+        return self.body.complete
 
     async def read(self, within: float) -> bytes:
         """The next piece of the body (b"" once it is complete); TimeoutError when nothing
         arrives within `within` seconds, ConnectionLost or BadResponse when the upstream fails."""
-        while not self._chunks:
-            if self._done:
-                return b""
-            if self._error is not None:
-                raise self._error
-            loop = self._conn.loop
-            self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(within, expire, waiter)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-        data = self._chunks.popleft()
-        self._buffered -= len(data)
-        if self._buffered < LOW_WATER:
-            self._conn.resume_reading()
-        return data
+        return await self.body.readany(within)
 
     def take_body(self) -> bytes:
         """The whole body of a complete response, at once."""
-        assert self._done
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        self._buffered = 0
-        return data
+        assert self.body.complete
+        return self.body.take_all()
 
     def release(self) -> None:
         """Give the connection back: kept alive when the whole response was read."""
@@ -194,9 +137,9 @@ class Connection(asyncio.Protocol):
         response = self._response
         if response is not None and self._headers_done and not response.complete:
             if exc is None and response.content_length is None and not self._chunked:
-                response._finish()  # a body delimited by the end of the connection
+                response.body.feed_eof()  # a body delimited by the end of the connection
             else:
-                response._fail(ConnectionLost(exc))
+                response.body.fail(ConnectionLost(exc))
         head = self._head
         if head is not None and not head.done():
             head.set_exception(ConnectionLost(exc))
@@ -230,7 +173,7 @@ class Connection(asyncio.Protocol):
         if head is not None and not head.done():
             head.set_exception(exc)
         elif self._response is not None:
-            self._response._fail(exc)
+            self._response.body.fail(exc)
         self.close()
 
     def close(self) -> None:
@@ -281,19 +224,19 @@ class Connection(asyncio.Protocol):
             head.set_result(response)
         if not self._expect_body:
             self._keep_alive = False
-            response._finish()
+            response.body.feed_eof()
             raise _NoBody()
 
     def on_body(self, body: bytes) -> None:
         if self._response is not None:
-            self._response._feed(body)
+            self._response.body.feed(body)
 
     def on_message_complete(self) -> None:
         if self._parser.get_status_code() < 200:
             return
         self._keep_alive = self._parser.should_keep_alive()
         if self._response is not None:
-            self._response._finish()
+            self._response.body.feed_eof()
 
     # ------------------------------------------------------------ one exchange
 

@@ -11,10 +11,11 @@ import ssl
 import httptools
 from multidict import CIMultiDict
 
+from gateway.bytestream import expire
 from gateway.errors import UpstreamError
 from gateway.http1 import Hijacked, Http1Connection, Request, serialize_head
 from gateway.proxy import NoHealthyTarget, Upstream, UpstreamTimeout
-from gateway.upstreamconn import ConnectTimeout, expire
+from gateway.upstreamconn import ConnectTimeout
 
 
 def is_upgrade(request: Request) -> bool:

@@ -30,6 +30,7 @@ LAYER = {
     "websocket": 3,
     "tlsconn": 2,
     "upstreamconn": 2,
+    "bytestream": 2,
     "http1": 3,
     "listener": 3,
     "ocsp": 3,

@@ -1,0 +1,109 @@
+"""A body arriving from a socket, read as it comes: bounded buffering (the socket stops being
+read above a high-water mark and resumes below a low one), end, failure, optional wait limit.
+Request bodies (`http1.py`) and upstream answers (`upstreamconn.py`) both use it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+
+
+class Reader(Protocol):
+    """The connection feeding the stream."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+def expire(fut: asyncio.Future[Any]) -> None:
+    """Timer callback: the wait for `fut` is over (TimeoutError), unless it is done already."""
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
+class ByteStream:
+    __slots__ = ("_chunks", "_eof", "_error", "_reader", "_size", "_waiter")
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self._eof
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > HIGH_WATER:
+            self._reader.pause_reading()
+        self._wake()
+
+    def feed_eof(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._eof:
+            self._error = exc
+            self._wake()
+
+    async def readany(self, within: float | None = None) -> bytes:
+        """The next piece (b"" at the end); TimeoutError when nothing arrives `within` s."""
+        while not self._chunks:
+            if self._eof:
+                return b""
+            if self._error is not None:
+                raise self._error
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(within, expire, waiter) if within is not None else None
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                self._waiter = None
+        data = self._chunks.popleft()
+        self._size -= len(data)
+        if self._size < LOW_WATER:
+            self._reader.resume_reading()
+        return data
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while chunk := await self.readany():
+            yield chunk
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.iter_any()
+
+    async def read(self) -> bytes:
+        """Everything, to the end."""
+        parts = []
+        while chunk := await self.readany():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def take_all(self) -> bytes:
+        """What is buffered, at once (the whole body once it is complete)."""
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        return data
