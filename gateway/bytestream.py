@@ -107,3 +107,45 @@ class ByteStream:
         self._chunks.clear()
         self._size = 0
         return data
+
+
+class FlowControl:
+    """For a protocol: stop reading its transport while a stream is full, and wait for what it
+    wrote to drain. The protocol sets `transport` and `closed`, and calls `_wake_drain()` when
+    its connection is lost."""
+
+    transport: asyncio.Transport | None = None
+    closed = False
+    _reading_paused = False
+    _write_paused = False
+    _drain: asyncio.Future[None] | None = None
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        drain = self._drain
+        if drain is not None:
+            self._drain = None
+            if not drain.done():
+                drain.set_result(None)
+
+    async def drain(self) -> None:
+        """Until the transport takes more (returns at once when it is closed)."""
+        if self._write_paused and not self.closed:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain

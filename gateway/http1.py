@@ -22,7 +22,7 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict
 
-from gateway.bytestream import ByteStream
+from gateway.bytestream import ByteStream, FlowControl
 from gateway.log import event, server_log
 from gateway.metrics import Metrics
 
@@ -315,7 +315,7 @@ def json_error(status: int, code: str, request_id: str, route: str | None = None
 # --------------------------------------------------------------------------- connections
 
 
-class Http1Connection(asyncio.Protocol):
+class Http1Connection(FlowControl, asyncio.Protocol):
     """One client connection: parse, queue, answer in order, keep alive or close."""
 
     def __init__(self, server: Http1Server) -> None:
@@ -336,10 +336,6 @@ class Http1Connection(asyncio.Protocol):
         self._closing = False  # no new requests: close after the current answer
         self.deadline = 0.0
         self.deadline_kind: str | None = None  # head | idle
-        # flow control
-        self._reading_paused = False
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
         # after an upgrade the bytes belong to the tunnel
         self._tunnel: Callable[[bytes], None] | None = None
         self._tunnel_closed: Callable[[], None] | None = None
@@ -386,48 +382,26 @@ class Http1Connection(asyncio.Protocol):
         self.deadline_kind = None
         if self._parsing is not None:
             self._parsing.content.fail(ConnectionResetError("the client closed the connection"))
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
+        self._wake_drain()
         if self._tunnel_closed is not None:
             self._tunnel_closed()
         self._server.connection_lost(self)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        super().pause_writing()
         if self._tunnel_peer is not None:
             self._tunnel_peer.pause_reading()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        super().resume_writing()
         if self._tunnel_peer is not None and not self._tunnel_peer.is_closing():
             self._tunnel_peer.resume_reading()
-        drain = self._drain
-        if drain is not None:
-            self._drain = None
-            if not drain.done():
-                drain.set_result(None)
 
-    # ------------------------------------------------------------ flow control, writing
-
-    def pause_reading(self) -> None:
-        if not self._reading_paused and self.transport is not None and not self.closed:
-            self._reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._reading_paused and self.transport is not None and not self.closed:
-            self._reading_paused = False
-            self.transport.resume_reading()
+    # ------------------------------------------------------------ writing
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
-
-    async def drain(self) -> None:
-        if self._write_paused and not self.closed:
-            self._drain = self._loop.create_future()
-            await self._drain
 
     def keeps_alive(self, request: Request) -> bool:
         """Whether the connection may carry another request after this one's answer."""

@@ -15,7 +15,7 @@ from typing import cast
 
 import httptools
 
-from gateway.bytestream import ByteStream
+from gateway.bytestream import ByteStream, FlowControl
 from gateway.headers import SKIP_REQUEST
 
 # a client's trailers are forwarded like its headers: hop-by-hop fields and identity look-alikes
@@ -86,7 +86,7 @@ class UpstreamResponse:
         self._conn.finished(self)
 
 
-class Connection(asyncio.Protocol):
+class Connection(FlowControl, asyncio.Protocol):
     """One upstream connection; one exchange at a time."""
 
     def __init__(self, pool: Pool) -> None:
@@ -97,9 +97,6 @@ class Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._lost: BaseException | None = None
-        self._reading_paused = False
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
         # the exchange in progress
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
@@ -143,30 +140,7 @@ class Connection(asyncio.Protocol):
         head = self._head
         if head is not None and not head.done():
             head.set_exception(ConnectionLost(exc))
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_exception(ConnectionLost(exc))
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        drain = self._drain
-        if drain is not None:
-            self._drain = None
-            if not drain.done():
-                drain.set_result(None)
-
-    def pause_reading(self) -> None:
-        if not self._reading_paused and self.transport is not None:
-            self._reading_paused = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._reading_paused and self.transport is not None and not self.closed:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self._wake_drain()
 
     def _broken(self, exc: BaseException) -> None:
         head = self._head
@@ -271,9 +245,9 @@ class Connection(asyncio.Protocol):
                     self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 else:
                     self.transport.write(chunk)
-                if self._write_paused:
-                    self._drain = asyncio.get_running_loop().create_future()
-                    await self._drain
+                await self.drain()
+                if self.closed:
+                    return
             if chunked:
                 lines = "".join(
                     f"{k}: {v}\r\n" for k, v in trailers if k.lower() not in _NOT_TRAILERS
