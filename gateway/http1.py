@@ -335,6 +335,7 @@ class Http1Connection(FlowControl, asyncio.Protocol):
         self._queue: deque[Request | _Refused] = deque()
         self._busy = False
         self._closing = False  # no new requests: close after the current answer
+        self._refused = False  # the parser refused a request: nothing after it is read
         self.deadline = 0.0
         self.deadline_kind: str | None = None  # head | idle
         # after an upgrade the bytes belong to the tunnel's other end
@@ -353,7 +354,7 @@ class Http1Connection(FlowControl, asyncio.Protocol):
         if self._tunnel_peer is not None:
             self._tunnel_peer.write(data)
             return
-        if self._closing:
+        if self._closing or self._refused:
             return
         if self._upgraded:
             self._upgrade_tail += data
@@ -501,8 +502,9 @@ class Http1Connection(FlowControl, asyncio.Protocol):
     # ------------------------------------------------------------ answering, in order
 
     def _refuse(self, refused: _Refused) -> None:
-        """A request the parser refused: its error follows the answers already owed."""
-        self._closing = True  # the stream cannot be trusted past this point
+        """A request the parser refused: its error follows the answers already owed, then the
+        connection closes (the stream cannot be trusted past this point)."""
+        self._refused = True
         self.deadline_kind = None
         if self._parsing is not None:
             self._parsing.content.fail(ConnectionResetError("malformed request"))

@@ -178,3 +178,56 @@ def test_idle_keepalive_connection_is_closed_after_keepalive_timeout(
         tls.settimeout(10)
         assert tls.recv(1) == b""  # idle: closed by the gateway, not by a 408
         assert 1.5 < time.monotonic() - started < 5
+
+
+def _all_answers(tls: ssl.SSLSocket) -> list[tuple[int, bytes]]:
+    """Every answer on the connection until the gateway closes it: (status, body) in order."""
+    data = b""
+    while chunk := tls.recv(65536):
+        data += chunk
+    answers = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = next(
+            int(v)
+            for k, _, v in (x.partition(":") for x in lines[1:])
+            if k.lower() == "content-length"
+        )
+        answers.append((int(lines[0].split()[1]), rest[:length]))
+        data = rest[length:]
+    return answers
+
+
+def test_pipelined_requests_are_answered_in_order(gw: RunningGateway, pki: Path) -> None:
+    with _tls(gw.port, pki) as tls:
+        tls.sendall(
+            (
+                f"GET /first HTTP/1.1\r\n{H}\r\n"
+                f"POST /second HTTP/1.1\r\n{H}Content-Length: 5\r\n\r\nhello"
+                f"GET /third HTTP/1.1\r\n{H}Connection: close\r\n\r\n"
+            ).encode()
+        )
+        answers = _all_answers(tls)
+    assert [s for s, _ in answers] == [200, 200, 200]
+    assert [json.loads(b)["path"] for _, b in answers] == ["/first", "/second", "/third"]
+    assert json.loads(answers[1][1])["body_bytes"] == 5
+
+
+def test_a_malformed_request_behind_a_good_one_ends_the_connection(
+    gw: RunningGateway, pki: Path
+) -> None:
+    seen = len(gw.echo_seen)
+    with _tls(gw.port, pki) as tls:
+        tls.sendall(
+            (
+                f"GET /good HTTP/1.1\r\n{H}\r\n"
+                f"GET /bad HTTP/1.1\r\n{H}Content-Length: 1\r\nContent-Length: 2\r\n\r\nxy"
+            ).encode()
+        )
+        answers = _all_answers(tls)
+    assert answers[0][0] == 200 and json.loads(answers[0][1])["path"] == "/good"
+    assert [status for status, _ in answers[1:]] == [400]  # after the answer owed, then closed
+    assert json.loads(answers[1][1])["error"] == "bad_request"
+    time.sleep(0.05)
+    assert gw.echo_seen[seen:] == ["GET /good"]
