@@ -32,7 +32,7 @@ class BadRequest(DownstreamError):
 
 
 def check_head(request: Request) -> None:
-    """What aiohttp's parser lets through but a gateway must not forward."""
+    """What the HTTP parser lets through but a gateway must not forward."""
     if request.method == "CONNECT":
         raise BadRequest("CONNECT is not served: the gateway is not an open proxy")
     hosts = request.headers.getall("Host", ())

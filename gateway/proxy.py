@@ -201,7 +201,7 @@ class _Retryable(Exception):
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    """The ssl.SSLError behind an aiohttp or OS error, if there is one."""
+    """The ssl.SSLError behind a connection or OS error, if there is one."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

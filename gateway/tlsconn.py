@@ -1,5 +1,5 @@
 """Server-side TLS that the gateway drives itself: handshake over the raw socket, so a rejected
-client gets its TLS alert (with a lingering close), then a transport for aiohttp on top.
+client gets its TLS alert (with a lingering close), then a transport for HTTP on top.
 
 asyncio's and uvloop's SSL transports drop the alert of a failed handshake (CPython gh-98078)
 and hide the failure; here `handshake()` writes whatever OpenSSL queued (the alert), shuts
@@ -171,8 +171,9 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         return self._raw.get_extra_info(name, default) if self._raw is not None else default
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue plaintext; everything written in one loop iteration (aiohttp writes the head
-        and the body separately) becomes one TLS record and one send."""
+        """Queue plaintext; everything written in one loop iteration (a streamed answer's head
+        and first chunk, pipelined answers) becomes one TLS record and one send. Writing at
+        once instead measured 14% fewer keep-alive requests/s."""
         if self._closing or not data:
             return
         self._pending.append(bytes(data))
