@@ -448,7 +448,8 @@ class Http1Connection(FlowControl, asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self._limits.max_request_line:
+        # the request line: method, target, " HTTP/1.1" and two spaces
+        if len(self._url) + len(self._parser.get_method()) + 10 > self._limits.max_request_line:
             raise _Refused(
                 414, "request_line_too_long", "request_line", "request line over the limit"
             )

@@ -231,3 +231,15 @@ def test_a_malformed_request_behind_a_good_one_ends_the_connection(
     assert json.loads(answers[1][1])["error"] == "bad_request"
     time.sleep(0.05)
     assert gw.echo_seen[seen:] == ["GET /good"]
+
+
+@pytest.mark.parametrize(("extra", "status"), [(0, 200), (1, 414)])
+def test_request_line_limit_counts_the_whole_line(
+    gw: RunningGateway, pki: Path, extra: int, status: int
+) -> None:
+    limit = LIMITS["max_request_line"]
+    assert isinstance(limit, int)
+    target = "/" + "a" * (limit - len("GET ") - len(" HTTP/1.1") - 1 + extra)
+    assert len(f"GET {target} HTTP/1.1") == limit + extra
+    got, _, _ = _raw(gw, pki, f"GET {target} HTTP/1.1\r\n{H}Connection: close\r\n\r\n")
+    assert got == status
