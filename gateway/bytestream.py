@@ -1,4 +1,4 @@
-"""A body arriving from a socket, read as it comes: bounded buffering (the socket stops being
+"""A body arriving from a socket, read as it comes (and chunked framing for one leaving): bounded buffering (the socket stops being
 read above a high-water mark and resumes below a low one), end, failure, optional wait limit.
 Request bodies (`http1.py`) and upstream answers (`upstreamconn.py`) both use it."""
 
@@ -11,6 +11,17 @@ from typing import Any, Protocol
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+
+
+def chunk(data: bytes) -> bytes:
+    """One piece of a chunked body."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def last_chunk(trailers: list[tuple[str, str]]) -> bytes:
+    """The end of a chunked body, with its trailer fields."""
+    lines = "".join(f"{k}: {v}\r\n" for k, v in trailers)
+    return f"0\r\n{lines}\r\n".encode("utf-8", "surrogateescape")
 
 
 class Reader(Protocol):

@@ -661,3 +661,13 @@ def load_config(path: str | Path) -> GatewayConfig:
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{p} is not valid YAML{where}: {problem}") from None
     return parse_config(data, p.resolve().parent)
+
+
+def check_admin_unchanged(old: GatewayConfig, new: GatewayConfig) -> None:
+    """A reload cannot move the admin port (it serves the reload itself)."""
+    before = old.admin.bind if old.admin else None
+    after = new.admin.bind if new.admin else None
+    if before != after:
+        raise ConfigError(
+            f"changing the admin address ({before} -> {after}) needs a restart", "admin.bind"
+        )

@@ -80,11 +80,6 @@ class Pipeline:
         request_id = request_ids.next()
         assert self.tracker is not None
         conn = self.tracker.conns.get(request.protocol)
-        return await self._handle(request, conn, request_id, started)
-
-    async def _handle(
-        self, request: Request, conn: ConnInfo | None, request_id: str, started: float
-    ) -> Answer:
         if conn is not None and conn.gate is not None and await conn.gate is not None:
             # rejected after the handshake (strict profile, OCSP): the listener counts and
             # logs it and drops the connection; nothing is served on it
@@ -144,7 +139,7 @@ class Pipeline:
             else:
                 body_limit = BodyLimit(max_body, self._limit_hit(conn.listener))
                 response, upstream_seconds = await upstream.forward(
-                    request, path, target.query, headers, request_id, body_limit, rc.timeouts
+                    request, path, target.query, headers, request_id, body_limit, route.timeouts
                 )
         except HttpError as err:
             if err.status >= 500:

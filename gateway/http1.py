@@ -22,7 +22,7 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict
 
-from gateway.bytestream import ByteStream, FlowControl
+from gateway.bytestream import ByteStream, FlowControl, chunk, last_chunk
 from gateway.log import event, server_log
 from gateway.metrics import Metrics
 
@@ -267,7 +267,7 @@ class StreamResponse:
         if not data or self._mode == "none":
             return
         if self._mode == "chunked":
-            self._conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+            self._conn.write(chunk(data))
         else:
             self._conn.write(data)
         await self._conn.drain()
@@ -278,8 +278,7 @@ class StreamResponse:
             return
         self.finished = True
         if self._conn is not None and self._mode == "chunked":
-            lines = "".join(f"{k}: {v}\r\n" for k, v in trailers or ())
-            self._conn.write(f"0\r\n{lines}\r\n".encode("utf-8", "surrogateescape"))
+            self._conn.write(last_chunk(trailers or []))
             await self._conn.drain()
 
 

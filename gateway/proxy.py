@@ -245,7 +245,6 @@ class Upstream:
         self.config = cfg
         self._metrics = metrics
         tls = upstream_tls_context(cfg, where)
-        self._server_name = cfg.tls.server_name
         self.targets = [Target(cfg.name, spec, cfg, tls, metrics) for spec in cfg.target_specs()]
         self.balancer = Balancer(self.targets, cfg.balance)
         self._budget = RetryBudget(cfg.retries.budget, cfg.retries.min_per_second)
@@ -253,7 +252,7 @@ class Upstream:
         self.inflight = 0  # requests between forward() and the end of the relayed body
         self._outcomes: dict[str, Callable[[], None]] = {}
         self._observe_duration = metrics.upstream_duration.labels(cfg.name).observe
-        self._limits: dict[int, tuple[RouteTimeouts | None, TimeoutLimits]] = {}
+        self.limits = TimeoutLimits.of(cfg, None)  # without a route's overrides
 
     # ------------------------------------------------------------ lifecycle
 
@@ -296,22 +295,14 @@ class Upstream:
         headers: list[tuple[str, str]],
         request_id: str,
         body_limit: BodyLimit | None = None,
-        route_timeouts: RouteTimeouts | None = None,
+        limits: TimeoutLimits | None = None,
     ) -> tuple[Response | StreamResponse, float]:
         """Send the request and stream the answer back; map upstream faults to 502/503/504.
 
         Returns the response and how long the upstream took to send its headers. A body
-        without Content-Length is counted while it streams: past `body_limit`, 413."""
-        cached = self._limits.get(id(route_timeouts))
-        if cached is None:
-            if len(self._limits) > 1000:  # routes of many reloads ago
-                self._limits.clear()
-            # the route's object is kept with its limits, so its id() cannot be reused
-            cached = self._limits[id(route_timeouts)] = (
-                route_timeouts,
-                TimeoutLimits.of(self.config, route_timeouts),
-            )
-        timeouts = Timeouts(cached[1])
+        without Content-Length is counted while it streams: past `body_limit`, 413. `limits`
+        are the route's timeouts (worked out when the config was compiled), else the upstream's."""
+        timeouts = Timeouts(limits or self.limits)
         data: Any = None
         replayable = True
         if request.body_exists:
@@ -375,7 +366,7 @@ class Upstream:
                         raise _HeadersLate("total") from None
                     raise
                 except ssl.SSLError:
-                    raise
+                    raise  # an OSError too, but a TLS failure, not a refused connection
                 except OSError as exc:
                     raise _ConnectFailed(exc) from None
                 data = ex.data

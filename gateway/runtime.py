@@ -14,7 +14,7 @@ from gateway.listener import record_sni
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker
 from gateway.policy import RoutePolicy
-from gateway.proxy import Upstream
+from gateway.proxy import TimeoutLimits, Upstream
 from gateway.routing import Router
 from gateway.tls import server_context
 
@@ -26,6 +26,7 @@ class CompiledRoute:
     config: RouteConfig
     policy: RoutePolicy
     upstream: Upstream
+    timeouts: TimeoutLimits  # the upstream's, with the route's overrides
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,10 @@ def build_snapshot(
     }
     routes = {
         r.name: CompiledRoute(
-            r, RoutePolicy(r.policy, f"routes[{i}].policy"), upstreams[r.upstream]
+            r,
+            RoutePolicy(r.policy, f"routes[{i}].policy"),
+            upstreams[r.upstream],
+            TimeoutLimits.of(upstreams[r.upstream].config, r.timeouts),
         )
         for i, r in enumerate(cfg.routes)
     }

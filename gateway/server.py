@@ -20,7 +20,7 @@ from gateway.activity import Activity
 from gateway.admin import Admin
 from gateway.admission import Admission
 from gateway.certfiles import HeldCert, load_checked
-from gateway.config import GatewayConfig, ListenerConfig
+from gateway.config import GatewayConfig, ListenerConfig, check_admin_unchanged
 from gateway.crlfetch import CrlRefresher, fetch_missing
 from gateway.errors import ConfigError
 from gateway.handler import Pipeline
@@ -295,13 +295,8 @@ class Gateway:
             raise ConfigError("this gateway was started without a config file; nothing to reload")
         loop = asyncio.get_running_loop()
         cfg, held = await loop.run_in_executor(None, load_checked, self._config_path, fetch_missing)
-        old_admin = self.config.admin.bind if self.config.admin else None
-        new_admin = cfg.admin.bind if cfg.admin else None
-        if old_admin != new_admin and self._serve_admin:
-            raise ConfigError(
-                f"changing the admin address ({old_admin} -> {new_admin}) needs a restart",
-                "admin.bind",
-            )
+        if self._serve_admin:
+            check_admin_unchanged(self.config, cfg)
         new = build_snapshot(cfg, self.metrics, previous=self._snapshot, ocsp=self.ocsp)
         opened: list[Listener] = []
         for i, lst in enumerate(cfg.listeners):

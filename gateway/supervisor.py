@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, multiprocess
 from gateway.activity import Activity
 from gateway.admin import Admin
 from gateway.certfiles import HeldCert, load_checked
-from gateway.config import GatewayConfig
+from gateway.config import GatewayConfig, check_admin_unchanged
 from gateway.crlfetch import fetch_missing
 from gateway.errors import ConfigError
 from gateway.log import config_log, event, server_log
@@ -212,13 +212,7 @@ class Supervisor:
                 cfg, held = await loop.run_in_executor(
                     None, load_checked, self._config_path, fetch_missing
                 )
-                old = self.cfg.admin.bind if self.cfg.admin else None
-                new = cfg.admin.bind if cfg.admin else None
-                if old != new:
-                    raise ConfigError(
-                        f"changing the admin address ({old} -> {new}) needs a restart",
-                        "admin.bind",
-                    )
+                check_admin_unchanged(self.cfg, cfg)
             except ConfigError as exc:
                 problems = [str(p) for p in exc.problems]
                 config_log.error(

@@ -67,7 +67,6 @@ class Target:
         self.url = spec.url
         base = URL(spec.url)
         self.origin = f"{base.scheme}://{base.raw_authority}"
-        self.authority = base.raw_authority
         self.base_path = base.raw_path.rstrip("/")
         self.weight = spec.weight
         self.inflight = 0
@@ -126,10 +125,6 @@ class Target:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def url_for(self, encoded_path: str, query: str) -> URL:
-        text = self.origin + self.base_path + encoded_path + (f"?{query}" if query else "")
-        return URL(text, encoded=True)
 
     def available(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now

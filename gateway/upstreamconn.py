@@ -15,7 +15,7 @@ from typing import cast
 
 import httptools
 
-from gateway.bytestream import ByteStream, FlowControl
+from gateway.bytestream import ByteStream, FlowControl, chunk, last_chunk
 from gateway.headers import SKIP_REQUEST
 
 # a client's trailers are forwarded like its headers: hop-by-hop fields and identity look-alikes
@@ -238,23 +238,16 @@ class Connection(FlowControl, asyncio.Protocol):
     ) -> None:
         assert self.transport is not None
         try:
-            async for chunk in body:
-                if not chunk:
+            async for piece in body:
+                if not piece:
                     continue
-                if chunked:
-                    self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                else:
-                    self.transport.write(chunk)
+                self.transport.write(chunk(piece) if chunked else piece)
                 await self.drain()
                 if self.closed:
-                    return
+                    return  # the response side reports it
             if chunked:
-                lines = "".join(
-                    f"{k}: {v}\r\n" for k, v in trailers if k.lower() not in _NOT_TRAILERS
-                )
-                self.transport.write(f"0\r\n{lines}\r\n".encode("utf-8", "surrogateescape"))
-        except ConnectionLost:
-            pass  # the response side reports it
+                kept = [(k, v) for k, v in trailers if k.lower() not in _NOT_TRAILERS]
+                self.transport.write(last_chunk(kept))
         except Exception:
             # the client's body failed (over its limit, client gone): the upstream must not
             # take a truncated body for a complete one, and the response side reports it

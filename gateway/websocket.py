@@ -97,7 +97,7 @@ async def proxy_websocket(
     target = upstream.balancer.pick()
     if target is None:
         raise NoHealthyTarget(f"{upstream.name}: no healthy target", kind="no_target")
-    timeouts = upstream.config.timeouts
+    timeouts = upstream.limits
     tunnel = _Tunnel()
     try:
         transport = await target.pool.open_tunnel(lambda: tunnel, timeouts.connect)
@@ -115,9 +115,7 @@ async def proxy_websocket(
             "utf-8", "surrogateescape"
         )
     )
-    timer = asyncio.get_running_loop().call_later(
-        timeouts.headers or timeouts.read, expire, tunnel.answer
-    )
+    timer = asyncio.get_running_loop().call_later(timeouts.headers, expire, tunnel.answer)
     try:
         status, answer_headers, early = await tunnel.answer
     except TimeoutError:
