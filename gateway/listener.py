@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import _ssl
 import asyncio
-import contextlib
 import errno
 import socket
 import ssl
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from gateway.activity import Activity
 from gateway.admission import Admission
@@ -23,29 +21,16 @@ from gateway.identity import Identity, IdentityCache
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
 from gateway.tls import Failure, classify
-from gateway.tlsconn import TlsTransport, handshake
+from gateway.tlsconn import TlsTransport, handshaking
 
 _DER = getattr(_ssl, "ENCODING_DER", 1)
 
 
-@dataclass
-class HandshakeState:
-    """Filled in while one handshake runs (the SNI callback and connection_made see it)."""
-
-    sni: str | None = None
-    conn: ConnInfo | None = None  # set by connection_made once the handshake succeeded
-
-
-# Protocol callbacks run in a copy of the context of the task that created the transport, so
-# the handshake task's state reaches the SNI callback and connection_made without a lookup.
-_HANDSHAKE: ContextVar[HandshakeState | None] = ContextVar("handshake", default=None)
-
-
 def record_sni(_ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
     """`SSLContext.sni_callback`: remember the name the client asked for."""
-    state = _HANDSHAKE.get()
-    if state is not None and server_name:
-        state.sni = server_name.lower().rstrip(".")
+    transport = handshaking()
+    if transport is not None and server_name:
+        transport.set_sni(server_name.lower().rstrip("."))
 
 
 @dataclass
@@ -77,7 +62,7 @@ class ConnectionTracker(Http1Server):
         self._metrics = metrics
         self.apply_limits(ListenerLimits())
         self._admission = admission
-        self.capacity = asyncio.Event()  # set whenever a connection closes
+        self.on_close: Callable[[], None] = lambda: None  # the listener's: capacity is back
         self.conns: dict[Http1Connection, ConnInfo] = {}
         self._identities = identities
         self._chains: dict[str, tuple[bytes, ...]] = {}
@@ -101,8 +86,7 @@ class ConnectionTracker(Http1Server):
         peer = transport.get_extra_info("peername")
         identity = None
         chain: tuple[bytes, ...] = ()
-        state = _HANDSHAKE.get()
-        sni = state.sni if state is not None else None
+        sni: str | None = transport.get_extra_info("sni")
         if ssl_obj is not None:
             der = ssl_obj.getpeercert(binary_form=True)
             if der:
@@ -120,8 +104,6 @@ class ConnectionTracker(Http1Server):
         if identity is not None and admission is not None and admission.needed:
             loop = asyncio.get_running_loop()
             info.gate = loop.create_task(admission.check(identity, chain))
-        if state is not None:
-            state.conn = info
         self.conns[conn] = info
         self._active.inc()
 
@@ -148,11 +130,15 @@ class ConnectionTracker(Http1Server):
         super().connection_lost(conn)
         if self.conns.pop(conn, None) is not None:
             self._active.dec()
-        self.capacity.set()
+        self.on_close()
 
 
 class Listener:
-    """One listening socket: accepts, handshakes under a timeout, hands over to HTTP."""
+    """One listening socket: accepts, handshakes under a timeout, hands over to HTTP.
+
+    The listening socket stays registered with the event loop; each readiness accepts what
+    the kernel has queued, up to the listener's limits. While the listener is full it stops
+    accepting and the kernel's backlog holds the rest."""
 
     def __init__(
         self,
@@ -170,39 +156,39 @@ class Listener:
         self._context = context
         self.handshake_timeout = handshake_timeout  # updated in place by a reload
         self.server = server
+        server.on_close = self._capacity_back
         self._metrics = metrics
         self._sock: socket.socket | None = None
-        self._accept_task: asyncio.Task[None] | None = None
-        self._handshakes: set[asyncio.Task[None]] = set()
+        self._accepting = False  # registered for readiness
+        self._paused: str | None = None  # the limit that stopped accepting
+        self._retry: asyncio.TimerHandle | None = None
+        self._handshakes: dict[TlsTransport, float] = {}  # running, with their start time
+        self._opening: set[asyncio.Task[Any]] = set()  # transports being made
         self._ok = metrics.tls_handshakes.labels(name, "ok")
         self._duration = metrics.tls_handshake_duration.labels(name)
         self._accepted = metrics.connections_accepted.labels(name)
         self.max_connections = 10000
         self.max_handshakes = 512
-        self._handshake_done = asyncio.Event()
 
     def apply_limits(self, limits: ListenerLimits) -> None:
         self.max_connections = limits.max_connections
         self.max_handshakes = limits.max_handshakes
         self.server.apply_limits(limits)
+        self._capacity_back()
 
-    async def _wait_for_capacity(self) -> None:
-        """Hold the accept while the listener is full: the kernel's backlog keeps the rest."""
-        counted: set[str] = set()
-        while True:
-            if len(self._handshakes) >= self.max_handshakes:
-                limit, event_ = "handshakes", self._handshake_done
-            elif len(self.server.conns) + len(self._handshakes) >= self.max_connections:
-                limit, event_ = "connections", self.server.capacity
-            else:
-                return
-            if limit not in counted:
-                counted.add(limit)
-                self._metrics.limits_hit.labels(self.name, limit).inc()
-            event_.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await event_.wait()
+    def _full(self) -> str | None:
+        """The limit that is reached, if any."""
+        handshakes = len(self._handshakes) + len(self._opening)
+        if handshakes >= self.max_handshakes:
+            return "handshakes"
+        if len(self.server.conns) + handshakes >= self.max_connections:
+            return "connections"
+        return None
+
+    def _capacity_back(self) -> None:
+        if self._paused is not None and self._full() is None:
+            self._paused = None
+            self._resume()
 
     @property
     def is_open(self) -> bool:
@@ -241,68 +227,133 @@ class Listener:
     def start(self) -> None:
         if self._sock is None:
             self.open()
-        loop = asyncio.get_running_loop()
-        self._accept_task = loop.create_task(self._accept_loop(), name=f"accept-{self.name}")
+        self._resume()
 
-    async def _accept_loop(self) -> None:
-        assert self._sock is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._wait_for_capacity()
+    def _resume(self) -> None:
+        if self._sock is not None and not self._accepting and self._retry is None:
+            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept_ready)
+            self._accepting = True
+
+    def _pause(self) -> None:
+        if self._sock is not None and self._accepting:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._accepting = False
+
+    def _back_off(self) -> None:
+        """Out of descriptors or memory: stop accepting for a moment."""
+        self._pause()
+
+        def retry() -> None:
+            self._retry = None
+            self._resume()
+
+        self._retry = asyncio.get_running_loop().call_later(0.1, retry)
+
+    def _accept_ready(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(64):  # then let other work run; the socket stays ready
+            full = self._full()
+            if full is not None:
+                if self._paused is None:
+                    self._metrics.limits_hit.labels(self.name, full).inc()
+                self._paused = full
+                self._pause()
+                return
             try:
-                conn, addr = await loop.sock_accept(self._sock)
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    tls_log.error(
-                        "accept failed: out of resources",
-                        extra=event(listener=self.name, error=str(exc)),
-                    )
-                    await asyncio.sleep(0.1)
-                    continue
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
-                raise
+                scarce = exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+                tls_log.error(
+                    "accept failed: out of resources" if scarce else "accept failed",
+                    extra=event(listener=self.name, error=str(exc)),
+                )
+                self._back_off()
+                return
             self._accepted.inc()
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            task = loop.create_task(self._handshake(conn, addr))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshake_finished)
+            self._open(conn, addr)
 
-    def _handshake_finished(self, task: asyncio.Task[None]) -> None:
-        self._handshakes.discard(task)
-        self._handshake_done.set()
-
-    async def _handshake(self, conn: socket.socket, addr: Any) -> None:
+    def _open(self, conn: socket.socket, addr: Any) -> None:
+        """Make the connection's transport; the handshake runs in its callbacks."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        ctx = self._context()
-        state = HandshakeState()
-        _HANDSHAKE.set(state)
         try:
-            async with asyncio.timeout(self.handshake_timeout):
-                sslobj, incoming, outgoing = await handshake(conn, ctx)
-            transport, _ = await loop.connect_accepted_socket(
-                partial(TlsTransport, sslobj, incoming, outgoing, self.server), conn
-            )
-        except asyncio.CancelledError:
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            sslobj = self._context().wrap_bio(incoming, outgoing, server_side=True)
+        except (OSError, ssl.SSLError) as exc:
             conn.close()
-            raise
-        except Exception as exc:  # every failure is classified, counted and logged
-            conn.close()
-            self._failed(classify(exc), addr, state, type(exc).__name__)
+            self._failed(classify(exc), addr, None, type(exc).__name__)
             return
-        info = state.conn
-        if info is not None and info.gate is not None:
-            failure = await info.gate
-            if failure is not None:  # rejected after the handshake: same metric, same log
-                transport.abort()
-                self._failed(failure, addr, state, "post_handshake")
-                return
+
+        def made() -> TlsTransport:
+            transport = TlsTransport(
+                sslobj, incoming, outgoing, self.server, done, self.handshake_timeout
+            )
+            self._handshakes[transport] = started
+            return transport
+
+        def done(transport: TlsTransport, exc: BaseException | None) -> None:
+            self._handshake_done(transport, exc, addr)
+
+        task = loop.create_task(loop.connect_accepted_socket(made, conn))
+        self._opening.add(task)
+        task.add_done_callback(partial(self._opened, conn, addr))
+
+    def _opened(self, conn: socket.socket, addr: Any, task: asyncio.Task[Any]) -> None:
+        self._opening.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            conn.close()
+            self._failed(classify(exc), addr, None, type(exc).__name__)
+        self._capacity_back()
+
+    def _handshake_done(
+        self, transport: TlsTransport, exc: BaseException | None, addr: Any
+    ) -> None:
+        started = self._handshakes.pop(transport, None)
+        self._capacity_back()
+        sni = transport.get_extra_info("sni")
+        if started is None:  # aborted by stop_accepting: not the client's doing
+            return
+        if exc is not None:
+            self._failed(classify(exc), addr, sni, type(exc).__name__)
+            return
+        info = self.server.conns.get(cast(Http1Connection, transport.get_protocol()))
+        if info is not None and info.gate is not None:  # post-handshake checks: strict, OCSP
+            info.gate.add_done_callback(partial(self._gated, transport, addr, sni, started))
+            return
+        self._succeeded(started)
+
+    def _gated(
+        self,
+        transport: TlsTransport,
+        addr: Any,
+        sni: str | None,
+        started: float,
+        gate: asyncio.Task[Failure | None],
+    ) -> None:
+        """Rejected after the handshake: the same metric and log as a failed handshake."""
+        if gate.cancelled():
+            return
+        failure = gate.result()
+        if failure is not None:
+            transport.abort()
+            self._failed(failure, addr, sni, "post_handshake")
+        else:
+            self._succeeded(started)
+
+    def _succeeded(self, started: float) -> None:
         self._ok.inc()
         self._duration.observe(time.perf_counter() - started)
         self._activity.handshake(self.name, "ok")
 
-    def _failed(self, failure: Failure, addr: Any, state: HandshakeState, error_type: str) -> None:
+    def _failed(self, failure: Failure, addr: Any, sni: str | None, error_type: str) -> None:
         self._metrics.tls_handshakes.labels(self.name, failure.reason.value).inc()
         peer = f"{addr[0]}:{addr[1]}" if addr else ""
         self._activity.handshake(self.name, failure.reason.value, peer, failure.detail)
@@ -311,7 +362,7 @@ class Listener:
             extra=event(
                 listener=self.name,
                 peer=peer,
-                sni=state.sni,
+                sni=sni,
                 reason=failure.reason.value,
                 verify_code=failure.verify_code,
                 detail=failure.detail,
@@ -320,15 +371,19 @@ class Listener:
         )
 
     async def stop_accepting(self) -> None:
-        if self._accept_task is not None:
-            self._accept_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accept_task
-            self._accept_task = None
+        """Close the listening socket and abort the handshakes still running."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._pause()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        for task in list(self._handshakes):
+        for task in list(self._opening):
             task.cancel()
-        if self._handshakes:
-            await asyncio.gather(*self._handshakes, return_exceptions=True)
+        if self._opening:
+            await asyncio.gather(*self._opening, return_exceptions=True)
+        running = list(self._handshakes)
+        self._handshakes.clear()
+        for transport in running:
+            transport.abort()

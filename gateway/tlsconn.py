@@ -1,79 +1,35 @@
-"""Server-side TLS that the gateway drives itself: handshake over the raw socket, so a rejected
-client gets its TLS alert (with a lingering close), then a transport for HTTP on top.
+"""Server-side TLS that the gateway drives itself, inside one asyncio protocol: the handshake
+runs in `data_received` of the plain TCP transport, so a rejected client gets its TLS alert
+(with a lingering close), and a successful handshake turns the same object into the TLS
+transport the application sees, encrypting and decrypting with the same `SSLObject`.
 
 asyncio's and uvloop's SSL transports drop the alert of a failed handshake (CPython gh-98078)
-and hide the failure; here `handshake()` writes whatever OpenSSL queued (the alert), shuts
-down writing and drains the peer briefly, so the kernel does not turn the close into a reset
-that destroys the alert. A successful handshake becomes a `TlsTransport`: an asyncio
-Transport over a plain TCP transport that encrypts and decrypts with the same `SSLObject`."""
+and hide the failure; here the alert OpenSSL queued is written, writing is shut down and the
+peer drained briefly, so the kernel does not turn the close into a reset that destroys the
+alert. Driving the handshake from the transport's callbacks instead of `sock_recv`/
+`sock_sendall` on the raw socket keeps the socket registered with the event loop once, for
+its whole life (measured: see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
-import time
 from collections.abc import Callable
 from typing import Any, cast
 
 READ_SIZE = 256 * 1024
 LINGER_SECONDS = 0.5
 
+HandshakeDone = Callable[["TlsTransport", BaseException | None], None]
 
-async def _send(loop: asyncio.AbstractEventLoop, sock: socket.socket, out: ssl.MemoryBIO) -> None:
-    data = out.read()
-    if data:
-        await loop.sock_sendall(sock, data)
+_handshaking: TlsTransport | None = None  # whose do_handshake() is running (SNI callback)
 
 
-async def linger_close(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, seconds: float
-) -> None:
-    """Shut down writing, read until the peer closes (or `seconds`), then close: the bytes we
-    wrote last (a TLS alert) arrive instead of being destroyed by a reset."""
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            async with asyncio.timeout(left):
-                if not await loop.sock_recv(sock, 4096):
-                    break
-    except (OSError, TimeoutError):
-        pass
-    finally:
-        sock.close()
-
-
-async def handshake(
-    sock: socket.socket, ctx: ssl.SSLContext
-) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
-    """Run the server handshake on `sock`. On failure the alert is sent, the socket closed with
-    a linger, and the exception re-raised for classification."""
-    loop = asyncio.get_running_loop()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    sslobj = ctx.wrap_bio(incoming, outgoing, server_side=True)
-    try:
-        while True:
-            try:
-                sslobj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await _send(loop, sock, outgoing)
-                data = await loop.sock_recv(sock, READ_SIZE)
-                if not data:
-                    raise ConnectionResetError("the client closed the connection") from None
-                incoming.write(data)
-        await _send(loop, sock, outgoing)  # our Finished (TLS 1.2), session tickets (TLS 1.3)
-    except ssl.SSLError:
-        with contextlib.suppress(OSError):
-            await _send(loop, sock, outgoing)  # the alert OpenSSL queued for the client
-        await linger_close(loop, sock, LINGER_SECONDS)
-        raise
-    except BaseException:
-        sock.close()
-        raise
-    return sslobj, incoming, outgoing
+def handshaking() -> TlsTransport | None:
+    """The transport whose handshake step is running: for `SSLContext.sni_callback`, which
+    runs inside `do_handshake()`."""
+    return _handshaking
 
 
 class TlsTransport(asyncio.Protocol, asyncio.Transport):
@@ -85,12 +41,18 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         incoming: ssl.MemoryBIO,
         outgoing: ssl.MemoryBIO,
         app_factory: Callable[[], asyncio.Protocol],
+        on_handshake: HandshakeDone,
+        timeout: float,
     ) -> None:
         super().__init__()
         self._ssl = sslobj
         self._in = incoming
         self._out = outgoing
-        self._app = app_factory()
+        self._app_factory = app_factory
+        self._app: asyncio.Protocol | None = None  # made once the handshake succeeded
+        self._on_handshake: HandshakeDone | None = on_handshake  # None once reported
+        self._timeout = timeout
+        self._timer: asyncio.TimerHandle | None = None
         self._raw: asyncio.Transport | None = None
         self._app_reading = True
         self._closing = False
@@ -98,37 +60,122 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._flush_scheduled = False
         self._extra: dict[str, Any] = {"ssl_object": sslobj, "sslcontext": sslobj.context}
 
+    @property
+    def handshake_done(self) -> bool:
+        return self._app is not None
+
+    def set_sni(self, name: str) -> None:
+        """Remember the server name the client asked for (`get_extra_info("sni")`)."""
+        self._extra["sni"] = name
+
+    # ------------------------------------------------------------ the handshake
+
+    def _handshake_step(self) -> None:
+        global _handshaking
+        _handshaking = self
+        try:
+            self._ssl.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return
+        except ssl.SSLError as exc:
+            self._flush()  # the alert OpenSSL queued for the client
+            self._handshake_failed(exc, linger=True)
+            return
+        except Exception as exc:  # e.g. the SNI callback failed
+            self._handshake_failed(exc, linger=False)
+            return
+        finally:
+            _handshaking = None
+        self._flush()  # our Finished (TLS 1.2), session tickets (TLS 1.3)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._app = app = self._app_factory()
+        app.connection_made(self)
+        self._report(None)
+        self._deliver()  # application data that arrived with the end of the handshake
+
+    def _report(self, exc: BaseException | None) -> None:
+        done, self._on_handshake = self._on_handshake, None
+        if done is not None:
+            done(self, exc)
+
+    def _handshake_failed(self, exc: BaseException, *, linger: bool) -> None:
+        """Report the failure once; close with a linger (so the alert arrives) or at once."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._closing = True
+        self._report(exc)
+        raw = self._raw
+        if raw is None or raw.is_closing():
+            return
+        if not linger:
+            raw.abort()
+            return
+        try:
+            raw.write_eof()  # after the alert: the peer reads it, then sees the end
+        except (OSError, RuntimeError):
+            raw.abort()
+            return
+        self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, raw.close)
+
+    def _handshake_timed_out(self) -> None:
+        self._timer = None
+        self._handshake_failed(TimeoutError("handshake timed out"), linger=False)
+
+    # ------------------------------------------------------------ the raw (TCP) side
+
     # ------------------------------------------------------------ the raw (TCP) side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._app.connection_made(self)
-        self._deliver()  # application data that arrived with the end of the handshake
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
-        self._in.write(data)
-        self._deliver()
+        if self._app is not None:
+            self._in.write(data)
+            self._deliver()
+        elif not self._closing:
+            self._in.write(data)
+            self._handshake_step()
+        # else: lingering after a failed handshake; what the client still sends is dropped
 
     def eof_received(self) -> bool | None:
+        app = self._app
+        if app is None:
+            if not self._closing:
+                self._handshake_failed(
+                    ConnectionResetError("the client closed the connection"), linger=False
+                )
+            return False
         self._in.write_eof()
         self._deliver()
         with contextlib.suppress(Exception):
-            self._app.eof_received()
+            app.eof_received()
         return False  # close the raw transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._app is None:
+            self._report(exc or ConnectionResetError("the client closed the connection"))
+            return
         self._app.connection_lost(exc)
 
     def pause_writing(self) -> None:
-        self._app.pause_writing()
+        if self._app is not None:
+            self._app.pause_writing()
 
     def resume_writing(self) -> None:
-        self._app.resume_writing()
+        if self._app is not None:
+            self._app.resume_writing()
 
     def _deliver(self) -> None:
         """Decrypt what is buffered and hand it to the application while it reads."""
-        while self._app_reading and not self._closing:
+        while self._app_reading and not self._closing and (app := self._app) is not None:
             try:
                 chunk = self._ssl.read(READ_SIZE)
             except ssl.SSLWantReadError:
@@ -136,7 +183,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
             except ssl.SSLZeroReturnError:  # close_notify
                 self._flush()
                 with contextlib.suppress(Exception):
-                    self._app.eof_received()
+                    app.eof_received()
                 self.close()
                 break
             except ssl.SSLError as exc:  # corrupt record, renegotiation attempt, ...
@@ -144,7 +191,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
                 break
             if not chunk:
                 break
-            self._app.data_received(chunk)
+            app.data_received(chunk)
         self._flush()  # e.g. TLS 1.3 key updates
 
     def _flush(self) -> None:
@@ -254,4 +301,5 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._app = protocol
 
     def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._app is not None, "no application before the handshake"
         return self._app
