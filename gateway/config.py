@@ -125,6 +125,16 @@ class TlsConfig(Model):
     crl_warning: Duration = Field(
         default=86400.0, description="warn when a CRL's nextUpdate is closer than this"
     )
+    session_cache: int = Field(
+        default=2048,
+        ge=0,
+        le=1_000_000,
+        description="TLS sessions each worker keeps for resumption (about 12 KB each); "
+        "0: stateless session tickets instead",
+    )
+    session_timeout: Duration = Field(
+        default=300.0, description="how long a client may resume its TLS session"
+    )
 
 
 class ListenerLimits(Model):

@@ -29,6 +29,7 @@ LAYER = {
     "proxy": 3,
     "websocket": 3,
     "tlsconn": 2,
+    "sslctl": 1,
     "upstreamconn": 2,
     "bytestream": 2,
     "http1": 3,
