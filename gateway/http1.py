@@ -336,7 +336,7 @@ class Http1Connection(FlowControl, asyncio.Protocol):
         self._closing = False  # no new requests: close after the current answer
         self._refused = False  # the parser refused a request: nothing after it is read
         self.deadline = 0.0
-        self.deadline_kind: str | None = None  # head | idle
+        self.deadline_kind: str | None = None  # new | head | idle
         # after an upgrade the bytes belong to the tunnel's other end
         self._tunnel_peer: asyncio.Transport | None = None
         self._upgraded = False  # the parser stopped after an upgrade request
@@ -347,7 +347,7 @@ class Http1Connection(FlowControl, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # our TlsTransport
         self._server.connection_made(self, self.transport)
-        self._set_deadline("head", self._limits.header_timeout)
+        self._set_deadline("new", self._limits.header_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._tunnel_peer is not None:
@@ -423,7 +423,9 @@ class Http1Connection(FlowControl, asyncio.Protocol):
         limits.hit("header_timeout")
         peer = self.transport.get_extra_info("peername")
         server_log.info(
-            "request head not received in time, closing",
+            "no request on a new connection in time, closing"
+            if kind == "new"
+            else "request head not received in time, closing",
             extra=event(
                 listener=limits.listener,
                 peer=f"{peer[0]}:{peer[1]}" if peer else "",
@@ -431,6 +433,11 @@ class Http1Connection(FlowControl, asyncio.Protocol):
             ),
         )
         self._closing = True
+        if kind == "new":
+            # nothing was asked: an answer now could be read as the answer to a request the
+            # client is sending at this moment, so the connection just closes
+            self.transport.close()
+            return
         error = json_error(408, "request_timeout", request_ids.next())
         self.write(serialize_head(408, "Request Timeout", error.headers, _length_close(error.body)))
         self.write(error.body)
@@ -442,7 +449,9 @@ class Http1Connection(FlowControl, asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._in_head = True
-        if self.deadline_kind != "head":
+        if self.deadline_kind == "new":
+            self.deadline_kind = "head"  # still counted from the connection's start
+        elif self.deadline_kind != "head":
             self._set_deadline("head", self._limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:

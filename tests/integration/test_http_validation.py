@@ -162,10 +162,33 @@ def test_slow_request_head_gets_408_and_is_closed(gw: RunningGateway, pki: Path)
 
 
 def test_connection_that_never_sends_a_request_is_closed(gw: RunningGateway, pki: Path) -> None:
+    """Closed after header_timeout without an answer: nothing was asked, and an unasked 408
+    would be read as the answer to a request the client sends at that moment."""
+    before = sample(
+        gw.metrics(), "mtls_gateway_limits_hit_total", listener="public", limit="header_timeout"
+    )
     with _tls(gw.port, pki) as tls:
         started = time.monotonic()
+        tls.settimeout(10)
+        assert tls.recv(1) == b""
+        assert 0.8 < time.monotonic() - started < 3
+    after = sample(
+        gw.metrics(), "mtls_gateway_limits_hit_total", listener="public", limit="header_timeout"
+    )
+    assert after == before + 1
+
+
+def test_deadline_of_the_first_request_counts_from_the_connection(
+    gw: RunningGateway, pki: Path
+) -> None:
+    """A client that starts its head late gets no fresh header_timeout for it."""
+    with _tls(gw.port, pki) as tls:
+        started = time.monotonic()
+        time.sleep(0.6)
+        tls.sendall(b"GET /late HTTP/1.1\r\nHo")
         status, _, _ = _read_response(tls)
-        assert status == 408 and time.monotonic() - started < 3
+        assert status == 408
+        assert time.monotonic() - started < 1.6  # header_timeout is 1s (+ the sweep)
 
 
 def test_idle_keepalive_connection_is_closed_after_keepalive_timeout(
