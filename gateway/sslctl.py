@@ -76,7 +76,7 @@ def configure_sessions(ctx: ssl.SSLContext, size: int, timeout: float) -> str:
     lib = _libssl()
     pointer = _ssl_ctx(lib, ctx) if lib is not None else None
     if lib is None or pointer is None:
-        return "tickets" if size == 0 else "tickets (the session cache cannot be sized here)"
+        return "tickets (session cache and timeout cannot be set on this Python)"
     lib.SSL_CTX_set_timeout(pointer, max(1, round(timeout)))  # tickets' lifetime too
     if size == 0:
         return "tickets"

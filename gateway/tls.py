@@ -73,7 +73,7 @@ def server_context(
     resumption = configure_sessions(ctx, cfg.session_cache, cfg.session_timeout)
     if resumption.startswith("tickets ("):
         tls_log.warning(
-            "TLS session cache not available, resuming with session tickets",
+            "TLS session cache or timeout not settable here, resuming with session tickets",
             extra=event(config=f"{path}.session_cache", detail=resumption),
         )
     return ctx
