@@ -202,6 +202,8 @@ class Pipeline:
             )
         series[0]()
         series[1](elapsed)
+        if access_log.disabled:  # logging would still build the record before dropping it
+            return
         access_log.info(
             "request",
             extra=event(
