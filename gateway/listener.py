@@ -99,6 +99,7 @@ class ConnectionTracker(Http1Server):
                     if not ssl_obj.session_reused:
                         remaining = identity.not_after - time.time()
                         self._metrics.client_cert_remaining.observe(max(remaining, 0.0))
+
         info = ConnInfo(self.listener, peer[0] if peer else "", sni, identity, chain)
         admission = self._admission()
         if identity is not None and admission is not None and admission.needed:
@@ -165,6 +166,7 @@ class Listener:
         self._handshakes: dict[TlsTransport, float] = {}  # running, with their start time
         self._opening: set[asyncio.Task[Any]] = set()  # transports being made
         self._ok = metrics.tls_handshakes.labels(name, "ok")
+        self._resumed = metrics.tls_resumed.labels(name)
         self._duration = metrics.tls_handshake_duration.labels(name)
         self._accepted = metrics.connections_accepted.labels(name)
         self.max_connections = 10000
@@ -328,7 +330,7 @@ class Listener:
         if info is not None and info.gate is not None:  # post-handshake checks: strict, OCSP
             info.gate.add_done_callback(partial(self._gated, transport, addr, sni, started))
             return
-        self._succeeded(started)
+        self._succeeded(started, transport)
 
     def _gated(
         self,
@@ -346,10 +348,12 @@ class Listener:
             transport.abort()
             self._failed(failure, addr, sni, "post_handshake")
         else:
-            self._succeeded(started)
+            self._succeeded(started, transport)
 
-    def _succeeded(self, started: float) -> None:
+    def _succeeded(self, started: float, transport: TlsTransport) -> None:
         self._ok.inc()
+        if transport.get_extra_info("ssl_object").session_reused:
+            self._resumed.inc()
         self._duration.observe(time.perf_counter() - started)
         self._activity.handshake(self.name, "ok")
 

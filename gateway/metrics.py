@@ -42,6 +42,12 @@ class Metrics:
             ["listener", "result"],
             registry=r,
         )
+        self.tls_resumed = Counter(
+            PREFIX + "tls_resumed_handshakes_total",
+            "Successful TLS handshakes that resumed a session (no certificate sent or verified).",
+            ["listener"],
+            registry=r,
+        )
         self.tls_handshake_duration = Histogram(
             PREFIX + "tls_handshake_duration_seconds",
             "Duration of successful TLS handshakes.",

@@ -24,6 +24,7 @@ from tests.harness import (
     base_config,
     client_context,
     running,
+    sample,
     write_config,
 )
 
@@ -80,10 +81,18 @@ def _xfcc(answer: bytes) -> str:
 def test_resumed_connection_carries_the_same_identity(
     gateway: RunningGateway, pki: Path, version: str
 ) -> None:
+    def resumed() -> float:
+        return sample(
+            gateway.metrics(), "mtls_gateway_tls_resumed_handshakes_total", listener="public"
+        )
+
+    before = resumed()
     first, session, reused = fetch(gateway.port, pki, version)
     assert first.startswith(b"HTTP/1.1 200") and not reused
+    assert resumed() == before  # a full handshake
     second, _, reused = fetch(gateway.port, pki, version, session)
     assert reused, "the session was not resumed"
+    assert resumed() == before + 1
     assert second.startswith(b"HTTP/1.1 200"), second[:200]
     assert _xfcc(second) == _xfcc(first)
     assert "CN=client" in _xfcc(second)
