@@ -138,3 +138,39 @@ def test_running_out_of_file_descriptors_is_survived(tmp_path: Path, pki: Path) 
                         raise
                     time.sleep(0.2)
             assert gw.proc is not None and gw.proc.poll() is None
+
+
+def test_handshake_limit_holds_new_connections_until_one_finishes(
+    tmp_path: Path, pki: Path
+) -> None:
+    """Clients stalled in the handshake take the max_handshakes slots; the next connection waits
+    in the backlog and is served when a slot frees, not refused."""
+    with EchoServer() as echo:
+        path, port, admin = _config(tmp_path, pki, echo.port, max_handshakes=2)
+        with GatewayProcess(path, admin):
+            stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+            done = threading.Event()
+            result: list[int] = []
+
+            def third() -> None:
+                result.append(request(port, "/third", pki).status)
+                done.set()
+
+            thread = threading.Thread(target=third)
+            thread.start()
+            try:
+                assert not done.wait(1.5), "a third handshake ran beyond max_handshakes"
+                stalled.pop().close()
+                assert done.wait(5), "the waiting connection was not served once a slot freed"
+                assert result == [200]
+                hits = sample(
+                    scrape(admin),
+                    "mtls_gateway_limits_hit_total",
+                    listener="public",
+                    limit="handshakes",
+                )
+                assert hits >= 1
+            finally:
+                thread.join(10)
+                for s in stalled:
+                    s.close()
