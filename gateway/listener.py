@@ -294,25 +294,34 @@ class Listener:
             self._failed(classify(exc), addr, None, type(exc).__name__)
             return
 
-        def made() -> TlsTransport:
+        made: list[TlsTransport] = []
+
+        def protocol() -> TlsTransport:
             transport = TlsTransport(
                 sslobj, incoming, outgoing, self.server, done, self.handshake_timeout
             )
             self._handshakes[transport] = started
+            made.append(transport)
             return transport
 
         def done(transport: TlsTransport, exc: BaseException | None) -> None:
             self._handshake_done(transport, exc, addr)
 
-        task = loop.create_task(loop.connect_accepted_socket(made, conn))
+        task = loop.create_task(loop.connect_accepted_socket(protocol, conn))
         self._opening.add(task)
-        task.add_done_callback(partial(self._opened, conn, addr))
+        task.add_done_callback(partial(self._opened, conn, addr, made))
 
-    def _opened(self, conn: socket.socket, addr: Any, task: asyncio.Task[Any]) -> None:
+    def _opened(
+        self, conn: socket.socket, addr: Any, made: list[TlsTransport], task: asyncio.Task[Any]
+    ) -> None:
         self._opening.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            conn.close()
-            self._failed(classify(exc), addr, None, type(exc).__name__)
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None:
+            conn.close()  # no-op if a transport took the socket; else it would leak
+            for transport in made:
+                self._handshakes.pop(transport, None)
+            if exc is not None:
+                self._failed(classify(exc), addr, None, type(exc).__name__)
         self._capacity_back()
 
     def _handshake_done(
