@@ -1,6 +1,7 @@
 // Open-loop paced load for the latency-at-half-load figure: requests are due on a fixed schedule
 // (each millisecond, the ones whose time has come), whether or not earlier ones have finished.
 // Latency counts from the moment a request was due, so waiting for a free connection counts too.
+// The first second runs at the same rate and is not counted (the generator's own warm-up).
 // Raw TLS sockets with a client certificate and a minimal HTTP/1.1 reader (answers must carry
 // Content-Length), so the generator stays cheap: node's https module was the bottleneck at a few
 // thousand requests/s. autocannon's rate limit releases each second's requests in one burst,
@@ -21,7 +22,8 @@ const options = {
   ca: fs.readFileSync(ca)
 }
 const request = Buffer.from(`GET ${target.pathname} HTTP/1.1\r\nHost: localhost\r\n\r\n`)
-const duration = Number(seconds) * 1000
+const WARMUP = 1000 // ms at the same rate before measuring: Node compiles its hot paths then
+const duration = WARMUP + Number(seconds) * 1000
 const perMs = Number(rate) / 1000
 const latencies = []
 const idle = []
@@ -54,7 +56,7 @@ function read (sock) {
     sock.buf = sock.buf.subarray(total)
     const status = Number(head.slice(9, 12))
     if (status < 200 || status > 299) non2xx++
-    if (sock.began !== undefined) latencies.push(performance.now() - sock.began)
+    if (sock.began !== undefined && sock.began >= start + WARMUP) latencies.push(performance.now() - sock.began)
     sock.began = undefined
     done++
     release(sock)
@@ -79,7 +81,7 @@ function report () {
   const at = (q) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : 0
   console.log(JSON.stringify({
     requests: latencies.length,
-    rps: latencies.length / (duration / 1000),
+    rps: latencies.length / ((duration - WARMUP) / 1000),
     p50: at(0.5),
     p90: at(0.9),
     p99: at(0.99),
