@@ -68,20 +68,21 @@ def _ssl_ctx(lib: ctypes.CDLL, ctx: ssl.SSLContext) -> int | None:
     return pointer
 
 
-def configure_sessions(ctx: ssl.SSLContext, size: int, timeout: float) -> str:
+def configure_sessions(ctx: ssl.SSLContext, size: int, timeout: float) -> str | None:
     """Resumption for a server context: a server-side cache of `size` sessions that resume for
-    `timeout` seconds, or stateless tickets when `size` is 0 or the cache cannot be sized.
-    Returns what was set up: "cache", "tickets", or "tickets (...why...)"."""
+    `timeout` seconds, or stateless tickets (with the same lifetime) when `size` is 0.
+    Returns None when that is what was set up, else why not: the context then keeps
+    stateless tickets with OpenSSL's defaults."""
     ctx.num_tickets = 1  # clients keep the latest; OpenSSL's default of two costs a second one
     lib = _libssl()
     pointer = _ssl_ctx(lib, ctx) if lib is not None else None
     if lib is None or pointer is None:
-        return "tickets (session cache and timeout cannot be set on this Python)"
+        return "OpenSSL's SSL_CTX of this Python's ssl module cannot be reached"
     lib.SSL_CTX_set_timeout(pointer, max(1, round(timeout)))  # tickets' lifetime too
     if size == 0:
-        return "tickets"
+        return None
     lib.SSL_CTX_ctrl(pointer, _SSL_CTRL_SET_SESS_CACHE_SIZE, size, None)
     if lib.SSL_CTX_ctrl(pointer, _SSL_CTRL_GET_SESS_CACHE_SIZE, 0, None) != size:
-        return "tickets (the session cache did not take its size)"
+        return "the session cache did not take its size"
     ctx.options |= ssl.OP_NO_TICKET  # TLS 1.3 tickets become ids into the cache
-    return "cache"
+    return None

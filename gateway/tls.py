@@ -70,11 +70,11 @@ def server_context(
             _load_crls(ctx, cfg, path)
     if sni_callback is not None:
         ctx.sni_callback = sni_callback
-    resumption = configure_sessions(ctx, cfg.session_cache, cfg.session_timeout)
-    if resumption.startswith("tickets ("):
+    problem = configure_sessions(ctx, cfg.session_cache, cfg.session_timeout)
+    if problem is not None:
         tls_log.warning(
             "TLS session cache or timeout not settable here, resuming with session tickets",
-            extra=event(config=f"{path}.session_cache", detail=resumption),
+            extra=event(config=f"{path}.session_cache", detail=problem),
         )
     return ctx
 

@@ -78,36 +78,53 @@ def test_slow_and_idle_crowd_does_not_starve_a_normal_client(tmp_path: Path, pki
                     s.close()
 
 
+def _served_once_a_slot_frees(
+    port: int, admin: int, pki: Path, holders: list[socket.socket], limit: str
+) -> None:
+    """With the listener full (`holders` take every slot of `limit`), a new client waits in the
+    backlog, unserved, and is served as soon as one holder closes; the limit is counted."""
+    done = threading.Event()
+    result: list[int] = []
+
+    def newcomer() -> None:
+        result.append(request(port, "/newcomer", pki).status)
+        done.set()
+
+    thread = threading.Thread(target=newcomer)
+    thread.start()
+    try:
+        assert not done.wait(1.5), f"a connection was served beyond the {limit} limit"
+        holders.pop().close()
+        assert done.wait(5), "the waiting connection was not served once a slot freed"
+        assert result == [200]
+        hits = sample(
+            scrape(admin), "mtls_gateway_limits_hit_total", listener="public", limit=limit
+        )
+        assert hits >= 1
+    finally:
+        thread.join(10)
+        for s in holders:
+            s.close()
+
+
 def test_full_listener_holds_new_connections_in_the_backlog(tmp_path: Path, pki: Path) -> None:
     with EchoServer() as echo:
         path, port, admin = _config(tmp_path, pki, echo.port, max_connections=10)
         with GatewayProcess(path, admin):
-            held = [_tls(port, pki) for _ in range(10)]
-            done = threading.Event()
-            result: list[int] = []
+            held: list[socket.socket] = [_tls(port, pki) for _ in range(10)]
+            _served_once_a_slot_frees(port, admin, pki, held, "connections")
 
-            def eleventh() -> None:
-                result.append(request(port, "/eleventh", pki).status)
-                done.set()
 
-            thread = threading.Thread(target=eleventh)
-            thread.start()
-            try:
-                assert not done.wait(1.5), "the 11th connection was served beyond max_connections"
-                held.pop().close()
-                assert done.wait(5), "the 11th connection was not served once a slot freed"
-                assert result == [200]
-                hits = sample(
-                    scrape(admin),
-                    "mtls_gateway_limits_hit_total",
-                    listener="public",
-                    limit="connections",
-                )
-                assert hits >= 1
-            finally:
-                thread.join(10)
-                for s in held:
-                    s.close()
+def test_handshake_limit_holds_new_connections_until_one_finishes(
+    tmp_path: Path, pki: Path
+) -> None:
+    """Clients stalled in the handshake take the max_handshakes slots; the next connection waits
+    in the backlog and is served when a slot frees, not refused."""
+    with EchoServer() as echo:
+        path, port, admin = _config(tmp_path, pki, echo.port, max_handshakes=2)
+        with GatewayProcess(path, admin):
+            stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+            _served_once_a_slot_frees(port, admin, pki, stalled, "handshakes")
 
 
 def test_running_out_of_file_descriptors_is_survived(tmp_path: Path, pki: Path) -> None:
@@ -138,39 +155,3 @@ def test_running_out_of_file_descriptors_is_survived(tmp_path: Path, pki: Path) 
                         raise
                     time.sleep(0.2)
             assert gw.proc is not None and gw.proc.poll() is None
-
-
-def test_handshake_limit_holds_new_connections_until_one_finishes(
-    tmp_path: Path, pki: Path
-) -> None:
-    """Clients stalled in the handshake take the max_handshakes slots; the next connection waits
-    in the backlog and is served when a slot frees, not refused."""
-    with EchoServer() as echo:
-        path, port, admin = _config(tmp_path, pki, echo.port, max_handshakes=2)
-        with GatewayProcess(path, admin):
-            stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-            done = threading.Event()
-            result: list[int] = []
-
-            def third() -> None:
-                result.append(request(port, "/third", pki).status)
-                done.set()
-
-            thread = threading.Thread(target=third)
-            thread.start()
-            try:
-                assert not done.wait(1.5), "a third handshake ran beyond max_handshakes"
-                stalled.pop().close()
-                assert done.wait(5), "the waiting connection was not served once a slot freed"
-                assert result == [200]
-                hits = sample(
-                    scrape(admin),
-                    "mtls_gateway_limits_hit_total",
-                    listener="public",
-                    limit="handshakes",
-                )
-                assert hits >= 1
-            finally:
-                thread.join(10)
-                for s in stalled:
-                    s.close()
