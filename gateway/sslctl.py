@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import platform
 import ssl
+import sys
 from functools import cache
 
 _SSL_CTRL_SET_SESS_CACHE_SIZE = 42
@@ -29,10 +30,15 @@ _SSL_CTRL_GET_SESS_CACHE_SIZE = 43
 _VERIFY_FLAGS = {ssl.CERT_NONE: 0, ssl.CERT_OPTIONAL: 1, ssl.CERT_REQUIRED: 3}
 
 
+# CPython versions whose `PySSLContext` starts with the `SSL_CTX *` (Modules/_ssl.c); a newer
+# one falls back to tickets until it is checked and added here
+_KNOWN_LAYOUT = ((3, 11), (3, 12), (3, 13), (3, 14))
+
+
 @cache
 def _libssl() -> ctypes.CDLL | None:
     """The libssl that the `_ssl` extension is linked against (symbols resolve through it)."""
-    if platform.python_implementation() != "CPython":
+    if platform.python_implementation() != "CPython" or sys.version_info[:2] not in _KNOWN_LAYOUT:
         return None
     try:
         import _ssl
