@@ -60,10 +60,6 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._flush_scheduled = False
         self._extra: dict[str, Any] = {"ssl_object": sslobj, "sslcontext": sslobj.context}
 
-    @property
-    def handshake_done(self) -> bool:
-        return self._app is not None
-
     def set_sni(self, name: str) -> None:
         """Remember the server name the client asked for (`get_extra_info("sni")`)."""
         self._extra["sni"] = name

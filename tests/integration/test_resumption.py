@@ -34,6 +34,11 @@ VERSIONS = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3}
 def _config(pki: Path, echo_port: int, **tls: Any) -> dict[str, Any]:
     cfg = base_config(pki, echo_port, **tls)
     cfg["routes"][0]["forward_identity"] = ["xfcc"]
+    other = {"allow": [{"subject": {"CN": "someone-else"}}]}
+    cfg["routes"].insert(
+        0,
+        {"name": "other", "match": {"path_prefix": "/other"}, "upstream": "echo", "policy": other},
+    )
     return cfg
 
 
@@ -46,14 +51,21 @@ def gateway(request: pytest.FixtureRequest, pki: Path) -> Iterator[RunningGatewa
 
 
 def fetch(
-    port: int, pki: Path, version: str, session: ssl.SSLSession | None = None, cert: str = "client"
+    port: int,
+    pki: Path,
+    version: str,
+    session: ssl.SSLSession | None = None,
+    cert: str = "client",
+    path: str = "/",
 ) -> tuple[bytes, ssl.SSLSession | None, bool]:
     """One request on a new connection (offering `session`): the answer, the session to
     resume next time (TLS 1.3 sends it after the handshake) and whether this one resumed."""
     ctx = _client(pki, version, cert)
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+        )
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
@@ -96,6 +108,21 @@ def test_resumed_connection_carries_the_same_identity(
     assert second.startswith(b"HTTP/1.1 200"), second[:200]
     assert _xfcc(second) == _xfcc(first)
     assert "CN=client" in _xfcc(second)
+
+
+@pytest.mark.parametrize("version", list(VERSIONS))
+def test_resumed_connection_is_denied_like_its_full_handshake(
+    gateway: RunningGateway, pki: Path, version: str
+) -> None:
+    """The deny twin: a policy that refuses the client refuses it on a resumed session too."""
+    first, session, _ = fetch(gateway.port, pki, version, path="/other")
+    assert first.startswith(b"HTTP/1.1 403"), first[:200]
+    second, _, reused = fetch(gateway.port, pki, version, session, path="/other")
+    assert reused, "the session was not resumed"
+    assert second.startswith(b"HTTP/1.1 403"), second[:200]
+    # denied for who the client is (not for lacking a certificate), both times
+    for answer in (first, second):
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "client_cert_not_allowed"
 
 
 def test_the_cache_keeps_the_newest_sessions_only(gateway: RunningGateway, pki: Path) -> None:
