@@ -117,6 +117,7 @@ class ByteStream:
         data = b"".join(self._chunks)
         self._chunks.clear()
         self._size = 0
+        self._reader.resume_reading()
         return data
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.activity import Activity
 from gateway.errors import DownstreamError, HttpError, PayloadTooLarge
 from gateway.headers import ClientContext, upstream_headers
-from gateway.http1 import Answer, Request, Response, json_error, request_ids
+from gateway.http1 import Answer, Request, Response, StreamResponse, json_error, request_ids
 from gateway.listener import ConnectionTracker, ConnInfo
 from gateway.log import access_log, event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
-from gateway.proxy import BodyLimit
+from gateway.policy import Decision
+from gateway.proxy import BodyLimit, Upstream
 from gateway.reasons import POLICY_ERROR_CODES
 from gateway.routing import normalise_host, normalise_target, rewrite_prefix
 from gateway.runtime import CompiledRoute, Snapshot
@@ -60,8 +61,52 @@ def error_response(err: HttpError, route: str | None, request_id: str) -> Respon
     return json_error(err.status, err.code, request_id, route)
 
 
+class _Job:
+    """One request through the pipeline: what its answer is accounted with. A request the
+    upstream sent at once tells it how that ended (`done`, `failed`)."""
+
+    __slots__ = (
+        "conn",
+        "headers",
+        "max_body",
+        "path",
+        "pipeline",
+        "query",
+        "request",
+        "request_id",
+        "route",
+        "started",
+        "upstream",
+    )
+
+    def __init__(self, pipeline: Pipeline, request: Request, conn: ConnInfo | None) -> None:
+        self.started = time.perf_counter()
+        self.pipeline = pipeline
+        self.request = request
+        self.conn = conn
+        self.request_id = request_ids.next()
+        self.route: CompiledRoute | None = None
+        self.upstream: Upstream | None = None
+        # worked out by Pipeline._front
+        self.path = ""
+        self.query = ""
+        self.headers: list[tuple[str, str]] = []
+        self.max_body = 0
+
+    def done(self, answer: Response | StreamResponse, upstream_seconds: float | None) -> None:
+        self.pipeline._finish(self, answer, upstream_seconds)
+
+    def failed(self, exc: Exception) -> None:
+        self.pipeline._finish(self, self.pipeline._error_answer(self, exc), None)
+
+
 class Pipeline:
-    """Handles every request of one listener against the current snapshot."""
+    """Handles every request of one listener against the current snapshot.
+
+    The usual request (routed, allowed, no body still arriving, an idle upstream connection)
+    goes out at once and is answered from the upstream connection's callback, without a task;
+    the rest (bodies, WebSocket, a new upstream connection, retries, a pending post-handshake
+    check) take the general path, a coroutine per request."""
 
     def __init__(
         self, snapshot: Callable[[], Snapshot], metrics: Metrics, activity: Activity | None = None
@@ -75,101 +120,150 @@ class Pipeline:
         ] = {}
         self._body_limit_hits: dict[str, Callable[[], None]] = {}
 
-    async def __call__(self, request: Request) -> Answer:
-        started = time.perf_counter()
-        request_id = request_ids.next()
+    def __call__(self, request: Request) -> Awaitable[Answer] | None:
         assert self.tracker is not None
         conn = self.tracker.conns.get(request.protocol)
+        job = _Job(self, request, conn)
+        if conn is None or not conn.passed():
+            return self._serve(job, fronted=False)
+        try:
+            websocket = self._front(job)
+        except Exception as exc:
+            self._finish(job, self._error_answer(job, exc), None)
+            return None
+        upstream = job.upstream
+        assert upstream is not None and job.route is not None
+        if websocket or not upstream.send_now(
+            request, job.path, job.query, job.headers, job.request_id, job.route.timeouts, job
+        ):
+            return self._serve(job, fronted=True)
+        return None
+
+    async def _serve(self, job: _Job, fronted: bool) -> Answer:
+        """The general path: whatever needs waiting for (a post-handshake check, a body, a
+        connection, a WebSocket)."""
+        request, conn = job.request, job.conn
         if conn is not None and conn.gate is not None and await conn.gate is not None:
             # rejected after the handshake (strict profile, OCSP): the listener counts and
             # logs it and drops the connection; nothing is served on it
             if request.transport is not None:
                 request.transport.abort()
             return Response(403)
-        route: CompiledRoute | None = None
-        upstream_name = ""
         upstream_seconds: float | None = None
         response: Answer
         try:
-            snap = self._snapshot()
-            if conn is None:  # the connection closed while the request was queued
-                raise DownstreamError("connection gone", code="connection_closed")
-            limits = snap.limits[conn.listener]
-            check_head(request)
-            request_id = snap.request_id(request, conn.peer_ip) or request_id
-            target = normalise_target(request.raw_path)
-            host = normalise_host(request.headers.get("Host"))
-            if conn.sni is not None and host is not None and host != conn.sni:
-                raise Misdirected(f"SNI {conn.sni!r} but Host {host!r}")
-            route = snap.routes[snap.router.match(host, target.path, request.method).name]
-            decision = route.policy.decide(conn.identity)
-            if not decision.allowed:
-                assert decision.reason is not None
-                self._metrics.policy_denials.labels(route.config.name, decision.reason.value).inc()
-                subject = conn.identity.subject if conn.identity else "no certificate"
-                detail = decision.detail
-                if subject not in detail:
-                    detail = f"{subject}: {detail}"
-                self._activity.denial(
-                    route.config.name, decision.reason.value, conn.peer_ip, detail
+            websocket = self._front(job) if not fronted else is_upgrade(request)
+            upstream, route = job.upstream, job.route
+            assert upstream is not None and route is not None
+            if websocket:
+                response = await proxy_websocket(
+                    request, upstream, job.path, job.query, job.headers
                 )
-                policy_log.info(
-                    "request denied by policy",
-                    extra=event(
-                        request_id=request_id,
-                        route=route.config.name,
-                        reason=decision.reason.value,
-                        detail=decision.detail,
-                        **_client_fields(conn),
-                    ),
-                )
-                raise PolicyDenied(decision.detail, code=POLICY_ERROR_CODES[decision.reason])
-            rc = route.config
-            max_body = rc.max_request_body or limits.max_request_body
-            check_body_length(request, max_body, self._limit_hit(conn.listener))
-            upstream = route.upstream
-            upstream_name = upstream.name
-            ctx = ClientContext(conn.peer_ip, host, conn.identity, conn.chain, request_id)
-            headers = upstream_headers(request.headers, ctx, rc.forward_identity)
-            path = target.encoded
-            if rc.strip_prefix or rc.rewrite_prefix is not None:
-                path = rewrite_prefix(path, rc.match.path_prefix, rc.rewrite_prefix or "")
-            if rc.websocket and is_upgrade(request):
-                response = await proxy_websocket(request, upstream, path, target.query, headers)
             else:
-                body_limit = BodyLimit(max_body, self._limit_hit(conn.listener))
+                assert job.conn is not None
+                body_limit = BodyLimit(job.max_body, self._limit_hit(job.conn.listener))
                 response, upstream_seconds = await upstream.forward(
-                    request, path, target.query, headers, request_id, body_limit, route.timeouts
+                    request,
+                    job.path,
+                    job.query,
+                    job.headers,
+                    job.request_id,
+                    body_limit,
+                    route.timeouts,
                 )
-        except HttpError as err:
-            if err.status >= 500:
-                proxy_log.warning(
-                    "upstream error",
-                    extra=event(
-                        request_id=request_id,
-                        upstream=upstream_name,
-                        error=err.code,
-                        kind=err.kind,
-                        detail=err.detail,
-                    ),
-                )
-            error = error_response(err, route.config.name if route else None, request_id)
-            if isinstance(err, PayloadTooLarge | BadRequest):
-                error.force_close()  # the body was not (entirely) read
-            response = error
-        except (
-            Exception
-        ):  # a gateway bug: logged with its traceback, counted, JSON 500 to the client
-            server_log.exception(
-                "unhandled error in request pipeline", extra=event(request_id=request_id)
-            )
-            response = error_response(
-                HttpError("internal error"), route.config.name if route else None, request_id
-            )
-        self._account(
-            request, response, route, conn, request_id, upstream_name, upstream_seconds, started
-        )
+        except Exception as exc:
+            response = self._error_answer(job, exc)
+        self._account(job, response, upstream_seconds)
         return response
+
+    def _front(self, job: _Job) -> bool:
+        """Check, route, decide and prepare what goes upstream; raises the HttpError that
+        answers the request otherwise. True when the request opens a WebSocket tunnel."""
+        request, conn = job.request, job.conn
+        snap = self._snapshot()
+        if conn is None:  # the connection closed while the request was queued
+            raise DownstreamError("connection gone", code="connection_closed")
+        limits = snap.limits[conn.listener]
+        check_head(request)
+        job.request_id = snap.request_id(request, conn.peer_ip) or job.request_id
+        target = normalise_target(request.raw_path)
+        host = normalise_host(request.headers.get("Host"))
+        if conn.sni is not None and host is not None and host != conn.sni:
+            raise Misdirected(f"SNI {conn.sni!r} but Host {host!r}")
+        job.route = route = snap.routes[snap.router.match(host, target.path, request.method).name]
+        decision = route.policy.decide(conn.identity)
+        if not decision.allowed:
+            self._denied(job, route, conn, decision)
+        rc = route.config
+        job.max_body = max_body = rc.max_request_body or limits.max_request_body
+        check_body_length(request, max_body, self._limit_hit(conn.listener))
+        job.upstream = route.upstream
+        ctx = ClientContext(conn.peer_ip, host, conn.identity, conn.chain, job.request_id)
+        job.headers = upstream_headers(request.headers, ctx, rc.forward_identity)
+        path = target.encoded
+        if rc.strip_prefix or rc.rewrite_prefix is not None:
+            path = rewrite_prefix(path, rc.match.path_prefix, rc.rewrite_prefix or "")
+        job.path, job.query = path, target.query
+        return rc.websocket and is_upgrade(request)
+
+    def _denied(self, job: _Job, route: CompiledRoute, conn: ConnInfo, decision: Decision) -> None:
+        """Count and log a policy denial, then raise the 403 that answers it."""
+        assert decision.reason is not None
+        self._metrics.policy_denials.labels(route.config.name, decision.reason.value).inc()
+        subject = conn.identity.subject if conn.identity else "no certificate"
+        detail = decision.detail
+        if subject not in detail:
+            detail = f"{subject}: {detail}"
+        self._activity.denial(route.config.name, decision.reason.value, conn.peer_ip, detail)
+        policy_log.info(
+            "request denied by policy",
+            extra=event(
+                request_id=job.request_id,
+                route=route.config.name,
+                reason=decision.reason.value,
+                detail=decision.detail,
+                **_client_fields(conn),
+            ),
+        )
+        raise PolicyDenied(decision.detail, code=POLICY_ERROR_CODES[decision.reason])
+
+    def _error_answer(self, job: _Job, exc: Exception) -> Response:
+        """The JSON error that answers a failed request; upstream faults and bugs logged."""
+        route = job.route.config.name if job.route else None
+        if not isinstance(exc, HttpError):  # a gateway bug: logged with its traceback
+            server_log.error(
+                "unhandled error in request pipeline",
+                exc_info=exc,
+                extra=event(request_id=job.request_id),
+            )
+            return error_response(HttpError("internal error"), route, job.request_id)
+        if exc.status >= 500:
+            proxy_log.warning(
+                "upstream error",
+                extra=event(
+                    request_id=job.request_id,
+                    upstream=job.upstream.name if job.upstream else "",
+                    error=exc.code,
+                    kind=exc.kind,
+                    detail=exc.detail,
+                ),
+            )
+        error = error_response(exc, route, job.request_id)
+        if isinstance(exc, PayloadTooLarge | BadRequest):
+            error.force_close()  # the body was not (entirely) read
+        return error
+
+    def _finish(
+        self, job: _Job, answer: Response | StreamResponse, upstream_seconds: float | None
+    ) -> None:
+        """A request answered without a task: counted, logged, written."""
+        try:
+            self._account(job, answer, upstream_seconds)
+        except Exception:  # a gateway bug: logged, and the answer still goes out
+            server_log.exception(
+                "unhandled error accounting a request", extra=event(request_id=job.request_id)
+            )
+        job.request.protocol.respond(job.request, answer)
 
     def _limit_hit(self, listener: str) -> Callable[[], None]:
         hit = self._body_limit_hits.get(listener)
@@ -179,18 +273,9 @@ class Pipeline:
             ).inc
         return hit
 
-    def _account(
-        self,
-        request: Request,
-        response: Answer,
-        route: CompiledRoute | None,
-        conn: ConnInfo | None,
-        request_id: str,
-        upstream: str,
-        upstream_seconds: float | None,
-        started: float,
-    ) -> None:
-        elapsed = time.perf_counter() - started
+    def _account(self, job: _Job, response: Answer, upstream_seconds: float | None) -> None:
+        elapsed = time.perf_counter() - job.started
+        request, route, conn = job.request, job.route, job.conn
         route_name = route.config.name if route else ""
         method = request.method if request.method in KNOWN_METHODS else "OTHER"
         key = (route_name, method, response.status)
@@ -207,13 +292,13 @@ class Pipeline:
         access_log.info(
             "request",
             extra=event(
-                request_id=request_id,
+                request_id=job.request_id,
                 listener=conn.listener if conn else "",
                 route=route_name,
                 method=request.method,
                 path=request.raw_path[:2048],
                 status=response.status,
-                upstream=upstream,
+                upstream=job.upstream.name if job.upstream else "",
                 duration_ms=round(elapsed * 1000, 3),
                 upstream_ms=_ms(upstream_seconds),
                 **(_client_fields(conn) if conn else {}),

@@ -45,6 +45,18 @@ class ConnInfo:
     # post-handshake checks (strict profile, OCSP): requests wait for it; None = nothing to wait for
     gate: asyncio.Task[Failure | None] | None = None
 
+    def passed(self) -> bool:
+        """Nothing to wait for: no post-handshake check, or one that passed."""
+        gate = self.gate
+        if gate is None:
+            return True
+        return (
+            gate.done()
+            and not gate.cancelled()
+            and gate.exception() is None
+            and gate.result() is None
+        )
+
 
 class ConnectionTracker(Http1Server):
     """The listener's HTTP server, plus per-connection identity and the active-connection gauge."""

@@ -8,12 +8,13 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
 from multidict import CIMultiDict
 
 from gateway.bytestream import expire
 from gateway.config import RouteTimeouts, UpstreamConfig
+from gateway.deadlines import Deadlines
 from gateway.errors import PayloadTooLarge, UpstreamError
 from gateway.headers import SKIP_RESPONSE, connection_tokens
 from gateway.health import HealthChecker
@@ -23,6 +24,7 @@ from gateway.metrics import Metrics
 from gateway.targets import Balancer, Target, upstream_tls_context
 from gateway.upstreamconn import (
     BadResponse,
+    Connection,
     ConnectionLost,
     ConnectTimeout,
     UpstreamResponse,
@@ -81,22 +83,75 @@ class TimeoutLimits:
         )
 
 
-class Timeouts:
-    """The clock of one request against its limits."""
+class Finish(Protocol):
+    """Who is told how a request sent at once (`Upstream.send_now`) ended."""
 
-    __slots__ = ("connect", "headers", "idle", "started", "total")
+    def done(self, answer: Response | StreamResponse, upstream_seconds: float) -> None: ...
 
-    def __init__(self, limits: TimeoutLimits) -> None:
-        self.connect = limits.connect
-        self.headers = limits.headers
-        self.idle = limits.idle
-        self.total = limits.total
+    def failed(self, exc: Exception) -> None: ...
+
+
+class _Exchange:
+    """One request on its way upstream, shared by every attempt: its clock against its limits,
+    and the waiter of the attempt in progress (a future on the general path; the upstream's own
+    callbacks when it was sent at once)."""
+
+    __slots__ = (
+        "conn",
+        "data",
+        "finish",
+        "headers",
+        "kind",
+        "limits",
+        "path",
+        "pending",
+        "query",
+        "replayable",
+        "request",
+        "request_id",
+        "started",
+        "target",
+        "tried",
+        "upstream",
+    )
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        request: Request,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        request_id: str,
+        data: Any,
+        replayable: bool,  # the body can be sent again (none, or buffered)
+        limits: TimeoutLimits,
+    ) -> None:
+        self.upstream = upstream
+        self.request = request
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.request_id = request_id
+        self.data = data
+        self.replayable = replayable
+        self.limits = limits
         self.started = time.perf_counter()
+        self.tried: list[Target] = []
+        self.pending: asyncio.Future[UpstreamResponse] | None = None
+        # sent at once: the attempt in progress, its header deadline's kind, whom to tell
+        self.target: Target | None = None
+        self.conn: Connection | None = None
+        self.kind = "headers"
+        self.finish: Finish | None = None
+
+    # ------------------------------------------------------------ the clock
 
     def _left(self) -> float | None:
-        if self.total is None:
+        total = self.limits.total
+        if total is None:
             return None
-        return max(self.total - (time.perf_counter() - self.started), 0.0)
+        return max(total - (time.perf_counter() - self.started), 0.0)
 
     def stage(self, wait: float, kind: str) -> tuple[float, str]:
         """How long the next stage may take, and which limit that is (`total` when closer)."""
@@ -107,45 +162,29 @@ class Timeouts:
 
     def chunk_wait(self) -> tuple[float, str]:
         """How long to wait for the next body chunk, and which limit that is."""
-        left = self._left()
-        if left is not None and left < self.idle:
-            return left, "total"
-        return self.idle, "idle"
+        return self.stage(self.limits.idle, "idle")
 
+    # ------------------------------------------------------------ the attempt's waiter
 
-class _Exchange:
-    """One request on its way upstream, shared by every attempt."""
+    def response(self, response: UpstreamResponse) -> None:
+        pending = self.pending
+        if pending is None:
+            self.upstream._answered(self, response)
+        elif not pending.done():
+            pending.set_result(response)
 
-    __slots__ = (
-        "data",
-        "headers",
-        "path",
-        "query",
-        "replayable",
-        "request",
-        "request_id",
-        "timeouts",
-    )
+    def error(self, exc: BaseException) -> None:
+        pending = self.pending
+        if pending is None:
+            self.upstream._attempt_failed(self, exc, close=True)
+        elif not pending.done():
+            pending.set_exception(exc)
 
-    def __init__(
-        self,
-        request: Request,
-        path: str,
-        query: str,
-        headers: list[tuple[str, str]],
-        request_id: str,
-        data: Any,
-        replayable: bool,  # the body can be sent again (none, or buffered)
-        timeouts: Timeouts,
-    ) -> None:
-        self.request = request
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.request_id = request_id
-        self.data = data
-        self.replayable = replayable
-        self.timeouts = timeouts
+    def expire(self) -> None:
+        """The header deadline of a request sent at once passed."""
+        assert self.conn is not None
+        self.conn.abandon()
+        self.upstream._attempt_failed(self, _HeadersLate(self.kind), close=False)
 
 
 class RetryBudget:
@@ -253,6 +292,7 @@ class Upstream:
         self._outcomes: dict[str, Callable[[], None]] = {}
         self._observe_duration = metrics.upstream_duration.labels(cfg.name).observe
         self.limits = TimeoutLimits.of(cfg, None)  # without a route's overrides
+        self._deadlines: Deadlines | None = None  # header deadlines of requests sent at once
 
     # ------------------------------------------------------------ lifecycle
 
@@ -263,6 +303,8 @@ class Upstream:
     async def close(self) -> None:
         if self._health is not None:
             await self._health.stop()
+        if self._deadlines is not None:
+            self._deadlines.close()
         for target in self.targets:
             await target.close()
 
@@ -302,7 +344,7 @@ class Upstream:
         Returns the response and how long the upstream took to send its headers. A body
         without Content-Length is counted while it streams: past `body_limit`, 413. `limits`
         are the route's timeouts (worked out when the config was compiled), else the upstream's."""
-        timeouts = Timeouts(limits or self.limits)
+        started = time.perf_counter()
         data: Any = None
         replayable = True
         if request.body_exists:
@@ -311,34 +353,43 @@ class Upstream:
                 request.send_continue()
         self.inflight += 1
         self._budget.request()
-        ex = _Exchange(request, path, query, headers, request_id, data, replayable, timeouts)
-        tried: list[Target] = []
-        last: UpstreamError | None = None
+        ex = _Exchange(
+            self, request, path, query, headers, request_id, data, replayable, limits or self.limits
+        )
+        ex.started = started
         try:
-            for attempt in range(1 + self.config.retries.attempts):
-                target = self.balancer.pick(exclude=tried)
-                if target is None:
-                    if last is not None:
-                        raise last
-                    raise NoHealthyTarget(f"{self.name}: no healthy target", kind="no_target")
-                if attempt:
-                    self.count("retry")
-                tried.append(target)
-                try:
-                    return await self._send(target, ex)
-                except _Retryable as failure:
-                    self.count(failure.outcome)
-                    last = failure.error
-                    if not self._budget.allow_retry():
-                        break
-            assert last is not None
-            raise last
+            return await self._attempts(ex, None)
         except UpstreamError:
             if body_limit is not None and body_limit.exceeded:
                 raise PayloadTooLarge(f"request body over {body_limit.limit} bytes") from None
             raise
         finally:
             self.inflight -= 1
+
+    async def _attempts(
+        self, ex: _Exchange, last: UpstreamError | None, picked: Target | None = None
+    ) -> tuple[Response | StreamResponse, float]:
+        """Attempts on targets not tried yet (the first one `picked` already, if given), while
+        the retry policy and budget allow."""
+        while len(ex.tried) <= self.config.retries.attempts:
+            target = picked or self.balancer.pick(exclude=ex.tried)
+            picked = None
+            if target is None:
+                if last is not None:
+                    raise last
+                raise NoHealthyTarget(f"{self.name}: no healthy target", kind="no_target")
+            if ex.tried:
+                self.count("retry")
+            ex.tried.append(target)
+            try:
+                return await self._send(target, ex)
+            except _Retryable as failure:
+                self.count(failure.outcome)
+                last = failure.error
+                if not self._budget.allow_retry():
+                    break
+        assert last is not None
+        raise last
 
     async def _body(self, request: Request, body_limit: BodyLimit | None) -> tuple[Any, bool]:
         """The body to send and whether it can be sent again (buffered)."""
@@ -353,12 +404,11 @@ class Upstream:
         """One attempt: a connection (connect timeout), the request, the response headers
         (headers timeout; `total` bounds both), then the relayed body."""
         started = time.perf_counter()
-        timeouts = ex.timeouts
         request = ex.request
         target.inflight += 1
         try:
             try:
-                wait, kind = timeouts.stage(timeouts.connect, "connect")
+                wait, kind = ex.stage(ex.limits.connect, "connect")
                 try:
                     conn = await target.pool.acquire(wait)
                 except ConnectTimeout:
@@ -371,18 +421,15 @@ class Upstream:
                     raise _ConnectFailed(exc) from None
                 data = ex.data
                 streamed = data is not None and not isinstance(data, bytes)
-                length = request.content_length
-                head = _request_head(
-                    request.method,
-                    target.base_path + ex.path,
-                    ex.query,
-                    ex.headers,
-                    _framing(data, length),
+                ex.pending = pending = conn.loop.create_future()
+                conn.send(
+                    _head_of(target, ex), None if streamed else data, request.method != "HEAD", ex
                 )
-                pending = conn.send(head, None if streamed else data, request.method != "HEAD")
                 if streamed:
-                    conn.stream_body(data, chunked=length is None, trailers=request.trailers)
-                wait, kind = timeouts.stage(timeouts.headers, "headers")
+                    conn.stream_body(
+                        data, chunked=request.content_length is None, trailers=request.trailers
+                    )
+                wait, kind = ex.stage(ex.limits.headers, "headers")
                 timer = conn.loop.call_later(wait, expire, pending)
                 try:
                     upstream = await pending
@@ -394,20 +441,142 @@ class Upstream:
                     raise
                 finally:
                     timer.cancel()
+                    ex.pending = None
             except Exception as exc:
                 raise self._failure(target, ex, exc) from None
-            headers_after = time.perf_counter() - started
-            self._observe_duration(headers_after)
-            if upstream.status >= 500:
-                target.failed(f"HTTP {upstream.status}")
-            else:
-                target.succeeded()
+            headers_after = self._headers_in(target, upstream, started)
             try:
                 return await self._relay(ex, upstream), headers_after
             finally:
                 upstream.release()
         finally:
             target.inflight -= 1
+
+    def _headers_in(self, target: Target, upstream: UpstreamResponse, started: float) -> float:
+        """Counted when an attempt's response headers are in: how long they took."""
+        headers_after = time.perf_counter() - started
+        self._observe_duration(headers_after)
+        if upstream.status >= 500:
+            target.failed(f"HTTP {upstream.status}")
+        else:
+            target.succeeded()
+        return headers_after
+
+    # ------------------------------------------------------------ one request, sent at once
+
+    def send_now(
+        self,
+        request: Request,
+        path: str,
+        query: str,
+        headers: list[tuple[str, str]],
+        request_id: str,
+        limits: TimeoutLimits,
+        finish: Finish,
+    ) -> bool:
+        """The usual request (no body, or a small one received whole) sent now, without a
+        task, on a kept-alive connection; `finish` is told how it ended. Opening a connection
+        and retrying take a task. False when the request needs `forward`: a body still arriving
+        or too large to keep for a retry."""
+        data: bytes | None = None
+        if request.body_exists:
+            if not (
+                request.complete
+                and request.content_length is not None
+                and request.content_length <= self.config.retries.buffer_body
+            ):
+                return False
+            data = request.content.take_all()
+        ex = _Exchange(self, request, path, query, headers, request_id, data, True, limits)
+        ex.finish = finish
+        self.inflight += 1
+        self._budget.request()
+        target = self.balancer.pick()
+        conn = target.pool.take_idle() if target is not None else None
+        if conn is None:  # a connection to open, or no target: the general path's attempts
+            asyncio.get_running_loop().create_task(self._attempts_later(ex, None, target))
+            return True
+        assert target is not None
+        ex.target = target
+        ex.conn = conn
+        ex.tried.append(target)
+        target.inflight += 1
+        wait, ex.kind = ex.stage(limits.headers, "headers")
+        conn.send(_head_of(target, ex), data, request.method != "HEAD", ex)
+        if self._deadlines is None:
+            self._deadlines = Deadlines(conn.loop)
+        self._deadlines.add(ex, wait)
+        return True
+
+    def _answered(self, ex: _Exchange, upstream: UpstreamResponse) -> None:
+        """The response headers of a request sent at once are in (the whole answer, usually)."""
+        assert ex.target is not None and ex.finish is not None and self._deadlines is not None
+        self._deadlines.discard(ex)
+        headers_after = self._headers_in(ex.target, upstream, ex.started)
+        whole = self._whole(ex, upstream)
+        if whole is None:  # a body still streaming: relayed by a task
+            ex.conn = None
+            asyncio.get_running_loop().create_task(self._relay_later(ex, upstream, headers_after))
+            return
+        upstream.release()
+        self._ended(ex)
+        ex.finish.done(whole, headers_after)
+
+    async def _relay_later(
+        self, ex: _Exchange, upstream: UpstreamResponse, headers_after: float
+    ) -> None:
+        assert ex.finish is not None
+        try:
+            try:
+                answer = await self._relay(ex, upstream)
+            finally:
+                upstream.release()
+                self._ended(ex)
+        except Exception as exc:  # a gateway bug: the pipeline logs it
+            ex.finish.failed(exc)
+            return
+        ex.finish.done(answer, headers_after)
+
+    def _ended(self, ex: _Exchange) -> None:
+        """A request sent at once is done with its target."""
+        assert ex.target is not None
+        ex.target.inflight -= 1
+        self.inflight -= 1
+
+    def _attempt_failed(self, ex: _Exchange, exc: BaseException, close: bool) -> None:
+        """A request sent at once failed before its response headers: retried by a task where
+        the policy allows, else answered with the error."""
+        assert ex.target is not None and ex.conn is not None and ex.finish is not None
+        if self._deadlines is not None:
+            self._deadlines.discard(ex)
+        if close:
+            ex.conn.close()
+        ex.conn = None
+        ex.target.inflight -= 1
+        failure = self._failure(ex.target, ex, cast(Exception, exc))
+        if isinstance(failure, _Retryable):
+            self.count(failure.outcome)
+            if self._budget.allow_retry():
+                asyncio.get_running_loop().create_task(self._attempts_later(ex, failure.error))
+                return
+            failure = failure.error
+        self.inflight -= 1
+        ex.finish.failed(failure)
+
+    async def _attempts_later(
+        self, ex: _Exchange, last: UpstreamError | None, picked: Target | None = None
+    ) -> None:
+        """The general path's attempts for a request sent at once (retries, a new connection)."""
+        assert ex.finish is not None
+        try:
+            try:
+                answer, headers_after = await self._attempts(ex, last, picked)
+            finally:
+                self.inflight -= 1
+        except Exception as exc:
+            ex.finish.failed(exc)
+            return
+        ex.finish.done(answer, headers_after)
 
     def _failure(self, target: Target, ex: _Exchange, exc: Exception) -> Exception:
         """What an attempt's failure becomes: an UpstreamError, or _Retryable on another target."""
@@ -448,28 +617,29 @@ class Upstream:
             return error
         return exc
 
+    def _whole(self, ex: _Exchange, upstream: UpstreamResponse) -> Response | None:
+        """The answer in one piece when the whole of it is here already (the usual small one)."""
+        if not upstream.complete or upstream.content_length is None or ex.request.method == "HEAD":
+            return None
+        headers, _ = _response_headers(ex, upstream)
+        self.count("ok")
+        return Response(
+            upstream.status, reason=upstream.reason, headers=headers, body=upstream.take_body()
+        )
+
     async def _relay(self, ex: _Exchange, upstream: UpstreamResponse) -> Response | StreamResponse:
-        request, timeouts = ex.request, ex.timeouts
-        # a chunked answer stays chunked (to an HTTP/1.1 client), so its trailers can follow it
-        drop = SKIP_RESPONSE - {"trailer"} if upstream.chunked else SKIP_RESPONSE
-        conn = [v for k, v in upstream.headers if k.lower() == "connection"]
-        if conn:
-            drop = drop | connection_tokens(conn)
-        headers = CIMultiDict([(k, v) for k, v in upstream.headers if k.lower() not in drop])
-        headers["X-Request-Id"] = ex.request_id
-        if upstream.complete and upstream.content_length is not None and request.method != "HEAD":
-            # the whole answer is here already (the usual small one): one write
-            self.count("ok")
-            return Response(
-                upstream.status, reason=upstream.reason, headers=headers, body=upstream.take_body()
-            )
+        whole = self._whole(ex, upstream)
+        if whole is not None:
+            return whole
+        request = ex.request
+        headers, drop = _response_headers(ex, upstream)
         out = StreamResponse(upstream.status, reason=upstream.reason, headers=headers)
         out.content_length = upstream.content_length
         kind = "reset"
         try:
             await out.prepare(request)
             while True:
-                wait, kind = timeouts.chunk_wait()
+                wait, kind = ex.chunk_wait()
                 chunk = await upstream.read(wait)
                 kind = "reset"
                 if not chunk:
@@ -492,6 +662,32 @@ class Upstream:
             return out
         self.count("ok")
         return out
+
+
+def _response_headers(
+    ex: _Exchange, upstream: UpstreamResponse
+) -> tuple[CIMultiDict[str], frozenset[str]]:
+    """The response headers to send on, and the fields dropped from them (and its trailers)."""
+    # a chunked answer stays chunked (to an HTTP/1.1 client), so its trailers can follow it
+    drop = SKIP_RESPONSE - {"trailer"} if upstream.chunked else SKIP_RESPONSE
+    conn = [v for k, v in upstream.headers if k.lower() == "connection"]
+    if conn:
+        drop = drop | connection_tokens(conn)
+    headers = CIMultiDict([(k, v) for k, v in upstream.headers if k.lower() not in drop])
+    headers["X-Request-Id"] = ex.request_id
+    return headers, drop
+
+
+def _head_of(target: Target, ex: _Exchange) -> bytes:
+    """An attempt's request head, for `target`."""
+    request = ex.request
+    return _request_head(
+        request.method,
+        target.base_path + ex.path,
+        ex.query,
+        ex.headers,
+        _framing(ex.data, request.content_length),
+    )
 
 
 def _request_head(

@@ -11,7 +11,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Callable
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
@@ -41,6 +41,16 @@ class ConnectTimeout(Exception):
 
 class _NoBody(Exception):
     """Stops the parser after the headers of a response that has no body (HEAD)."""
+
+
+class Waiter(Protocol):
+    """Who waits for the answer of an exchange: told once, when its headers are in (after the
+    bytes that carried them were parsed, so a small body is complete by then), or when it failed
+    before that."""
+
+    def response(self, response: UpstreamResponse) -> None: ...
+
+    def error(self, exc: BaseException) -> None: ...
 
 
 class UpstreamResponse:
@@ -98,7 +108,7 @@ class Connection(FlowControl, asyncio.Protocol):
         self.idle_since = 0.0
         self._lost: BaseException | None = None
         # the exchange in progress
-        self._head: asyncio.Future[UpstreamResponse] | None = None
+        self._waiter: Waiter | None = None
         self._response: UpstreamResponse | None = None
         self._expect_body = True
         self._status = 0
@@ -118,11 +128,14 @@ class Connection(FlowControl, asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _NoBody):
+            if not isinstance(exc.__context__, _NoBody):
+                self._broken(BadResponse(str(exc.__context__ or exc)))
                 return
-            self._broken(BadResponse(str(exc.__context__ or exc)))
         except httptools.HttpParserError as exc:
             self._broken(BadResponse(str(exc) or type(exc).__name__))
+            return
+        if self._response is not None and self._waiter is not None:
+            self._tell(None)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -137,17 +150,29 @@ class Connection(FlowControl, asyncio.Protocol):
                 response.body.feed_eof()  # a body delimited by the end of the connection
             else:
                 response.body.fail(ConnectionLost(exc))
-        head = self._head
-        if head is not None and not head.done():
-            head.set_exception(ConnectionLost(exc))
+        self._tell(ConnectionLost(exc))
         self._wake_drain()
 
     def _broken(self, exc: BaseException) -> None:
-        head = self._head
-        if head is not None and not head.done():
-            head.set_exception(exc)
-        elif self._response is not None:
-            self._response.body.fail(exc)
+        if self._response is not None:
+            self._response.body.fail(exc)  # the waiter relays what came, then this
+        self._tell(exc)
+        self.close()
+
+    def _tell(self, exc: BaseException | None) -> None:
+        """Tell the waiter (once): the response when its headers are in, else `exc`."""
+        waiter = self._waiter
+        if waiter is None:
+            return
+        self._waiter = None
+        if self._response is not None:
+            waiter.response(self._response)
+        elif exc is not None:
+            waiter.error(exc)
+
+    def abandon(self) -> None:
+        """The waiter gives up on the exchange (its deadline passed): close, tell nobody."""
+        self._waiter = None
         self.close()
 
     def close(self) -> None:
@@ -193,9 +218,6 @@ class Connection(FlowControl, asyncio.Protocol):
             response.content_length = None
             response.chunked = True
         self._response = response
-        head = self._head
-        if head is not None and not head.done():
-            head.set_result(response)
         if not self._expect_body:
             self._keep_alive = False
             response.body.feed_eof()
@@ -214,17 +236,14 @@ class Connection(FlowControl, asyncio.Protocol):
 
     # ------------------------------------------------------------ one exchange
 
-    def send(
-        self, head: bytes, body: bytes | None, expect_body: bool
-    ) -> asyncio.Future[UpstreamResponse]:
-        """Write the request head (and a buffered body) now; the future gets the response."""
+    def send(self, head: bytes, body: bytes | None, expect_body: bool, waiter: Waiter) -> None:
+        """Write the request head (and a buffered body) now; `waiter` is told how it went."""
         assert self.transport is not None
-        self._head = fut = self.loop.create_future()
+        self._waiter = waiter
         self._response = None
         self._expect_body = expect_body
         self._keep_alive = False
         self.transport.write(head + body if body else head)
-        return fut
 
     def stream_body(
         self, body: AsyncIterable[bytes], chunked: bool, trailers: list[tuple[str, str]]
@@ -263,7 +282,7 @@ class Connection(FlowControl, asyncio.Protocol):
                 reuse = False
             elif task.cancelled() or task.exception() is not None:
                 reuse = False
-        self._head = None
+        self._waiter = None
         self._response = None
         self._pool.release(self, reuse)
 
@@ -291,14 +310,21 @@ class Pool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._all: set[Connection] = set()
 
+    def take_idle(self) -> Connection | None:
+        """A kept-alive connection ready for a request, if there is one."""
+        self._expire_idle(asyncio.get_running_loop().time())
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn
+        return None
+
     async def acquire(self, connect_timeout: float) -> Connection:
         loop = asyncio.get_running_loop()
         while True:
-            self._expire_idle(loop.time())
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.closed:
-                    return conn
+            conn = self.take_idle()
+            if conn is not None:
+                return conn
             if not self._limit or self._open < self._limit:
                 break
             waiter = loop.create_future()

@@ -244,3 +244,127 @@ def test_a_clients_trailers_reach_the_upstream(tmp_path: Path, pki: Path) -> Non
         assert gw.upstream.bodies == [b"hello world"]
         # the checksum arrives after the body; a forged identity header does not
         assert gw.upstream.trailers == [["X-Checksum: sha256=abc"]]
+
+
+# ---------------------------------------------------------------- on a kept-alive connection
+# A request without a body (or with a small one received whole) on a pooled connection is sent
+# at once, without a task (proxy.Upstream.send_now); each case below warms the pool first, so the
+# request under test takes that path, and checks it ends as the general path would.
+
+
+def _warm(gw: Any, pki: Path) -> None:
+    assert request(gw.port, "/warm", pki).status == 200
+    assert gw.upstream.connections == 1
+
+
+def test_header_timeout_on_a_kept_alive_connection(tmp_path: Path, pki: Path) -> None:
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        if path == "/slow":
+            time.sleep(2)
+        return _ok(), False
+
+    with _gateway(tmp_path, pki, answer, timeouts={"headers": "300ms"}) as gw:
+        _warm(gw, pki)
+        started = time.perf_counter()
+        reply = request(gw.port, "/slow", pki)
+        took = time.perf_counter() - started
+        assert reply.status == 504 and reply.json()["error"] == "upstream_timeout"
+        assert 0.25 < took < 1.5
+        assert "headers timeout" in gw.logs()
+        # the late connection is not reused: the next request opens another
+        assert request(gw.port, "/after", pki).status == 200
+        assert gw.upstream.connections == 2
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="timeout") == 1
+
+
+def test_a_reset_on_a_kept_alive_connection_is_retried_elsewhere(tmp_path: Path, pki: Path) -> None:
+    reset = threading.Event()
+
+    def named(name: bytes) -> Answer:
+        def answer(method: str, path: str) -> tuple[bytes, bool]:
+            if path == "/reset" and not reset.is_set():
+                reset.set()
+                return b"", True  # closes without an answer
+            return _ok(name), False
+
+        return answer
+
+    with ScriptedUpstream(named(b"a")) as a, ScriptedUpstream(named(b"b")) as b:
+        path, port, admin = write_config(tmp_path, pki, a.port)
+        doc = yaml.safe_load(path.read_text())
+        del doc["upstreams"][0]["url"]
+        doc["upstreams"][0]["targets"] = [
+            f"http://127.0.0.1:{a.port}",
+            f"http://127.0.0.1:{b.port}",
+        ]
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin) as gw:
+            # round robin: a, b, then a again, on the connection it kept
+            assert [request(port, "/warm", pki).body for _ in range(2)] == [b"a", b"b"]
+            reply = request(port, "/reset", pki)
+            assert reply.status == 200 and reply.body == b"b"
+            assert reset.is_set() and a.connections == 1 and b.connections == 1
+            metrics = scrape(gw.admin_port)
+    assert sample(metrics, UP, upstream="echo", outcome="reset") == 1
+    assert sample(metrics, UP, upstream="echo", outcome="retry") == 1
+
+
+def test_a_non_idempotent_request_reset_on_a_kept_alive_connection_is_502(
+    tmp_path: Path, pki: Path
+) -> None:
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        return (b"", True) if method == "POST" else (_ok(), False)
+
+    with _gateway(tmp_path, pki, answer) as gw:
+        _warm(gw, pki)
+        reply = request(gw.port, "/p", pki, method="POST", body=b"once only")
+        assert reply.status == 502 and reply.json()["error"] == "upstream_unavailable"
+        assert gw.upstream.bodies[-1] == b"once only"
+        assert len(gw.upstream.requests) == 2  # not sent again
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="reset") == 1
+
+
+def test_a_broken_response_on_a_kept_alive_connection_is_502(tmp_path: Path, pki: Path) -> None:
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        return (b"HTTP/1.1 2OO OK\r\n\r\n", True) if path == "/bad" else (_ok(), False)
+
+    with _gateway(tmp_path, pki, answer) as gw:
+        _warm(gw, pki)
+        reply = request(gw.port, "/bad", pki)
+        assert reply.status == 502
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="bad_response") == 1
+
+
+def test_answers_that_stream_on_a_kept_alive_connection(tmp_path: Path, pki: Path) -> None:
+    big = bytes(range(256)) * 12_000  # 3 MB: still arriving when the headers are in
+
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        if method == "HEAD":
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 77\r\n\r\n", False
+        return _ok(big if path == "/big" else b"small"), False
+
+    with _gateway(tmp_path, pki, answer) as gw:
+        _warm(gw, pki)
+        reply = request(gw.port, "/big", pki)
+        assert reply.status == 200 and reply.body == big
+        posted = request(gw.port, "/post", pki, method="POST", body=b"a small body")
+        assert posted.status == 200 and gw.upstream.bodies[-1] == b"a small body"
+        assert gw.upstream.connections == 1  # every one on the kept connection
+        head = request(gw.port, "/h", pki, method="HEAD")
+        assert head.status == 200 and head.headers["content-length"] == "77"
+        assert head.body == b""
+
+
+def test_an_upstream_dying_mid_body_on_a_kept_alive_connection_cuts_the_client(
+    tmp_path: Path, pki: Path
+) -> None:
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        if path == "/cut":
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10, True
+        return _ok(), False
+
+    with _gateway(tmp_path, pki, answer) as gw:
+        _warm(gw, pki)
+        data = _raw_exchange(gw.port, pki, b"GET /cut HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\n" + b"x" * 10)
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="reset") == 1

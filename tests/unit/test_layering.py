@@ -32,6 +32,7 @@ LAYER = {
     "sslctl": 1,
     "upstreamconn": 2,
     "bytestream": 2,
+    "deadlines": 2,
     "http1": 3,
     "listener": 3,
     "ocsp": 3,
