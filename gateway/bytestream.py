@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 HIGH_WATER = 256 * 1024
@@ -98,12 +97,14 @@ class ByteStream:
             self._reader.resume_reading()
         return data
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        while chunk := await self.readany():
-            yield chunk
+    def __aiter__(self) -> ByteStream:
+        return self
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self.iter_any()
+    async def __anext__(self) -> bytes:
+        chunk = await self.readany()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def read(self) -> bytes:
         """Everything, to the end."""
@@ -121,16 +122,21 @@ class ByteStream:
         return data
 
 
-class FlowControl:
+class FlowControl(asyncio.Protocol):
     """For a protocol: stop reading its transport while a stream is full, and wait for what it
     wrote to drain. The protocol sets `transport` and `closed`, and calls `_wake_drain()` when
-    its connection is lost."""
+    its connection is lost.
 
-    transport: asyncio.Transport | None = None
-    closed = False
-    _reading_paused = False
-    _write_paused = False
-    _drain: asyncio.Future[None] | None = None
+    Its attributes are set in `__init__`, not as class-level defaults: compiled (setup.py), a
+    reference held in such a default is invisible to the garbage collector, so a closed
+    connection's cycle (protocol, transport) would never be freed."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._reading_paused = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
 
     def pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None and not self.closed:

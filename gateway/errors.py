@@ -58,9 +58,43 @@ class DownstreamError(HttpError):
     code = "bad_request"
 
 
+# Every HTTP error class lives here, in a module that stays plain Python: mypyc (setup.py) would
+# not keep a compiled subclass's class-level `status` and `code`.
+
+
+class BadRequest(DownstreamError):
+    status = 400
+    code = "bad_request"
+
+
+class BadPath(DownstreamError):
+    status = 400
+    code = "bad_path"
+
+
+class PolicyDenied(DownstreamError):
+    status = 403
+    code = "client_cert_not_allowed"
+
+
+class NoRoute(DownstreamError):
+    status = 404
+    code = "no_route"
+
+
+class MethodNotAllowed(DownstreamError):
+    status = 405
+    code = "method_not_allowed"
+
+
 class PayloadTooLarge(DownstreamError):
     status = 413
     code = "request_too_large"
+
+
+class Misdirected(DownstreamError):
+    status = 421
+    code = "misdirected_request"
 
 
 class UpstreamError(HttpError):
@@ -68,3 +102,13 @@ class UpstreamError(HttpError):
 
     status = 502
     code = "upstream_unavailable"
+
+
+class NoHealthyTarget(UpstreamError):
+    status = 503
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"

@@ -6,7 +6,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gateway.activity import Activity
-from gateway.errors import DownstreamError, HttpError, PayloadTooLarge
+from gateway.errors import (
+    BadRequest,
+    DownstreamError,
+    HttpError,
+    Misdirected,
+    PayloadTooLarge,
+    PolicyDenied,
+)
 from gateway.headers import ClientContext, upstream_headers
 from gateway.http1 import Answer, Request, Response, StreamResponse, json_error, request_ids
 from gateway.listener import ConnectionTracker, ConnInfo
@@ -20,16 +27,6 @@ from gateway.runtime import CompiledRoute, Snapshot
 from gateway.websocket import is_upgrade, proxy_websocket
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
-
-
-class Misdirected(DownstreamError):
-    status = 421
-    code = "misdirected_request"
-
-
-class BadRequest(DownstreamError):
-    status = 400
-    code = "bad_request"
 
 
 def check_head(request: Request) -> None:
@@ -50,11 +47,6 @@ def check_body_length(request: Request, max_body: int, on_body_limit: Callable[[
     if length is not None and length > max_body:
         on_body_limit()
         raise PayloadTooLarge(f"Content-Length {length} over the limit of {max_body} bytes")
-
-
-class PolicyDenied(DownstreamError):
-    status = 403
-    code = "client_cert_not_allowed"
 
 
 def error_response(err: HttpError, route: str | None, request_id: str) -> Response:

@@ -317,16 +317,15 @@ def json_error(status: int, code: str, request_id: str, route: str | None = None
 # --------------------------------------------------------------------------- connections
 
 
-class Http1Connection(FlowControl, asyncio.Protocol):
+class Http1Connection(FlowControl):
     """One client connection: parse, queue, answer in order, keep alive or close."""
 
     def __init__(self, server: Http1Server) -> None:
+        super().__init__()
         self._server = server
         self._limits = server.limits
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
         # parsing
         self._url = b""
         self._headers: list[tuple[str, str]] = []

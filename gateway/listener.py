@@ -256,12 +256,11 @@ class Listener:
     def _back_off(self) -> None:
         """Out of descriptors or memory: stop accepting for a moment."""
         self._pause()
+        self._retry = asyncio.get_running_loop().call_later(0.1, self._retry_accepting)
 
-        def retry() -> None:
-            self._retry = None
-            self._resume()
-
-        self._retry = asyncio.get_running_loop().call_later(0.1, retry)
+    def _retry_accepting(self) -> None:
+        self._retry = None
+        self._resume()
 
     def _accept_ready(self) -> None:
         sock = self._sock
@@ -306,22 +305,34 @@ class Listener:
             self._failed(classify(exc), addr, None, type(exc).__name__)
             return
 
+        # the transport, once made, is kept in `made` (for _opened). No closures here: those
+        # would hold the connection in a cycle that the compiled module's collector misses
         made: list[TlsTransport] = []
-
-        def protocol() -> TlsTransport:
-            transport = TlsTransport(
-                sslobj, incoming, outgoing, self.server, done, self.handshake_timeout
-            )
-            self._handshakes[transport] = started
-            made.append(transport)
-            return transport
-
-        def done(transport: TlsTransport, exc: BaseException | None) -> None:
-            self._handshake_done(transport, exc, addr)
-
-        task = loop.create_task(loop.connect_accepted_socket(protocol, conn))
+        factory = partial(self._transport, sslobj, incoming, outgoing, started, addr, made)
+        task = loop.create_task(loop.connect_accepted_socket(factory, conn))
         self._opening.add(task)
         task.add_done_callback(partial(self._opened, conn, addr, made))
+
+    def _transport(
+        self,
+        sslobj: ssl.SSLObject,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        started: float,
+        addr: Any,
+        made: list[TlsTransport],
+    ) -> TlsTransport:
+        transport = TlsTransport(
+            sslobj,
+            incoming,
+            outgoing,
+            self.server,
+            partial(self._handshake_done, addr),
+            self.handshake_timeout,
+        )
+        self._handshakes[transport] = started
+        made.append(transport)
+        return transport
 
     def _opened(
         self, conn: socket.socket, addr: Any, made: list[TlsTransport], task: asyncio.Task[Any]
@@ -337,7 +348,7 @@ class Listener:
         self._capacity_back()
 
     def _handshake_done(
-        self, transport: TlsTransport, exc: BaseException | None, addr: Any
+        self, addr: Any, transport: TlsTransport, exc: BaseException | None
     ) -> None:
         started = self._handshakes.pop(transport, None)
         self._capacity_back()

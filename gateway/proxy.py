@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 from gateway.bytestream import expire
 from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.deadlines import Deadlines
-from gateway.errors import PayloadTooLarge, UpstreamError
+from gateway.errors import NoHealthyTarget, PayloadTooLarge, UpstreamError, UpstreamTimeout
 from gateway.headers import SKIP_RESPONSE, connection_tokens
 from gateway.health import HealthChecker
 from gateway.http1 import Body, Request, Response, StreamResponse
@@ -33,16 +33,6 @@ from gateway.upstreamconn import (
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
-class UpstreamTimeout(UpstreamError):
-    status = 504
-    code = "upstream_timeout"
-
-
-class NoHealthyTarget(UpstreamError):
-    status = 503
-    code = "upstream_unavailable"
-
-
 class BodyLimit:
     """Counts a streamed request body; stops it (and remembers) past `limit` bytes."""
 
@@ -50,16 +40,28 @@ class BodyLimit:
         self.limit = limit
         self.exceeded = False
         self._on_hit = on_hit
+        self._stream: Body | None = None
+        self._total = 0
 
-    async def wrap(self, stream: Body) -> AsyncIterator[bytes]:
-        total = 0
-        async for chunk in stream.iter_any():
-            total += len(chunk)
-            if total > self.limit:
-                self.exceeded = True
-                self._on_hit()
-                raise PayloadTooLarge(f"request body over {self.limit} bytes")
-            yield chunk
+    def wrap(self, stream: Body) -> BodyLimit:
+        """`stream`, read through this limit (an async iterator of its chunks)."""
+        self._stream = stream
+        return self
+
+    def __aiter__(self) -> BodyLimit:
+        return self
+
+    async def __anext__(self) -> bytes:
+        assert self._stream is not None, "wrap() first"
+        chunk = await self._stream.readany()
+        if not chunk:
+            raise StopAsyncIteration
+        self._total += len(chunk)
+        if self._total > self.limit:
+            self.exceeded = True
+            self._on_hit()
+            raise PayloadTooLarge(f"request body over {self.limit} bytes")
+        return chunk
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from gateway.config import RouteConfig
-from gateway.errors import DownstreamError
-
-
-class BadPath(DownstreamError):
-    status = 400
-    code = "bad_path"
+from gateway.errors import BadPath, MethodNotAllowed, NoRoute
 
 
 @dataclass(frozen=True)
@@ -131,16 +126,6 @@ def _host_matches(pattern: str, host: str | None) -> bool:
         suffix = pattern[1:]
         return host.endswith(suffix) and "." not in host[: -len(suffix)] and len(host) > len(suffix)
     return host == pattern
-
-
-class NoRoute(DownstreamError):
-    status = 404
-    code = "no_route"
-
-
-class MethodNotAllowed(DownstreamError):
-    status = 405
-    code = "method_not_allowed"
 
 
 class Router:

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from gateway import compiled
 from gateway.activity import Activity
 from gateway.admin import Admin
 from gateway.admission import Admission
@@ -215,6 +216,7 @@ class Gateway:
                     lst.name: f"{lst.address[0]}:{lst.address[1]}" for lst in self.listeners
                 },
                 admin=f"{self.admin.address[0]}:{self.admin.address[1]}" if self.admin else None,
+                compiled=compiled(),
             ),
         )
 

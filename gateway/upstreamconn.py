@@ -96,15 +96,14 @@ class UpstreamResponse:
         self._conn.finished(self)
 
 
-class Connection(FlowControl, asyncio.Protocol):
+class Connection(FlowControl):
     """One upstream connection; one exchange at a time."""
 
     def __init__(self, pool: Pool) -> None:
+        super().__init__()
         self._pool = pool
         self.loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
         self.idle_since = 0.0
         self._lost: BaseException | None = None
         # the exchange in progress

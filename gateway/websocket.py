@@ -12,9 +12,9 @@ import httptools
 from multidict import CIMultiDict
 
 from gateway.bytestream import expire
-from gateway.errors import UpstreamError
+from gateway.errors import NoHealthyTarget, UpstreamError, UpstreamTimeout
 from gateway.http1 import Hijacked, Http1Connection, Request, serialize_head
-from gateway.proxy import NoHealthyTarget, Upstream, UpstreamTimeout
+from gateway.proxy import Upstream
 from gateway.upstreamconn import ConnectTimeout
 
 

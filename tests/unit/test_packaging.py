@@ -22,7 +22,8 @@ def test_readme_troubleshooting_covers_every_reason() -> None:
 
 def test_dockerfile_runs_non_root_with_healthcheck_and_no_keys() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
-    assert next(line for line in lines if line.startswith("FROM")).endswith("-slim")
+    bases = [line.split()[1] for line in lines if line.startswith("FROM")]
+    assert bases and all(base.endswith("-slim") for base in bases)
     assert any(line.startswith("USER ") and line.split()[1] not in ("root", "0") for line in lines)
     assert any(line.startswith("HEALTHCHECK") for line in lines)
     assert 'CMD ["run", "-c", "/etc/mtls-gateway/gateway.yaml"]' in lines
@@ -52,3 +53,30 @@ def test_threat_model_points_at_real_tests() -> None:
     for heading in ("spoofed identity", "policy bypass", "resource exhaustion", "downgrade",
                     "key exposure", "log injection", "upstream impersonation"):  # fmt: skip
         assert heading in text.lower(), heading
+
+
+def test_the_request_path_runs_compiled_where_a_compiler_is() -> None:
+    """`make test` compiles the modules setup.py lists (mypyc): a build that fell back to plain
+    Python quietly would leave the suite testing what the image does not ship."""
+    import shutil
+
+    import pytest
+
+    import gateway
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here: plain Python by design")
+    assert gateway.compiled()
+    assert not gateway.stale_builds()
+
+
+def test_a_module_changed_after_it_was_compiled_is_named(tmp_path: Path) -> None:
+    import os
+
+    from gateway import stale_builds
+
+    for name in ("fresh", "stale"):
+        (tmp_path / f"{name}.py").write_text("x = 1\n")
+        (tmp_path / f"{name}.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    os.utime(tmp_path / "stale.py", (2_000_000_000, 2_000_000_000))  # edited after the build
+    assert stale_builds(tmp_path) == ["stale.py"]

@@ -1,0 +1,55 @@
+"""Closed connections leave nothing behind: their protocol and transport objects are freed, on
+both event loops, compiled (setup.py) or not. A cycle the garbage collector cannot see (a
+compiled class's attribute it does not traverse) once kept every connection alive."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import http.client
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.harness import base_config, request, running
+
+
+def _live(module: str, name: str) -> int:
+    gc.collect()
+    return sum(
+        1 for o in gc.get_objects() if type(o).__name__ == name and type(o).__module__ == module
+    )
+
+
+def _settles(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_closed_connections_are_freed(pki: Path, use_uvloop: bool) -> None:
+    with running(lambda port: base_config(pki, port), pki, use_uvloop) as gw:
+        for i in range(30):  # a connection each: handshake, one request, close
+            assert request(gw.port, f"/n/{i}", pki).status == 200
+        refused = 0
+        for _ in range(10):  # no client certificate: the handshake fails
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                request(gw.port, "/", pki, cert=None)
+                continue
+            refused += 1
+        assert refused == 10
+        assert _live("gateway.upstreamconn", "Connection") >= 1  # the kept-alive pool
+        assert _settles(
+            lambda: (
+                _live("gateway.tlsconn", "TlsTransport") == 0
+                and _live("gateway.http1", "Http1Connection") == 0
+            )
+        ), (_live("gateway.tlsconn", "TlsTransport"), _live("gateway.http1", "Http1Connection"))
+    # stopped: the pool's connections are closed and freed too
+    assert _settles(lambda: _live("gateway.upstreamconn", "Connection") == 0)
