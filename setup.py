@@ -11,7 +11,7 @@ import sys
 
 from setuptools import setup
 
-# the modules every proxied request runs through (gateway/compiled.py lists the same)
+# the modules every proxied request runs through
 COMPILED = [
     "bytestream",
     "deadlines",
@@ -19,6 +19,7 @@ COMPILED = [
     "headers",
     "http1",
     "listener",
+    "observe",
     "policy",
     "proxy",
     "routing",

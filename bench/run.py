@@ -190,7 +190,9 @@ def scaling(work: Path, pki: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Keep-alive requests/s with 1 worker (pinned, load on the other CPU) and with 2 workers
     (both CPUs, shared with the load generator and the origin). Two workers on a 2-core
     machine cannot get both cores while autocannon needs one, so the second figure is also
-    accounted per gateway CPU-second: projected = 2 cores x requests per worker CPU-second."""
+    accounted per gateway CPU-second: projected = 2 cores x requests per worker CPU-second.
+    Each worker gets CONNECTIONS connections, as the single one does: with half as many, a
+    worker's event loop finds fewer requests ready per wake-up and spends more per request."""
     runs: dict[str, Any] = {}
     for workers, cpus, load_cpus in ((1, GATEWAY_CPU, LOAD_CPU), (2, "0,1", "0,1")):
         port, admin = free_port(), free_port()
@@ -202,9 +204,10 @@ def scaling(work: Path, pki: Path, config: dict[str, Any]) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", str(workers)]
         srv = Server(f"gateway-{workers}w", cmd, cpus, port, work / f"gateway-{workers}w.log")
         try:
-            autocannon(port, pki, 2, cpus=load_cpus)  # warm up
+            conns = CONNECTIONS * workers
+            autocannon(port, pki, 2, cpus=load_cpus, connections=conns)  # warm up
             before = worker_cpu_seconds(srv)
-            result = autocannon(port, pki, SECONDS, cpus=load_cpus)
+            result = autocannon(port, pki, SECONDS, cpus=load_cpus, connections=conns)
             used = [a - b for a, b in zip(worker_cpu_seconds(srv), before, strict=True)]
         finally:
             srv.stop()
@@ -223,10 +226,12 @@ def scaling(work: Path, pki: Path, config: dict[str, Any]) -> dict[str, Any]:
     return runs
 
 
-def autocannon(port: int, pki: Path, seconds: float, cpus: str = LOAD_CPU) -> dict[str, Any]:
-    """Closed-loop keep-alive load at CONNECTIONS connections (bench/load.js)."""
+def autocannon(
+    port: int, pki: Path, seconds: float, cpus: str = LOAD_CPU, connections: int = CONNECTIONS
+) -> dict[str, Any]:
+    """Closed-loop keep-alive load at `connections` connections (bench/load.js)."""
     cmd = ["taskset", "-c", cpus, "node", str(BENCH / "load.js"), f"https://localhost:{port}/"]
-    cmd += [str(CONNECTIONS), str(int(seconds))]
+    cmd += [str(connections), str(int(seconds))]
     cmd += [str(pki / "client.pem"), str(pki / "client.key"), str(pki / "ca.pem")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, cwd=BENCH)
     if out.returncode != 0:
