@@ -160,9 +160,11 @@ class Server:
 # --------------------------------------------------------------------------- measurements
 
 
-def paced(port: int, pki: Path, seconds: float, rate: float) -> dict[str, Any]:
+def paced(
+    port: int, pki: Path, seconds: float, rate: float, cpus: str = LOAD_CPU
+) -> dict[str, Any]:
     """Latency under an open-loop schedule of `rate` requests/s (bench/paced.js)."""
-    cmd = ["taskset", "-c", LOAD_CPU, "node", str(BENCH / "paced.js"), f"https://localhost:{port}/"]
+    cmd = ["taskset", "-c", cpus, "node", str(BENCH / "paced.js"), f"https://localhost:{port}/"]
     cmd += ["32", str(int(seconds)), str(int(rate))]
     cmd += [str(pki / "client.pem"), str(pki / "client.key"), str(pki / "ca.pem")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, cwd=BENCH)
@@ -189,12 +191,20 @@ def worker_cpu_seconds(server: Server) -> list[float]:
 def scaling(work: Path, pki: Path, config: dict[str, Any]) -> dict[str, Any]:
     """Keep-alive requests/s with 1 worker (pinned, load on the other CPU) and with 2 workers
     (both CPUs, shared with the load generator and the origin). Two workers on a 2-core
-    machine cannot get both cores while autocannon needs one, so the second figure is also
-    accounted per gateway CPU-second: projected = 2 cores x requests per worker CPU-second.
-    Each worker gets CONNECTIONS connections, as the single one does: with half as many, a
-    worker's event loop finds fewer requests ready per wake-up and spends more per request."""
+    machine cannot get both cores while the load generator needs one, so the second figure is
+    accounted for two ways:
+
+    - per gateway CPU-second: 2 cores x requests per worker CPU-second. This undercounts: the
+      generator drives each of two workers to only about half a core, and a worker at half
+      load finds fewer requests per wake-up than one at full load, so each costs more;
+    - at equal load per worker: the CPU per request of 2 workers paced at 80% of what the
+      generator reached against them, against that of 1 worker paced at half that rate.
+      Linear scaling is 2 x (1 worker's cost / 2 workers' cost) = 2.0; the supervisor, the
+      shared metrics files, an uneven SO_REUSEPORT split and sharing cores with the generator
+      all lower it."""
     runs: dict[str, Any] = {}
-    for workers, cpus, load_cpus in ((1, GATEWAY_CPU, LOAD_CPU), (2, "0,1", "0,1")):
+    rate = 0.0
+    for workers, cpus, load_cpus in ((2, "0,1", "0,1"), (1, GATEWAY_CPU, LOAD_CPU)):
         port, admin = free_port(), free_port()
         doc = json.loads(json.dumps(config))
         doc["listeners"][0]["bind"] = f"127.0.0.1:{port}"
@@ -204,25 +214,41 @@ def scaling(work: Path, pki: Path, config: dict[str, Any]) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", str(workers)]
         srv = Server(f"gateway-{workers}w", cmd, cpus, port, work / f"gateway-{workers}w.log")
         try:
-            conns = CONNECTIONS * workers
+            conns = CONNECTIONS * workers  # as many per worker as the single one gets
             autocannon(port, pki, 2, cpus=load_cpus, connections=conns)  # warm up
             before = worker_cpu_seconds(srv)
             result = autocannon(port, pki, SECONDS, cpus=load_cpus, connections=conns)
             used = [a - b for a, b in zip(worker_cpu_seconds(srv), before, strict=True)]
+            if workers == 2:
+                rate = 0.8 * result["rps"]
+            per_worker_rate = rate * workers / 2
+            before = worker_cpu_seconds(srv)
+            equal = paced(port, pki, SECONDS, per_worker_rate, cpus=load_cpus)
+            paced_used = [a - b for a, b in zip(worker_cpu_seconds(srv), before, strict=True)]
         finally:
             srv.stop()
         cpu = sum(used) / SECONDS  # gateway CPUs busy on average
+        # paced.js runs a second of uncounted warm-up before its SECONDS
+        served = equal["requests"] * (SECONDS + 1) / SECONDS
         runs[f"{workers}w"] = {
             "rps": result["rps"],
             "worker_cpu": [round(u / SECONDS, 3) for u in used],
             "rps_per_cpu": result["rps"] / cpu if cpu else 0.0,
+            "paced_rate": per_worker_rate,
+            "cpu_ms_per_request": 1000 * sum(paced_used) / served if served else 0.0,
         }
         log(
-            f"{workers} worker(s): {result['rps']:.0f} req/s, worker CPUs {runs[f'{workers}w']['worker_cpu']}"
+            f"{workers} worker(s): {result['rps']:.0f} req/s, worker CPUs {runs[f'{workers}w']['worker_cpu']}; "
+            f"paced at {per_worker_rate:.0f} req/s: {runs[f'{workers}w']['cpu_ms_per_request']:.4f} CPU ms per request"
         )
     one, two = runs["1w"], runs["2w"]
     runs["raw_ratio"] = two["rps"] / one["rps"]
     runs["projected_ratio"] = 2 * two["rps_per_cpu"] / one["rps"]
+    runs["equal_load_ratio"] = (
+        2 * one["cpu_ms_per_request"] / two["cpu_ms_per_request"]
+        if two["cpu_ms_per_request"]
+        else 0.0
+    )
     return runs
 
 
@@ -407,8 +433,10 @@ def main() -> int:
         f"(worker CPUs {two['worker_cpu']}, {two['rps_per_cpu']:.0f} per CPU-second)"
     )
     print(
-        f"2 workers / 1 worker: {workers['raw_ratio']:.2f} as measured, "
-        f"{workers['projected_ratio']:.2f} with a core each (load generator accounted for)"
+        f"2 workers / 1 worker: {workers['raw_ratio']:.2f} as measured; with a core each (load "
+        f"generator accounted for): {workers['projected_ratio']:.2f} per CPU-second, "
+        f"{workers['equal_load_ratio']:.2f} at equal load per worker "
+        f"({two['cpu_ms_per_request']:.4f} vs {one['cpu_ms_per_request']:.4f} CPU ms per request)"
     )
     (BENCH / "results.json").write_text(
         json.dumps(
