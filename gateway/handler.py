@@ -40,6 +40,9 @@ def check_head(request: Request) -> None:
     te = request.headers.getall("Transfer-Encoding", ())
     if te and (len(te) > 1 or te[0].strip().lower() != "chunked"):
         raise BadRequest(f"Transfer-Encoding {', '.join(te)!r}: only a single chunked is accepted")
+    if request.upgrade and request.body_exists:
+        # the parser stops at an upgrade's head: a body would be read as the tunnel's bytes
+        raise BadRequest("an Upgrade request with a body is not served")
 
 
 def check_body_length(request: Request, max_body: int, on_body_limit: Callable[[], None]) -> None:
@@ -70,6 +73,7 @@ class _Job:
         "route",
         "started",
         "upstream",
+        "websocket",
     )
 
     def __init__(self, pipeline: Pipeline, request: Request, conn: ConnInfo | None) -> None:
@@ -85,6 +89,7 @@ class _Job:
         self.query = ""
         self.headers: list[tuple[str, str]] = []
         self.max_body = 0
+        self.websocket = False  # a WebSocket upgrade on a route that allows it
 
     def done(self, answer: Response | StreamResponse, upstream_seconds: float | None) -> None:
         self.pipeline._finish(self, answer, upstream_seconds)
@@ -120,13 +125,13 @@ class Pipeline:
         if conn is None or not conn.passed():
             return self._serve(job, fronted=False)
         try:
-            websocket = self._front(job)
+            self._front(job)
         except Exception as exc:
             self._finish(job, self._error_answer(job, exc), None)
             return None
         upstream = job.upstream
         assert upstream is not None and job.route is not None
-        if websocket or not upstream.send_now(
+        if job.websocket or not upstream.send_now(
             request, job.path, job.query, job.headers, job.request_id, job.route.timeouts, job
         ):
             return self._serve(job, fronted=True)
@@ -145,10 +150,11 @@ class Pipeline:
         upstream_seconds: float | None = None
         response: Answer
         try:
-            websocket = self._front(job) if not fronted else is_upgrade(request)
+            if not fronted:
+                self._front(job)
             upstream, route = job.upstream, job.route
             assert upstream is not None and route is not None
-            if websocket:
+            if job.websocket:
                 response = await proxy_websocket(
                     request, upstream, job.path, job.query, job.headers
                 )
@@ -169,9 +175,9 @@ class Pipeline:
         self._account(job, response, upstream_seconds)
         return response
 
-    def _front(self, job: _Job) -> bool:
-        """Check, route, decide and prepare what goes upstream; raises the HttpError that
-        answers the request otherwise. True when the request opens a WebSocket tunnel."""
+    def _front(self, job: _Job) -> None:
+        """Check, route, decide and prepare what goes upstream (and whether it opens a
+        WebSocket tunnel); raises the HttpError that answers the request otherwise."""
         request, conn = job.request, job.conn
         snap = self._snapshot()
         if conn is None:  # the connection closed while the request was queued
@@ -197,7 +203,7 @@ class Pipeline:
         if rc.strip_prefix or rc.rewrite_prefix is not None:
             path = rewrite_prefix(path, rc.match.path_prefix, rc.rewrite_prefix or "")
         job.path, job.query = path, target.query
-        return rc.websocket and is_upgrade(request)
+        job.websocket = rc.websocket and is_upgrade(request)
 
     def _denied(self, job: _Job, route: CompiledRoute, conn: ConnInfo, decision: Decision) -> None:
         """Count and log a policy denial, then raise the 403 that answers it."""

@@ -171,17 +171,19 @@ class _Exchange:
 
     def response(self, response: UpstreamResponse) -> None:
         pending = self.pending
-        if pending is None:
+        if pending is not None:
+            if not pending.done():
+                pending.set_result(response)
+        elif self.finish is not None:
             self.upstream._answered(self, response)
-        elif not pending.done():
-            pending.set_result(response)
 
     def error(self, exc: BaseException) -> None:
         pending = self.pending
-        if pending is None:
+        if pending is not None:
+            if not pending.done():
+                pending.set_exception(exc)
+        elif self.finish is not None:
             self.upstream._attempt_failed(self, exc, close=True)
-        elif not pending.done():
-            pending.set_exception(exc)
 
     def expire(self) -> None:
         """The header deadline of a request sent at once passed."""
@@ -437,10 +439,10 @@ class Upstream:
                 try:
                     upstream = await pending
                 except TimeoutError:
-                    conn.close()
+                    conn.abandon()
                     raise _HeadersLate(kind) from None
                 except BaseException:
-                    conn.close()
+                    conn.abandon()
                     raise
                 finally:
                     timer.cancel()

@@ -117,3 +117,29 @@ def test_upgrade_refused(gw: RunningGateway, pki: Path, cert: str, path: str, st
         return 101
 
     assert asyncio.run(scenario()) == status
+
+
+@pytest.mark.parametrize("path", ["/ws", "/nows"])
+def test_an_upgrade_with_a_body_is_refused_not_tunnelled(
+    gw: RunningGateway, pki: Path, path: str
+) -> None:
+    """The parser stops at an upgrade's head, so a body behind it would reach the upstream as
+    tunnel bytes; on a route without `websocket: true` it must never open a tunnel at all."""
+    import socket
+
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "Content-Length: 5\r\n\r\nhello"
+    ).encode()
+    with (
+        socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw,
+        client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(head)
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 400 "), data[:200]
+    assert b'"error": "bad_request"' in data
+    assert b"101" not in data.split(b"\r\n", 1)[0]
