@@ -559,10 +559,8 @@ class Http1Connection(FlowControl):
         self.respond(request, answer)
 
     def respond(self, request: Request, answer: Response | StreamResponse) -> None:
-        """The answer to `request` (the oldest one unanswered): written, then the next one."""
-        if isinstance(answer, StreamResponse) and not answer.finished:
-            self._loop.create_task(self._serve(request, _ready(answer)))
-            return
+        """The answer to `request` (the oldest one unanswered): written, then the next one. A
+        StreamResponse has been written already (the relay ends it before answering)."""
         if isinstance(answer, Response):
             self._write_whole(request, answer)
         self._done(request, answer.keep_alive)
@@ -661,10 +659,6 @@ def _internal_error() -> Response:
     server_log.exception("unhandled error in request handler")
     answer = json_error(500, "internal_error", request_ids.next())
     answer.force_close()
-    return answer
-
-
-async def _ready(answer: Answer) -> Answer:
     return answer
 
 

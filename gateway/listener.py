@@ -308,12 +308,12 @@ class Listener:
         # the transport, once made, is kept in `made` (for _opened). No closures here: those
         # would hold the connection in a cycle that the compiled module's collector misses
         made: list[TlsTransport] = []
-        factory = partial(self._transport, sslobj, incoming, outgoing, started, addr, made)
+        factory = partial(self._make_transport, sslobj, incoming, outgoing, started, addr, made)
         task = loop.create_task(loop.connect_accepted_socket(factory, conn))
         self._opening.add(task)
         task.add_done_callback(partial(self._opened, conn, addr, made))
 
-    def _transport(
+    def _make_transport(
         self,
         sslobj: ssl.SSLObject,
         incoming: ssl.MemoryBIO,
