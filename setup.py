@@ -19,10 +19,10 @@ COMPILED = [
     "headers",
     "http1",
     "listener",
-    "observe",
     "policy",
     "proxy",
     "routing",
+    "tally",
     "targets",
     "tlsconn",
     "upstreamconn",
@@ -36,7 +36,9 @@ def _extensions() -> list:  # type: ignore[type-arg]
         from mypyc.build import mypycify
 
         extensions = mypycify(
-            [f"gateway/{name}.py" for name in COMPILED], opt_level="3", group_name="gateway.request_path"
+            [f"gateway/{name}.py" for name in COMPILED],
+            opt_level="3",
+            group_name="gateway.request_path",
         )
     except (Exception, SystemExit) as exc:  # no mypyc, or the type check failed (no deps)
         print(f"mtls-gateway: not compiled ({exc}); running as plain Python", file=sys.stderr)

@@ -19,7 +19,6 @@ from gateway.http1 import Answer, Request, Response, StreamResponse, json_error,
 from gateway.listener import ConnectionTracker, ConnInfo
 from gateway.log import access_log, event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
-from gateway.observe import Observer
 from gateway.policy import Decision
 from gateway.proxy import BodyLimit, Upstream
 from gateway.reasons import POLICY_ERROR_CODES
@@ -280,9 +279,10 @@ class Pipeline:
         key = (route_name, method, response.status)
         series = self._series.get(key)
         if series is None:  # label lookups are slow: one per (route, method, status), once
+            tally, status = self._metrics.tally, response.status
             series = self._series[key] = (
-                self._metrics.requests.labels(route_name, method, str(response.status)).inc,
-                Observer(self._metrics.request_duration.labels(route_name)).observe,
+                tally.counter(self._metrics.requests.labels(route_name, method, str(status))).inc,
+                tally.histogram(self._metrics.request_duration.labels(route_name)).observe,
             )
         series[0]()
         series[1](elapsed)

@@ -177,10 +177,11 @@ class Listener:
         self._retry: asyncio.TimerHandle | None = None
         self._handshakes: dict[TlsTransport, float] = {}  # running, with their start time
         self._opening: set[asyncio.Task[Any]] = set()  # transports being made
-        self._ok = metrics.tls_handshakes.labels(name, "ok")
-        self._resumed = metrics.tls_resumed.labels(name)
-        self._duration = metrics.tls_handshake_duration.labels(name)
-        self._accepted = metrics.connections_accepted.labels(name)
+        tally = metrics.tally
+        self._ok = tally.counter(metrics.tls_handshakes.labels(name, "ok"))
+        self._resumed = tally.counter(metrics.tls_resumed.labels(name))
+        self._duration = tally.histogram(metrics.tls_handshake_duration.labels(name))
+        self._accepted = tally.counter(metrics.connections_accepted.labels(name))
         self.max_connections = 10000
         self.max_handshakes = 512
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from gateway.tally import Tally
+
 PREFIX = "mtls_gateway_"
 
 _LATENCY_BUCKETS = (
@@ -35,6 +37,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.tally = Tally()  # the per-request updates, added to the values below in batches
         r = self.registry
         self.tls_handshakes = Counter(
             PREFIX + "tls_handshakes_total",
@@ -154,3 +157,8 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=r,
         )
+
+    def current(self) -> CollectorRegistry:
+        """The registry, with every pending per-request update added first."""
+        self.tally.flush()
+        return self.registry

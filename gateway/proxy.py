@@ -21,7 +21,6 @@ from gateway.health import HealthChecker
 from gateway.http1 import Body, Request, Response, StreamResponse
 from gateway.log import event, proxy_log
 from gateway.metrics import Metrics
-from gateway.observe import Observer
 from gateway.targets import Balancer, Target, upstream_tls_context
 from gateway.upstreamconn import (
     BadResponse,
@@ -295,7 +294,9 @@ class Upstream:
         self._health = HealthChecker(self.targets, cfg.health) if cfg.health else None
         self.inflight = 0  # requests between forward() and the end of the relayed body
         self._outcomes: dict[str, Callable[[], None]] = {}
-        self._observe_duration = Observer(metrics.upstream_duration.labels(cfg.name)).observe
+        self._observe_duration = metrics.tally.histogram(
+            metrics.upstream_duration.labels(cfg.name)
+        ).observe
         self.limits = TimeoutLimits.of(cfg, None)  # without a route's overrides
         self._deadlines: Deadlines | None = None  # header deadlines of requests sent at once
 
@@ -327,9 +328,8 @@ class Upstream:
     def count(self, outcome: str) -> None:
         inc = self._outcomes.get(outcome)
         if inc is None:
-            inc = self._outcomes[outcome] = self._metrics.upstream_requests.labels(
-                self.name, outcome
-            ).inc
+            child = self._metrics.upstream_requests.labels(self.name, outcome)
+            inc = self._outcomes[outcome] = self._metrics.tally.counter(child).inc
         inc()
 
     # ------------------------------------------------------------ one request

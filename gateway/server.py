@@ -190,9 +190,7 @@ class Gateway:
             raise
         self._listeners = {lst.name: lst for lst in opened}
         if cfg.admin is not None and self._serve_admin:
-            self.admin = Admin(
-                cfg.admin.bind, lambda: self.metrics.registry, self.ready, self.reload, self
-            )
+            self.admin = Admin(cfg.admin.bind, self.metrics.current, self.ready, self.reload, self)
             await self.admin.start()
         for listener in opened:
             listener.start()
@@ -244,6 +242,7 @@ class Gateway:
         await self.ocsp.close()
         if self.admin is not None:
             await self.admin.stop()
+        self.metrics.tally.flush()  # a worker's last counts reach the supervisor's files
         server_log.info(
             "gateway stopped", extra=event(drain_seconds=round(time.monotonic() - started, 3))
         )

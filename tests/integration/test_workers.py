@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.tally import FLUSH_SECONDS
 from tests.harness import EchoServer, issue_server, request, sample, scrape, write_config
 
 pytestmark = pytest.mark.process
@@ -82,13 +83,19 @@ def test_two_workers_share_the_port_and_the_supervisor_keeps_them(
 
             for i in range(40):  # new connections land on both workers (SO_REUSEPORT)
                 assert request(port, f"/n/{i}", pki).status == 200
-            metrics = scrape(admin)
-            assert (
-                sample(
-                    metrics, "mtls_gateway_requests_total", route="all", method="GET", code="200"
+            # a worker adds its counts to the shared files within FLUSH_SECONDS (tally.py)
+            started = time.monotonic()
+            metrics = _wait(
+                lambda: (
+                    (m := scrape(admin))
+                    and sample(
+                        m, "mtls_gateway_requests_total", route="all", method="GET", code="200"
+                    )
+                    == 40
+                    and m
                 )
-                == 40
             )
+            assert time.monotonic() - started < FLUSH_SECONDS + 1.0
             per_pid = {
                 dict(labels).get("pid")
                 for (name, labels), v in metrics.items()

@@ -33,7 +33,7 @@ LAYER = {
     "upstreamconn": 2,
     "bytestream": 2,
     "deadlines": 2,
-    "observe": 2,
+    "tally": 2,
     "http1": 3,
     "listener": 3,
     "ocsp": 3,
