@@ -26,8 +26,24 @@ _FORBIDDEN_ENCODED = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
+# Targets seen recently, normalised: most clients ask for the same few paths again and again.
+# Bounded: emptied when full, so paths with ids in them cost a normalisation, never memory.
+_SEEN: dict[str, Target] = {}
+_SEEN_MAX = 4096
+
+
 def normalise_target(raw: str) -> Target:
     """Resolve dot segments, merge slashes, decode; reject what could smuggle a path."""
+    target = _SEEN.get(raw)
+    if target is None:
+        target = _normalise(raw)
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        _SEEN[raw] = target
+    return target
+
+
+def _normalise(raw: str) -> Target:
     path, _, query = raw.partition("?")
     if not path.startswith("/"):
         raise BadPath(f"request target {raw[:100]!r} is not an absolute path")

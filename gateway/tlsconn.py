@@ -124,8 +124,6 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
 
     # ------------------------------------------------------------ the raw (TCP) side
 
-    # ------------------------------------------------------------ the raw (TCP) side
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         loop = asyncio.get_running_loop()
@@ -191,6 +189,8 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
             if not chunk:
                 break
             app.data_received(chunk)
+            if not self._in.pending and not self._io.pending():
+                break  # all read: another read would only raise SSLWantReadError, at a cost
         self._flush()  # e.g. TLS 1.3 key updates
 
     def _flush(self) -> None:

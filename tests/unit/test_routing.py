@@ -69,6 +69,20 @@ def test_rejected_targets(raw: str) -> None:
         normalise_target(raw)
 
 
+def test_targets_seen_again_are_remembered_within_a_bound() -> None:
+    from gateway import routing
+
+    first = normalise_target("/a/./b/../c?q=1")
+    assert normalise_target("/a/./b/../c?q=1") is first
+    assert (first.path, first.encoded, first.query) == ("/a/c", "/a/c", "q=1")
+    for i in range(routing._SEEN_MAX + 10):  # ids in paths: the memory stays bounded
+        assert normalise_target(f"/items/{i}").path == f"/items/{i}"
+    assert len(routing._SEEN) <= routing._SEEN_MAX
+    for _ in range(2):  # a refused target is refused every time, never remembered
+        with pytest.raises(BadPath):
+            normalise_target("/a/%2fetc")
+
+
 @given(st.text(max_size=60))
 def test_normaliser_only_raises_bad_path(text: str) -> None:
     try:
