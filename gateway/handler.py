@@ -183,7 +183,8 @@ class Pipeline:
             raise DownstreamError("connection gone", code="connection_closed")
         limits = snap.limits[conn.listener]
         check_head(request)
-        job.request_id = snap.request_id(request, conn.peer_ip) or job.request_id
+        if snap.trusted_id_sources:  # else the client's X-Request-Id is never taken
+            job.request_id = snap.request_id(request, conn.peer_ip) or job.request_id
         target = normalise_target(request.raw_path)
         host = normalise_host(request.headers.get("Host"))
         if conn.sni is not None and host is not None and host != conn.sni:

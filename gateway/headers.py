@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from multidict import CIMultiDict
 
@@ -54,14 +53,23 @@ SKIP_REQUEST = HOP_BY_HOP | IDENTITY_HEADERS | {"content-length"}
 SKIP_RESPONSE = HOP_BY_HOP | {"content-length"}
 
 
-class ClientContext(NamedTuple):
-    """What the proxy needs to know about the downstream connection."""
+class ClientContext:
+    """What the proxy needs to know about the downstream connection (a compiled class: a
+    NamedTuple is built by interpreted code, once per request)."""
 
-    peer_ip: str
-    host: str | None
-    identity: Identity | None
-    chain: tuple[bytes, ...]  # DER of intermediates above the leaf, when known
-    request_id: str
+    def __init__(
+        self,
+        peer_ip: str,
+        host: str | None,
+        identity: Identity | None,
+        chain: tuple[bytes, ...],  # DER of intermediates above the leaf, when known
+        request_id: str,
+    ) -> None:
+        self.peer_ip = peer_ip
+        self.host = host
+        self.identity = identity
+        self.chain = chain
+        self.request_id = request_id
 
 
 def connection_tokens(values: Sequence[str]) -> set[str]:
@@ -79,6 +87,23 @@ def _request_drop(conn: tuple[str, ...]) -> frozenset[str]:
         drop = SKIP_REQUEST | (connection_tokens(conn) - {"host"})
         if len(_REQUEST_DROPS) < 256:  # clients choose these strings: keep the cache small
             _REQUEST_DROPS[conn] = drop
+    return drop
+
+
+_RESPONSE_DROPS: dict[tuple[bool, tuple[str, ...]], frozenset[str]] = {}
+
+
+def response_drop(chunked: bool, conn: tuple[str, ...]) -> frozenset[str]:
+    """The response fields (and trailers) not to pass on: hop-by-hop ones, the framing (a
+    chunked answer keeps its Trailer header), those its Connection header(s) name, and the
+    X-Request-Id the gateway sets itself. The usual values are worked out once."""
+    key = (chunked, conn)
+    drop = _RESPONSE_DROPS.get(key)
+    if drop is None:
+        base = SKIP_RESPONSE - {"trailer"} if chunked else SKIP_RESPONSE
+        drop = base | connection_tokens(conn) | {"x-request-id"}
+        if len(_RESPONSE_DROPS) < 256:  # upstreams choose these strings: keep the cache small
+            _RESPONSE_DROPS[key] = drop
     return drop
 
 

@@ -16,7 +16,7 @@ from gateway.bytestream import expire
 from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.deadlines import Deadlines
 from gateway.errors import NoHealthyTarget, PayloadTooLarge, UpstreamError, UpstreamTimeout
-from gateway.headers import SKIP_RESPONSE, connection_tokens
+from gateway.headers import response_drop
 from gateway.health import HealthChecker
 from gateway.http1 import Body, Request, Response, StreamResponse
 from gateway.log import event, proxy_log
@@ -674,13 +674,10 @@ def _response_headers(
 ) -> tuple[CIMultiDict[str], frozenset[str]]:
     """The response headers to send on, and the fields dropped from them (and its trailers)."""
     # a chunked answer stays chunked (to an HTTP/1.1 client), so its trailers can follow it
-    drop = SKIP_RESPONSE - {"trailer"} if upstream.chunked else SKIP_RESPONSE
-    conn = [v for k, v in upstream.headers if k.lower() == "connection"]
-    if conn:
-        drop = drop | connection_tokens(conn)
-    headers = CIMultiDict([(k, v) for k, v in upstream.headers if k.lower() not in drop])
-    headers["X-Request-Id"] = ex.request_id
-    return headers, drop
+    drop = response_drop(upstream.chunked, upstream.connection)
+    pairs = [(k, v) for k, v in upstream.headers if k.lower() not in drop]
+    pairs.append(("X-Request-Id", ex.request_id))
+    return CIMultiDict(pairs), drop
 
 
 def _head_of(target: Target, ex: _Exchange) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Collection
 from types import SimpleNamespace
 
 import aiohttp
@@ -189,8 +189,11 @@ class Balancer:
         self.kind = kind
         self._next = 0
 
-    def pick(self, exclude: Iterable[Target] = ()) -> Target | None:
+    def pick(self, exclude: Collection[Target] = ()) -> Target | None:
         now = time.monotonic()
+        if len(self.targets) == 1 and not exclude:  # the usual upstream: nothing to choose
+            only = self.targets[0]
+            return only if only.available(now) else None
         skip = set(map(id, exclude))
         candidates = [t for t in self.targets if id(t) not in skip and t.available(now)]
         if not candidates:

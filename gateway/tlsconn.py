@@ -57,6 +57,9 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._timeout = timeout
         self._timer: asyncio.TimerHandle | None = None
         self._raw: asyncio.Transport | None = None
+        # made inside the loop (by the listener's accept); asking for it per write would cost
+        # a getpid() system call each time (Python 3.11's get_running_loop checks the pid)
+        self._loop = asyncio.get_running_loop()
         self._app_reading = True
         self._closing = False
         self._pending: list[bytes] = []  # plaintext written in this loop iteration
@@ -116,7 +119,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         except (OSError, RuntimeError):
             raw.abort()
             return
-        self._timer = asyncio.get_running_loop().call_later(LINGER_SECONDS, raw.close)
+        self._timer = self._loop.call_later(LINGER_SECONDS, raw.close)
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
@@ -126,8 +129,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._timeout, self._handshake_timed_out)
+        self._timer = self._loop.call_later(self._timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self._app is not None:
@@ -225,7 +227,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._pending.append(bytes(data))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._encrypt_pending)
+            self._loop.call_soon(self._encrypt_pending)
 
     def _encrypt_pending(self) -> None:
         self._flush_scheduled = False

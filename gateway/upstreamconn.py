@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections import deque
 from collections.abc import AsyncIterable, Callable
 from typing import Protocol, cast
@@ -60,6 +61,7 @@ class UpstreamResponse:
         "_conn",
         "body",
         "chunked",
+        "connection",
         "content_length",
         "headers",
         "reason",
@@ -74,6 +76,7 @@ class UpstreamResponse:
         self.trailers: list[tuple[str, str]] = []
         self.content_length: int | None = None
         self.chunked = False  # the body came in chunks: it may end with trailers
+        self.connection: tuple[str, ...] = ()  # the values of its Connection header(s)
         self._conn = conn
         self.body = ByteStream(conn)
 
@@ -207,12 +210,17 @@ class Connection(FlowControl):
             return  # 100 Continue and friends: the real answer follows
         response = UpstreamResponse(self, status, self._reason.decode("latin-1"))
         response.headers = self._headers
+        connection: list[str] = []
         for name, value in self._headers:
             lower = name.lower()
             if lower == "content-length" and value.strip().isdigit():
                 response.content_length = int(value)
             elif lower == "transfer-encoding":
                 self._chunked = value.rsplit(",", 1)[-1].strip().lower() == "chunked"
+            elif lower == "connection":
+                connection.append(value)
+        if connection:
+            response.connection = tuple(connection)
         if self._chunked:
             response.content_length = None
             response.chunked = True
@@ -311,7 +319,7 @@ class Pool:
 
     def take_idle(self) -> Connection | None:
         """A kept-alive connection ready for a request, if there is one."""
-        self._expire_idle(asyncio.get_running_loop().time())
+        self._expire_idle(time.monotonic())  # not the loop's: asking for it costs a getpid()
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
@@ -389,7 +397,7 @@ class Pool:
         if not reuse:
             conn.close()
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        conn.idle_since = time.monotonic()
         self._idle.append(conn)
         while self._waiters:
             waiter = self._waiters.popleft()

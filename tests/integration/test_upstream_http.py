@@ -368,3 +368,43 @@ def test_an_upstream_dying_mid_body_on_a_kept_alive_connection_cuts_the_client(
         data = _raw_exchange(gw.port, pki, b"GET /cut HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\n" + b"x" * 10)
         assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="reset") == 1
+
+
+def test_an_answers_hop_by_hop_fields_and_request_id_are_the_gateways(
+    tmp_path: Path, pki: Path
+) -> None:
+    """Fields the upstream's Connection header names, Keep-Alive, and its own X-Request-Id do
+    not reach the client; the gateway's X-Request-Id does, once. Twice per Connection value:
+    the second answer takes the remembered set of fields to drop."""
+    import http.client
+
+    from tests.harness import client_context
+
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        hop = "X-Hop" if path.startswith("/a") else "X-Other"
+        extra = (
+            f"Connection: keep-alive, {hop}\r\nX-Hop: 1\r\nX-Other: 2\r\n"
+            "Keep-Alive: timeout=5\r\nX-Request-Id: chosen-upstream\r\nX-Kept: yes\r\n"
+        )
+        return _ok(b"hi", extra), False
+
+    with _gateway(tmp_path, pki, answer) as gw:
+        for path, gone, kept in [
+            ("/a1", "x-hop", "x-other"),
+            ("/a2", "x-hop", "x-other"),
+            ("/b1", "x-other", "x-hop"),
+            ("/b2", "x-other", "x-hop"),
+        ]:
+            conn = http.client.HTTPSConnection("localhost", gw.port, context=client_context(pki))
+            try:
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                assert resp.status == 200 and resp.read() == b"hi"
+                fields = [(k.lower(), v) for k, v in resp.getheaders()]
+            finally:
+                conn.close()
+            names = [k for k, _ in fields]
+            assert gone not in names and "keep-alive" not in names, fields
+            assert kept in names and ("x-kept", "yes") in fields
+            ids = [v for k, v in fields if k == "x-request-id"]
+            assert len(ids) == 1 and ids[0] != "chosen-upstream", fields
