@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from gateway.bytestream import ByteStream, FlowControl, chunk, last_chunk
 from gateway.log import event, server_log
 from gateway.metrics import Metrics
+from gateway.tlsconn import TlsTransport
 
 SWEEP_SECONDS = 0.25  # resolution of the head deadline and the keep-alive idle timeout
 
@@ -576,7 +577,13 @@ class Http1Connection(FlowControl):
             answer.keep_alive = False
             framing += "Connection: close\r\n"
         head = serialize_head(answer.status, answer.reason, answer.headers, framing)
-        self.write(head + body if body else head)
+        data = head + body if body else head
+        transport = self.transport
+        if isinstance(transport, TlsTransport):
+            if not self.closed:
+                transport.write_whole(data)
+        else:
+            self.write(data)
 
     def _done(self, request: Request, keep_alive: bool) -> None:
         self._busy = False
