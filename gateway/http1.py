@@ -579,9 +579,8 @@ class Http1Connection(FlowControl):
         head = serialize_head(answer.status, answer.reason, answer.headers, framing)
         data = head + body if body else head
         transport = self.transport
-        if isinstance(transport, TlsTransport):
-            if not self.closed:
-                transport.write_whole(data)
+        if isinstance(transport, TlsTransport) and not self.closed:
+            transport.write_whole(data)  # nothing to gather with it: sent now
         else:
             self.write(data)
 

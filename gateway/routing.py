@@ -27,9 +27,11 @@ _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 # Targets seen recently, normalised: most clients ask for the same few paths again and again.
-# Bounded: emptied when full, so paths with ids in them cost a normalisation, never memory.
+# Bounded in count (emptied when full: paths with ids in them cost a normalisation, never
+# memory) and in size (a long target is normalised every time): at most ~4 MiB.
 _SEEN: dict[str, Target] = {}
 _SEEN_MAX = 4096
+_SEEN_LONGEST = 256
 
 
 def normalise_target(raw: str) -> Target:
@@ -37,9 +39,10 @@ def normalise_target(raw: str) -> Target:
     target = _SEEN.get(raw)
     if target is None:
         target = _normalise(raw)
-        if len(_SEEN) >= _SEEN_MAX:
-            _SEEN.clear()
-        _SEEN[raw] = target
+        if len(raw) <= _SEEN_LONGEST:
+            if len(_SEEN) >= _SEEN_MAX:
+                _SEEN.clear()
+            _SEEN[raw] = target
     return target
 
 

@@ -78,6 +78,8 @@ def test_targets_seen_again_are_remembered_within_a_bound() -> None:
     for i in range(routing._SEEN_MAX + 10):  # ids in paths: the memory stays bounded
         assert normalise_target(f"/items/{i}").path == f"/items/{i}"
     assert len(routing._SEEN) <= routing._SEEN_MAX
+    long = "/" + "a" * routing._SEEN_LONGEST
+    assert normalise_target(long).path == long and long not in routing._SEEN  # size, too
     for _ in range(2):  # a refused target is refused every time, never remembered
         with pytest.raises(BadPath):
             normalise_target("/a/%2fetc")
