@@ -280,9 +280,9 @@ class Pipeline:
         key = (route_name, method, response.status)
         series = self._series.get(key)
         if series is None:  # label lookups are slow: one per (route, method, status), once
-            tally, status = self._metrics.tally, response.status
+            tally, code = self._metrics.tally, str(response.status)
             series = self._series[key] = (
-                tally.counter(self._metrics.requests.labels(route_name, method, str(status))).inc,
+                tally.counter(self._metrics.requests.labels(route_name, method, code)).inc,
                 tally.histogram(self._metrics.request_duration.labels(route_name)).observe,
             )
         series[0]()
