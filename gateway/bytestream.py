@@ -115,10 +115,12 @@ class ByteStream:
 
     def take_all(self) -> bytes:
         """What is buffered, at once (the whole body once it is complete)."""
-        data = b"".join(self._chunks)
-        self._chunks.clear()
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        if self._size >= LOW_WATER:  # below it, this stream has not paused its reader
+            self._reader.resume_reading()
         self._size = 0
-        self._reader.resume_reading()
         return data
 
 

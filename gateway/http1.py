@@ -27,6 +27,8 @@ from gateway.log import event, server_log
 from gateway.metrics import Metrics
 from gateway.tlsconn import TlsTransport
 
+Fields = list[tuple[str, str]]  # header fields in order, names as given
+
 SWEEP_SECONDS = 0.25  # resolution of the head deadline and the keep-alive idle timeout
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -119,9 +121,9 @@ class Request:
     """One parsed request head, its body as a stream, and the trailers that followed it."""
 
     __slots__ = (
+        "_content",
         "chunked",
         "complete",
-        "content",
         "content_length",
         "headers",
         "keep_alive",
@@ -150,7 +152,7 @@ class Request:
         self.headers = headers
         self.keep_alive = keep_alive
         self.upgrade = upgrade
-        self.content = Body(conn)
+        self._content: Body | None = None  # made on first use: most requests have no body
         self.trailers: list[tuple[str, str]] = []
         self.complete = False
         self.chunked = False
@@ -165,6 +167,22 @@ class Request:
     @property
     def transport(self) -> asyncio.Transport | None:
         return self.protocol.transport
+
+    @property
+    def content(self) -> Body:
+        """The body as it arrives (ended already once the request is complete)."""
+        body = self._content
+        if body is None:
+            body = self._content = Body(self.protocol)
+            if self.complete:
+                body.feed_eof()
+        return body
+
+    def end(self) -> None:
+        """The whole request is in: its body (if it was asked for yet) ends."""
+        self.complete = True
+        if self._content is not None:
+            self._content.feed_eof()
 
     @property
     def body_exists(self) -> bool:
@@ -192,19 +210,19 @@ class Response:
         body: bytes = b"",
         text: str | None = None,
         content_type: str | None = None,
-        headers: CIMultiDict[str] | dict[str, str] | None = None,
+        headers: Fields | dict[str, str] | None = None,
     ) -> None:
         self.status = status
         self.reason = reason or reason_phrase(status)
-        self.headers: CIMultiDict[str] = (
-            headers if isinstance(headers, CIMultiDict) else CIMultiDict(headers or {})
+        self.headers: Fields = (
+            headers if isinstance(headers, list) else list((headers or {}).items())
         )
         if text is not None:
             body = text.encode("utf-8")
             if content_type is not None:
                 content_type += "; charset=utf-8"
         if content_type is not None:
-            self.headers["Content-Type"] = content_type
+            self.headers.append(("Content-Type", content_type))
         self.body = body
         self.keep_alive = True
 
@@ -221,11 +239,11 @@ class StreamResponse:
         status: int = 200,
         *,
         reason: str | None = None,
-        headers: CIMultiDict[str] | None = None,
+        headers: Fields | None = None,
     ) -> None:
         self.status = status
         self.reason = reason or reason_phrase(status)
-        self.headers: CIMultiDict[str] = headers if headers is not None else CIMultiDict()
+        self.headers: Fields = headers if headers is not None else []
         self.content_length: int | None = None
         self.keep_alive = True
         self.prepared = False
@@ -296,13 +314,23 @@ Answer = Response | StreamResponse | Hijacked
 Handler = Callable[[Request], Awaitable[Answer] | None]
 
 
-def serialize_head(status: int, reason: str, headers: CIMultiDict[str], extra: str = "") -> bytes:
-    """The status line and headers (Date added when missing), ready for the wire."""
-    lines = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
-    date = "" if "Date" in headers else f"Date: {_DATES.now()}\r\n"
-    return f"HTTP/1.1 {status} {reason}\r\n{lines}{date}{extra}\r\n".encode(
-        "utf-8", "surrogateescape"
-    )
+def serialize_head(status: int, reason: str, headers: Fields, extra: str = "") -> bytes:
+    """The status line and headers (Date added when missing), ready for the wire: joined from
+    the pairs as they are (a multidict and f-strings per field cost twice as much)."""
+    parts = [f"HTTP/1.1 {status} {reason}\r\n"]
+    dated = False
+    for name, value in headers:
+        if not dated and len(name) == 4 and name.lower() == "date":
+            dated = True
+        parts.append(name)
+        parts.append(": ")
+        parts.append(value)
+        parts.append("\r\n")
+    if not dated:
+        parts.append(f"Date: {_DATES.now()}\r\n")
+    parts.append(extra)
+    parts.append("\r\n")
+    return "".join(parts).encode("utf-8", "surrogateescape")
 
 
 def json_error(status: int, code: str, request_id: str, route: str | None = None) -> Response:
@@ -506,8 +534,7 @@ class Http1Connection(FlowControl):
     def on_message_complete(self) -> None:
         request = self._parsing
         if request is not None:
-            request.complete = True
-            request.content.feed_eof()
+            request.end()
             self._parsing = None
 
     # ------------------------------------------------------------ answering, in order

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from multidict import CIMultiDict
-
 from gateway.bytestream import expire
 from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.deadlines import Deadlines
@@ -671,13 +669,13 @@ class Upstream:
 
 def _response_headers(
     ex: _Exchange, upstream: UpstreamResponse
-) -> tuple[CIMultiDict[str], frozenset[str]]:
+) -> tuple[list[tuple[str, str]], frozenset[str]]:
     """The response headers to send on, and the fields dropped from them (and its trailers)."""
     # a chunked answer stays chunked (to an HTTP/1.1 client), so its trailers can follow it
     drop = response_drop(upstream.chunked, upstream.connection)
     pairs = [(k, v) for k, v in upstream.headers if k.lower() not in drop]
     pairs.append(("X-Request-Id", ex.request_id))
-    return CIMultiDict(pairs), drop
+    return pairs, drop
 
 
 def _head_of(target: Target, ex: _Exchange) -> bytes:

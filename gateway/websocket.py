@@ -9,7 +9,6 @@ import asyncio
 import ssl
 
 import httptools
-from multidict import CIMultiDict
 
 from gateway.bytestream import expire
 from gateway.errors import NoHealthyTarget, UpstreamError, UpstreamTimeout
@@ -140,7 +139,7 @@ async def proxy_websocket(
             kind="websocket",
         )
     client = request.protocol
-    client.write(serialize_head(101, "Switching Protocols", CIMultiDict(answer_headers)))
+    client.write(serialize_head(101, "Switching Protocols", answer_headers))
     tunnel.join(client, early)
     client.hijack(transport)
     upstream.count("ok")
