@@ -1,6 +1,8 @@
 // Open-loop paced load for the latency-at-half-load figure: requests are due on a fixed schedule
 // (each millisecond, the ones whose time has come), whether or not earlier ones have finished.
 // Latency counts from the moment a request was due, so waiting for a free connection counts too.
+// It is also split in two: due -> sent (the generator's own lateness: its timer ticks every 1-2 ms,
+// and a request waits for a free connection) and sent -> answered (the server and the network).
 // The first second runs at the same rate and is not counted (the generator's own warm-up).
 // Raw TLS sockets with a client certificate and a minimal HTTP/1.1 reader (answers must carry
 // Content-Length), so the generator stays cheap: node's https module was the bottleneck at a few
@@ -26,6 +28,8 @@ const WARMUP = 1000 // ms at the same rate before measuring: Node compiles its h
 const duration = WARMUP + Number(seconds) * 1000
 const perMs = Number(rate) / 1000
 const latencies = []
+const lateness = [] // due -> sent
+const service = [] // sent -> answered
 const idle = []
 const due = [] // times at which queued requests were due
 let scheduled = 0
@@ -56,7 +60,12 @@ function read (sock) {
     sock.buf = sock.buf.subarray(total)
     const status = Number(head.slice(9, 12))
     if (status < 200 || status > 299) non2xx++
-    if (sock.began !== undefined && sock.began >= start + WARMUP) latencies.push(performance.now() - sock.began)
+    if (sock.began !== undefined && sock.began >= start + WARMUP) {
+      const now = performance.now()
+      latencies.push(now - sock.began)
+      lateness.push(sock.sent - sock.began)
+      service.push(now - sock.sent)
+    }
     sock.began = undefined
     done++
     release(sock)
@@ -65,6 +74,7 @@ function read (sock) {
 
 function send (sock, dueAt) {
   sock.began = dueAt
+  sock.sent = performance.now()
   sock.write(request)
 }
 
@@ -76,16 +86,23 @@ function release (sock) {
 
 function finishedSending () { return start && performance.now() - start >= duration }
 
+function quantile (values, q) {
+  return values.length ? values[Math.min(values.length - 1, Math.floor(q * values.length))] : 0
+}
+
 function report () {
-  latencies.sort((a, b) => a - b)
-  const at = (q) => latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : 0
+  for (const values of [latencies, lateness, service]) values.sort((a, b) => a - b)
   console.log(JSON.stringify({
     requests: latencies.length,
     rps: latencies.length / ((duration - WARMUP) / 1000),
-    p50: at(0.5),
-    p90: at(0.9),
-    p99: at(0.99),
-    max: at(1),
+    p50: quantile(latencies, 0.5),
+    p90: quantile(latencies, 0.9),
+    p99: quantile(latencies, 0.99),
+    max: quantile(latencies, 1),
+    late_p50: quantile(lateness, 0.5),
+    late_p99: quantile(lateness, 0.99),
+    sent_p50: quantile(service, 0.5),
+    sent_p99: quantile(service, 0.99),
     errors,
     non2xx,
     lost: scheduled - done

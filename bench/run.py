@@ -391,17 +391,23 @@ def main() -> int:
                 add(name, "new_per_cpu_s", new["per_cpu_second"])
                 add(name, "reuse_per_s", s_time(srv, pki, "-reuse", SECONDS / 2)["per_second"])
         half = max(results["gateway"]["rps"]) / 2
+        paced_runs: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
         # like every other figure, the best of ROUNDS alternating runs: one stall of the host
         # in a 10 s run moves a p99 by milliseconds (each run is logged)
         for rnd in range(ROUNDS):
             for name, srv in targets.items() if rnd % 2 == 0 else reversed(list(targets.items())):
+                cpu_before = srv.cpu_seconds()
                 at_half = paced(srv.port, pki, SECONDS, half)
+                busy = (srv.cpu_seconds() - cpu_before) / (SECONDS + 1)  # + paced.js's warm-up
                 log(
                     f"{name} at {half:.0f} req/s (half of the gateway's peak): "
-                    f"p50 {at_half['p50']:.2f} ms, p99 {at_half['p99']:.2f} ms"
+                    f"p50 {at_half['p50']:.2f} ms, p99 {at_half['p99']:.2f} ms; {busy:.2f} CPU busy; "
+                    f"due->sent p50/p99 {at_half['late_p50']:.2f}/{at_half['late_p99']:.2f} ms, "
+                    f"sent->answered {at_half['sent_p50']:.2f}/{at_half['sent_p99']:.2f} ms"
                 )
                 add(name, "p50_at_half_ms", at_half["p50"])
                 add(name, "p99_at_half_ms", at_half["p99"])
+                paced_runs[name].append({**at_half, "cpu_busy": busy})
         for name, srv in targets.items():
             add(name, "peak_rss_mib", srv.peak_rss_mib())
         for srv in (ngx, gw):  # the scaling runs need both CPUs
@@ -433,6 +439,14 @@ def main() -> int:
         ratio = g / n if n else float("nan")
         summary[key] = {"gateway": g, "nginx": n, "ratio": ratio}
         print(f"{label:42} {g:10.1f} {n:10.1f} {ratio:14.2f}")
+    print("\nat half load, the best run of each split (p50/p99; the parts' p99s need not add up):")
+    for name, runs in paced_runs.items():
+        r = min(runs, key=lambda run: run["p99"])
+        print(
+            f"  {name:8} due->sent (the generator) {r['late_p50']:.2f}/{r['late_p99']:.2f} ms, "
+            f"sent->answered {r['sent_p50']:.2f}/{r['sent_p99']:.2f} ms, "
+            f"total {r['p50']:.2f}/{r['p99']:.2f} ms, {r['cpu_busy']:.2f} CPU busy"
+        )
     one, two = workers["1w"], workers["2w"]
     print(
         f"\nworkers: 1 worker {one['rps']:.0f} req/s ({one['rps_per_cpu']:.0f} per CPU-second); "
@@ -452,6 +466,7 @@ def main() -> int:
                 "rounds": ROUNDS,
                 "summary": summary,
                 "runs": results,
+                "paced_at_half": paced_runs,
                 "workers": workers,
             },
             indent=2,
