@@ -33,10 +33,11 @@ def check_head(request: Request) -> None:
     """What the HTTP parser lets through but a gateway must not forward."""
     if request.method == "CONNECT":
         raise BadRequest("CONNECT is not served: the gateway is not an open proxy")
-    hosts = request.headers.getall("Host", ())
-    if len(hosts) != 1:
-        raise BadRequest("no Host header" if not hosts else "more than one Host header")
-    te = request.headers.getall("Transfer-Encoding", ())
+    if request.host_count != 1:
+        raise BadRequest(
+            "no Host header" if not request.host_count else "more than one Host header"
+        )
+    te = request.transfer_encoding
     if te and (len(te) > 1 or te[0].strip().lower() != "chunked"):
         raise BadRequest(f"Transfer-Encoding {', '.join(te)!r}: only a single chunked is accepted")
     if request.upgrade and request.body_exists:
@@ -186,7 +187,7 @@ class Pipeline:
         if snap.trusted_id_sources:  # else the client's X-Request-Id is never taken
             job.request_id = snap.request_id(request, conn.peer_ip) or job.request_id
         target = normalise_target(request.raw_path)
-        host = normalise_host(request.headers.get("Host"))
+        host = normalise_host(request.host)
         if conn.sni is not None and host is not None and host != conn.sni:
             raise Misdirected(f"SNI {conn.sni!r} but Host {host!r}")
         job.route = route = snap.routes[snap.router.match(host, target.path, request.method).name]
@@ -198,7 +199,14 @@ class Pipeline:
         check_body_length(request, max_body, self._limit_hit(conn.listener))
         job.upstream = route.upstream
         ctx = ClientContext(conn.peer_ip, host, conn.identity, conn.chain, job.request_id)
-        job.headers = upstream_headers(request.headers, ctx, rc.forward_identity)
+        job.headers = upstream_headers(
+            request.fields,
+            request.names,
+            request.connection,
+            request.host,
+            ctx,
+            rc.forward_identity,
+        )
         path = target.encoded
         if rc.strip_prefix or rc.rewrite_prefix is not None:
             path = rewrite_prefix(path, rc.match.path_prefix, rc.rewrite_prefix or "")

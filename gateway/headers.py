@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 
-from multidict import CIMultiDict
-
 from gateway.identity import Identity
 
 HOP_BY_HOP = frozenset(
@@ -127,16 +125,23 @@ def xfcc(ident: Identity) -> str:
 
 
 def upstream_headers(
-    incoming: CIMultiDict[str], ctx: ClientContext, forward_identity: tuple[str, ...]
+    fields: list[tuple[str, str]],
+    names: list[str],
+    connection: tuple[str, ...],
+    host: str | None,
+    ctx: ClientContext,
+    forward_identity: tuple[str, ...],
 ) -> list[tuple[str, str]]:
-    """Copy the request's end-to-end headers, drop identity look-alikes, then add ours."""
-    conn = incoming.getall("Connection", ())
-    drop = _request_drop(tuple(conn)) if conn else SKIP_REQUEST
-    headers = [(k, v) for k, v in incoming.items() if k.lower() not in drop]
+    """Copy the request's end-to-end fields, drop identity look-alikes, then add ours.
+
+    `names` are the fields' names in lower case, `connection` the values of its Connection
+    fields and `host` its first Host field, all as the request's head gave them."""
+    drop = _request_drop(connection) if connection else SKIP_REQUEST
+    headers = [fields[i] for i in range(len(fields)) if names[i] not in drop]
     headers.append(("X-Forwarded-For", ctx.peer_ip))
     headers.append(("X-Forwarded-Proto", "https"))
     if ctx.host:
-        headers.append(("X-Forwarded-Host", incoming.get("Host", ctx.host)))
+        headers.append(("X-Forwarded-Host", host if host is not None else ctx.host))
     headers.append(("X-Request-Id", ctx.request_id))
     ident = ctx.identity
     if ident is not None and forward_identity:

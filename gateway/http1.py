@@ -118,19 +118,29 @@ Body = ByteStream  # a request body as it arrives
 
 
 class Request:
-    """One parsed request head, its body as a stream, and the trailers that followed it."""
+    """One parsed request head, its body as a stream, and the trailers that followed it.
+
+    The fields the gateway itself reads (Host, Content-Length, Transfer-Encoding, Connection)
+    are picked out in one pass over the head; the case-insensitive multidict `headers` is made
+    only when something asks for another field."""
 
     __slots__ = (
         "_content",
+        "_headers",
         "chunked",
         "complete",
+        "connection",
         "content_length",
-        "headers",
+        "fields",
+        "host",
+        "host_count",
         "keep_alive",
         "method",
+        "names",
         "protocol",
         "raw_path",
         "trailers",
+        "transfer_encoding",
         "upgrade",
         "version",
     )
@@ -141,7 +151,7 @@ class Request:
         method: str,
         raw_path: str,
         version: tuple[int, int],
-        headers: CIMultiDict[str],
+        fields: Fields,
         keep_alive: bool,
         upgrade: bool,
     ) -> None:
@@ -149,7 +159,8 @@ class Request:
         self.method = method
         self.raw_path = raw_path
         self.version = version
-        self.headers = headers
+        self.fields = fields  # as received, in order
+        self._headers: CIMultiDict[str] | None = None
         self.keep_alive = keep_alive
         self.upgrade = upgrade
         self._content: Body | None = None  # made on first use: most requests have no body
@@ -157,12 +168,40 @@ class Request:
         self.complete = False
         self.chunked = False
         self.content_length: int | None = None
-        length = headers.get("Content-Length")
+        self.host: str | None = None  # the first Host field
+        self.host_count = 0
+        self.transfer_encoding: list[str] = []
+        self.connection: tuple[str, ...] = ()
+        self.names: list[str] = []  # the field names in lower case, in order
+        names = self.names
+        length: str | None = None
+        for name, value in fields:
+            lower = name.lower()
+            names.append(lower)
+            if lower == "host":
+                self.host_count += 1
+                if self.host is None:
+                    self.host = value
+            elif lower == "content-length":
+                if length is None:
+                    length = value
+            elif lower == "transfer-encoding":
+                self.transfer_encoding.append(value)
+            elif lower == "connection":
+                self.connection += (value,)
         if length is not None and length.isdigit():
             self.content_length = int(length)
-        te = headers.get("Transfer-Encoding")
-        if te is not None:
+        if self.transfer_encoding:
+            te = self.transfer_encoding[0]
             self.chunked = te.rsplit(",", 1)[-1].strip().lower() == "chunked"
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """Every field, looked up by any case (made on first use)."""
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = CIMultiDict(self.fields)
+        return headers
 
     @property
     def transport(self) -> asyncio.Transport | None:
@@ -518,7 +557,7 @@ class Http1Connection(FlowControl):
             parser.get_method().decode("ascii"),
             self._url.decode("utf-8", "surrogateescape"),
             (1, 1) if version == "1.1" else (1, 0) if version == "1.0" else (0, 9),
-            CIMultiDict(self._headers),
+            self._headers,
             parser.should_keep_alive(),
             parser.should_upgrade(),
         )
