@@ -198,48 +198,69 @@ def scaling(work: Path, pki: Path, config: dict[str, Any]) -> dict[str, Any]:
       generator drives each of two workers to only about half a core, and a worker at half
       load finds fewer requests per wake-up than one at full load, so each costs more;
     - at equal load per worker: the CPU per request of 2 workers paced at 80% of what the
-      generator reached against them, against that of 1 worker paced at half that rate.
+      generator reached against them, against that of 1 worker paced at half that rate, over
+      ROUNDS runs of each in the order 2, 1, 1, 2, ... (both gateways run throughout).
       Linear scaling is 2 x (1 worker's cost / 2 workers' cost) = 2.0; the supervisor, the
       shared metrics files, an uneven SO_REUSEPORT split and sharing cores with the generator
       all lower it."""
     runs: dict[str, Any] = {}
-    rate = 0.0
-    for workers, cpus, load_cpus in ((2, "0,1", "0,1"), (1, GATEWAY_CPU, LOAD_CPU)):
-        port, admin = free_port(), free_port()
-        doc = json.loads(json.dumps(config))
-        doc["listeners"][0]["bind"] = f"127.0.0.1:{port}"
-        doc["admin"]["bind"] = f"127.0.0.1:{admin}"
-        path = work / f"gateway-{workers}w.yaml"
-        path.write_text(json.dumps(doc))
-        cmd = [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", str(workers)]
-        srv = Server(f"gateway-{workers}w", cmd, cpus, port, work / f"gateway-{workers}w.log")
-        try:
+    servers: dict[int, Server] = {}
+    try:
+        for workers, cpus, load_cpus in ((2, "0,1", "0,1"), (1, GATEWAY_CPU, LOAD_CPU)):
+            port, admin = free_port(), free_port()
+            doc = json.loads(json.dumps(config))
+            doc["listeners"][0]["bind"] = f"127.0.0.1:{port}"
+            doc["admin"]["bind"] = f"127.0.0.1:{admin}"
+            path = work / f"gateway-{workers}w.yaml"
+            path.write_text(json.dumps(doc))
+            cmd = [sys.executable, "-m", "gateway", "run", "-c", str(path)]
+            cmd += ["--workers", str(workers)]
+            log_path = work / f"gateway-{workers}w.log"
+            srv = servers[workers] = Server(f"gateway-{workers}w", cmd, cpus, port, log_path)
             conns = CONNECTIONS * workers  # as many per worker as the single one gets
             autocannon(port, pki, 2, cpus=load_cpus, connections=conns)  # warm up
             before = worker_cpu_seconds(srv)
             result = autocannon(port, pki, SECONDS, cpus=load_cpus, connections=conns)
             used = [a - b for a, b in zip(worker_cpu_seconds(srv), before, strict=True)]
-            if workers == 2:
-                rate = 0.8 * result["rps"]
-            per_worker_rate = rate * workers / 2
-            before = worker_cpu_seconds(srv)
-            equal = paced(port, pki, SECONDS, per_worker_rate, cpus=load_cpus)
-            paced_used = [a - b for a, b in zip(worker_cpu_seconds(srv), before, strict=True)]
-        finally:
+            cpu = sum(used) / SECONDS  # gateway CPUs busy on average
+            runs[f"{workers}w"] = {
+                "rps": result["rps"],
+                "worker_cpu": [round(u / SECONDS, 3) for u in used],
+                "rps_per_cpu": result["rps"] / cpu if cpu else 0.0,
+                "paced_cpu_seconds": 0.0,
+                "paced_requests": 0.0,
+            }
+            log(
+                f"{workers} worker(s): {result['rps']:.0f} req/s, "
+                f"worker CPUs {runs[f'{workers}w']['worker_cpu']}"
+            )
+        # equal load per worker: the paced runs alternate 2, 1, 1, 2, ... so that the host
+        # speeding up or slowing down during them (it does, by tens of %) cancels out
+        rate = 0.8 * runs["2w"]["rps"]
+        for rnd in range(ROUNDS):
+            for workers in (2, 1) if rnd % 2 == 0 else (1, 2):
+                srv, run = servers[workers], runs[f"{workers}w"]
+                run["paced_rate"] = per_worker_rate = rate * workers / 2
+                load_cpus = "0,1" if workers == 2 else LOAD_CPU
+                before = worker_cpu_seconds(srv)
+                equal = paced(srv.port, pki, SECONDS, per_worker_rate, cpus=load_cpus)
+                used = [a - b for a, b in zip(worker_cpu_seconds(srv), before, strict=True)]
+                # paced.js runs a second of uncounted warm-up before its SECONDS
+                served = equal["requests"] * (SECONDS + 1) / SECONDS
+                run["paced_cpu_seconds"] += sum(used)
+                run["paced_requests"] += served
+                log(
+                    f"{workers} worker(s) paced at {per_worker_rate:.0f} req/s: "
+                    f"{1000 * sum(used) / served if served else 0.0:.4f} CPU ms per request"
+                )
+    finally:
+        for srv in servers.values():
             srv.stop()
-        cpu = sum(used) / SECONDS  # gateway CPUs busy on average
-        # paced.js runs a second of uncounted warm-up before its SECONDS
-        served = equal["requests"] * (SECONDS + 1) / SECONDS
-        runs[f"{workers}w"] = {
-            "rps": result["rps"],
-            "worker_cpu": [round(u / SECONDS, 3) for u in used],
-            "rps_per_cpu": result["rps"] / cpu if cpu else 0.0,
-            "paced_rate": per_worker_rate,
-            "cpu_ms_per_request": 1000 * sum(paced_used) / served if served else 0.0,
-        }
-        log(
-            f"{workers} worker(s): {result['rps']:.0f} req/s, worker CPUs {runs[f'{workers}w']['worker_cpu']}; "
-            f"paced at {per_worker_rate:.0f} req/s: {runs[f'{workers}w']['cpu_ms_per_request']:.4f} CPU ms per request"
+    for run in (runs["1w"], runs["2w"]):
+        run["cpu_ms_per_request"] = (
+            1000 * run["paced_cpu_seconds"] / run["paced_requests"]
+            if run["paced_requests"]
+            else 0.0
         )
     one, two = runs["1w"], runs["2w"]
     runs["raw_ratio"] = two["rps"] / one["rps"]
