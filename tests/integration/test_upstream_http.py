@@ -408,3 +408,38 @@ def test_an_answers_hop_by_hop_fields_and_request_id_are_the_gateways(
             assert kept in names and ("x-kept", "yes") in fields
             ids = [v for k, v in fields if k == "x-request-id"]
             assert len(ids) == 1 and ids[0] != "chosen-upstream", fields
+
+
+def test_an_answer_keeps_the_upstreams_date_and_gets_one_when_it_has_none(
+    tmp_path: Path, pki: Path
+) -> None:
+    """RFC 9110 6.6.1: the upstream's Date passes as it is (once, whatever its case); an
+    answer without one gets the gateway's."""
+    import http.client
+    from email.utils import parsedate_to_datetime
+
+    from tests.harness import client_context
+
+    upstream_date = "Sun, 06 Nov 1994 08:49:37 GMT"
+
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        if path == "/dated":
+            return _ok(b"old", f"date: {upstream_date}\r\n"), False
+        return _ok(b"new"), False
+
+    with _gateway(tmp_path, pki, answer) as gw:
+        conn = http.client.HTTPSConnection("localhost", gw.port, context=client_context(pki))
+        try:
+            conn.request("GET", "/dated")
+            resp = conn.getresponse()
+            assert resp.read() == b"old"
+            dates = [v for k, v in resp.getheaders() if k.lower() == "date"]
+            assert dates == [upstream_date]
+            conn.request("GET", "/undated")
+            resp = conn.getresponse()
+            assert resp.read() == b"new"
+            dates = [v for k, v in resp.getheaders() if k.lower() == "date"]
+            assert len(dates) == 1
+            assert parsedate_to_datetime(dates[0]).year >= 2025
+        finally:
+            conn.close()
