@@ -170,7 +170,7 @@ class Request:
         self.content_length: int | None = None
         self.host: str | None = None  # the first Host field
         self.host_count = 0
-        self.transfer_encoding: list[str] = []
+        self.transfer_encoding: tuple[str, ...] = ()
         self.connection: tuple[str, ...] = ()
         self.names: list[str] = []  # the field names in lower case, in order
         names = self.names
@@ -186,7 +186,7 @@ class Request:
                 if length is None:
                     length = value
             elif lower == "transfer-encoding":
-                self.transfer_encoding.append(value)
+                self.transfer_encoding += (value,)
             elif lower == "connection":
                 self.connection += (value,)
         if length is not None and length.isdigit():
