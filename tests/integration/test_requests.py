@@ -180,6 +180,33 @@ def test_spoofed_identity_headers_never_reach_upstream(gw, pki: Path) -> None:
     )
 
 
+def test_fields_a_request_names_in_connection_stop_at_the_gateway_whatever_their_case(
+    gw, pki: Path
+) -> None:
+    """Field names are matched in any case: the Host and the fields its Connection header
+    names (RFC 9110 7.6.1), the rest goes upstream as the client wrote it."""
+    r = request(
+        gw.port,
+        "/anything",
+        pki,
+        "client",
+        headers=[
+            ("hOsT", f"localhost:{gw.port}"),
+            ("CONNECTION", "x-hop-field, Keep-Alive"),
+            ("X-Hop-Field", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-Kept-Field", "yes"),
+        ],
+    )
+    assert r.status == 200
+    got = r.upstream_headers()
+    lower = [k.lower() for k, _ in got]
+    assert "x-hop-field" not in lower and "keep-alive" not in lower and "connection" not in lower
+    assert ("x-Kept-Field", "yes") in got
+    assert lower.count("host") == 1
+    assert dict((k.lower(), v) for k, v in got)["x-forwarded-host"] == f"localhost:{gw.port}"
+
+
 def test_spoofed_identity_headers_stripped_on_route_without_forwarding(gw, pki: Path) -> None:
     r = request(gw.port, "/public/x", pki, "client", headers=SPOOFS)
     lower = [k.lower() for k, _ in r.upstream_headers()]
