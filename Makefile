@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BUILT  := $(VENV)/.compiled
 
-.PHONY: install compile demo test lint unit certs schema e2e-browser soak bench clean
+.PHONY: install compile demo test lint unit certs schema e2e-browser soak bench ab clean
 
 # editable and uncompiled: `compile` below builds the request path in place
 $(STAMP): pyproject.toml setup.py
@@ -52,6 +52,11 @@ e2e-browser: $(BUILT)
 
 bench: $(BUILT)
 	$(BIN)/python bench/run.py
+
+# CPU per request of this checkout against OLD (a git revision or a compiled tree), side by side
+ab: $(BUILT)
+	@test -n "$(OLD)" || (echo "usage: make ab OLD=<git revision or tree>" && exit 2)
+	$(BIN)/python bench/ab.py $(OLD)
 
 soak: $(BUILT)
 	SOAK_SECONDS=60 $(BIN)/pytest -q -s tests/integration/test_soak.py

@@ -316,6 +316,37 @@ def s_time(server: Server, pki: Path, mode: str, seconds: float) -> dict[str, fl
     }
 
 
+def gateway_config(pki: Path, port: int, admin: int, origin_port: int) -> dict[str, Any]:
+    """The gateway's config for the benchmark: one listener, the origin, one route."""
+    return {
+        "listeners": [
+            {
+                "name": "bench",
+                "bind": f"127.0.0.1:{port}",
+                "tls": {
+                    "cert": str(pki / "server.pem"),
+                    "key": str(pki / "server.key"),
+                    "client_ca": [str(pki / "ca.pem")],
+                },
+            }
+        ],
+        "upstreams": [
+            {"name": "origin", "url": f"http://127.0.0.1:{origin_port}", "max_connections": 128}
+        ],
+        "routes": [
+            {
+                "name": "all",
+                "upstream": "origin",
+                "policy": {"allow": "any"},
+                "forward_identity": ["xfcc"],
+            }
+        ],
+        "admin": {"bind": f"127.0.0.1:{admin}"},
+        "logging": {"level": "warning", "access_log": False},
+        "reload": {"watch": False},
+    }
+
+
 def main() -> int:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="mtls-bench-"))
@@ -330,41 +361,7 @@ def main() -> int:
     (work / "proxy.conf").write_text(
         NGINX_PROXY.format(dir=work, port=nginx_port, origin=origin_port, pki=pki)
     )
-    (work / "gateway.yaml").write_text(
-        json.dumps(
-            {
-                "listeners": [
-                    {
-                        "name": "bench",
-                        "bind": f"127.0.0.1:{gw_port}",
-                        "tls": {
-                            "cert": str(pki / "server.pem"),
-                            "key": str(pki / "server.key"),
-                            "client_ca": [str(pki / "ca.pem")],
-                        },
-                    }
-                ],
-                "upstreams": [
-                    {
-                        "name": "origin",
-                        "url": f"http://127.0.0.1:{origin_port}",
-                        "max_connections": 128,
-                    }
-                ],
-                "routes": [
-                    {
-                        "name": "all",
-                        "upstream": "origin",
-                        "policy": {"allow": "any"},
-                        "forward_identity": ["xfcc"],
-                    }
-                ],
-                "admin": {"bind": f"127.0.0.1:{admin}"},
-                "logging": {"level": "warning", "access_log": False},
-                "reload": {"watch": False},
-            }
-        )
-    )
+    (work / "gateway.yaml").write_text(json.dumps(gateway_config(pki, gw_port, admin, origin_port)))
     servers: list[Server] = []
     try:
         nginx = shutil.which("nginx") or "nginx"
