@@ -205,8 +205,10 @@ def scaling(work: Path, pki: Path, config: dict[str, Any]) -> dict[str, Any]:
       all lower it."""
     runs: dict[str, Any] = {}
     servers: dict[int, Server] = {}
+    # workers -> (the gateway's CPUs, the load generator's CPUs)
+    places = {2: ("0,1", "0,1"), 1: (GATEWAY_CPU, LOAD_CPU)}
     try:
-        for workers, cpus, load_cpus in ((2, "0,1", "0,1"), (1, GATEWAY_CPU, LOAD_CPU)):
+        for workers, (cpus, load_cpus) in places.items():
             port, admin = free_port(), free_port()
             doc = json.loads(json.dumps(config))
             doc["listeners"][0]["bind"] = f"127.0.0.1:{port}"
@@ -241,7 +243,7 @@ def scaling(work: Path, pki: Path, config: dict[str, Any]) -> dict[str, Any]:
             for workers in (2, 1) if rnd % 2 == 0 else (1, 2):
                 srv, run = servers[workers], runs[f"{workers}w"]
                 run["paced_rate"] = per_worker_rate = rate * workers / 2
-                load_cpus = "0,1" if workers == 2 else LOAD_CPU
+                load_cpus = places[workers][1]
                 before = worker_cpu_seconds(srv)
                 equal = paced(srv.port, pki, SECONDS, per_worker_rate, cpus=load_cpus)
                 used = [a - b for a, b in zip(worker_cpu_seconds(srv), before, strict=True)]
