@@ -97,15 +97,6 @@ class ByteStream:
             self._reader.resume_reading()
         return data
 
-    def __aiter__(self) -> ByteStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self.readany()
-        if not chunk:
-            raise StopAsyncIteration
-        return chunk
-
     async def read(self) -> bytes:
         """Everything, to the end."""
         parts = []

@@ -607,6 +607,7 @@ class Http1Connection(FlowControl):
         try:
             pending = self._server.handler(item)
         except Exception:  # the pipeline answers its own errors: this is a bug
+            server_log.exception("request handling failed")
             self.respond(item, _internal_error())
             return
         if pending is not None:
@@ -616,6 +617,7 @@ class Http1Connection(FlowControl):
         try:
             answer = await pending
         except Exception:  # the pipeline answers its own errors: this is a bug
+            server_log.exception("request handling failed")
             answer = _internal_error()
         if isinstance(answer, Hijacked):
             return  # the tunnel owns the connection until it closes

@@ -42,18 +42,15 @@ class BodyLimit:
         self._total = 0
 
     def wrap(self, stream: Body) -> BodyLimit:
-        """`stream`, read through this limit (an async iterator of its chunks)."""
+        """`stream`, read through this limit."""
         self._stream = stream
         return self
 
-    def __aiter__(self) -> BodyLimit:
-        return self
-
-    async def __anext__(self) -> bytes:
+    async def readany(self) -> bytes:
+        """The next chunk, b"" at the end. (No async-iterator protocol: mypyc's compiled
+        `raise StopAsyncIteration` crashes the process.)"""
         assert self._stream is not None, "wrap() first"
         chunk = await self._stream.readany()
-        if not chunk:
-            raise StopAsyncIteration
         self._total += len(chunk)
         if self._total > self.limit:
             self.exceeded = True

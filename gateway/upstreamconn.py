@@ -11,7 +11,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Callable
+from collections.abc import Callable
 from typing import Protocol, cast
 
 import httptools
@@ -42,6 +42,12 @@ class ConnectTimeout(Exception):
 
 class _NoBody(Exception):
     """Stops the parser after the headers of a response that has no body (HEAD)."""
+
+
+class Chunks(Protocol):
+    """A request body streamed upstream: `readany()` gives the next chunk, b"" at the end."""
+
+    async def readany(self) -> bytes: ...
 
 
 class Waiter(Protocol):
@@ -252,21 +258,17 @@ class Connection(FlowControl):
         self._keep_alive = False
         self.transport.write(head + body if body else head)
 
-    def stream_body(
-        self, body: AsyncIterable[bytes], chunked: bool, trailers: list[tuple[str, str]]
-    ) -> None:
+    def stream_body(self, body: Chunks, chunked: bool, trailers: list[tuple[str, str]]) -> None:
         """Send a body as it arrives from the client: chunked when its length is unknown, then
         with the `trailers` the client sent after it (the list is complete once the body is)."""
         self._body_task = self.loop.create_task(self._write_body(body, chunked, trailers))
 
     async def _write_body(
-        self, body: AsyncIterable[bytes], chunked: bool, trailers: list[tuple[str, str]]
+        self, body: Chunks, chunked: bool, trailers: list[tuple[str, str]]
     ) -> None:
         assert self.transport is not None
         try:
-            async for piece in body:
-                if not piece:
-                    continue
+            while piece := await body.readany():
                 self.transport.write(chunk(piece) if chunked else piece)
                 await self.drain()
                 if self.closed:

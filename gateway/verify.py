@@ -16,9 +16,9 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification as xv
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, PublicKeyAlgorithmOID
 
 from gateway import crl as crls
 from gateway.config import EKU_NAMES
@@ -266,8 +266,10 @@ def _key_level(path: list[x509.Certificate], steps: list[Step]) -> None:
     for i, cert in enumerate(path):
         key = cert.public_key()
         bits = None
-        if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey) and key.key_size < 2048:
-            bits = f"{key.key_size}-bit {'RSA' if isinstance(key, rsa.RSAPublicKey) else 'DSA'}"
+        if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+            bits = f"{key.key_size}-bit RSA"
+        elif _is_dsa(cert) and (size := getattr(key, "key_size", 0)) < 2048:
+            bits = f"{size}-bit DSA"
         elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < 224:
             bits = f"{key.curve.name}"
         if bits:
@@ -337,13 +339,18 @@ def _signatures_and_times(
     )
 
 
+def _is_dsa(cert: x509.Certificate) -> bool:
+    """By the key's algorithm identifier: cryptography deprecates its DSA key classes."""
+    return cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.DSA
+
+
 def _weak_key(cert: x509.Certificate) -> str | None:
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         return f"RSA {key.key_size} bits (minimum {MIN_RSA_BITS})"
     if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < MIN_EC_BITS:
         return f"EC {key.curve.name} (minimum {MIN_EC_BITS} bits)"
-    if isinstance(key, dsa.DSAPublicKey):
+    if _is_dsa(cert):
         return "DSA keys are not accepted"
     return None
 
