@@ -2,37 +2,53 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+RUN    := $(VENV)/.runtime
+DEV    := $(VENV)/.dev
 BUILT  := $(VENV)/.compiled
+LOG    := $(VENV)/install.log
+# exact versions and hashes of every dependency (`make lock` refreshes them); no build isolation,
+# so setuptools comes from the lock too
+PIP    := $(BIN)/pip install --require-hashes --no-deps --disable-pip-version-check
+SELF   := MTLS_GATEWAY_COMPILE=0 $(BIN)/pip install --no-deps --no-build-isolation --disable-pip-version-check -e .
 
-.PHONY: install compile demo test lint unit certs schema e2e-browser soak bench ab clean
+.PHONY: install compile demo test test-plain lint unit certs schema e2e-browser soak bench ab \
+	lock clean
 
-# editable and uncompiled: `compile` below builds the request path in place
-$(STAMP): pyproject.toml setup.py
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	MTLS_GATEWAY_COMPILE=0 $(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
+# what running the gateway needs, quietly: the full output goes to $(LOG), shown only on failure
+$(RUN): requirements/runtime.lock pyproject.toml setup.py
+	@echo "installing the gateway into $(VENV) (log: $(LOG))"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@($(PIP) -r requirements/runtime.lock && $(SELF)) > $(LOG) 2>&1 || (cat $(LOG); exit 1)
+	@touch $(RUN)
+
+# what testing, linting and compiling need on top
+$(DEV): $(RUN) requirements/dev.lock
+	@echo "installing the development tools into $(VENV) (log: $(LOG))"
+	@$(PIP) -r requirements/dev.lock > $(LOG) 2>&1 || (cat $(LOG); exit 1)
+	@touch $(DEV)
 
 # the request path compiled with mypyc (setup.py lists the modules), again whenever a source
 # changes; without a C compiler it stays plain Python (a warning, not an error). Each module is
 # built from its current source (unchanged ones from the build cache, with their old times):
 # the touch tells gateway/__init__.py's staleness check so
-$(BUILT): $(STAMP) setup.py $(wildcard gateway/*.py)
-	rm -f gateway/*.so *__mypyc*.so
-	$(BIN)/python setup.py -q build_ext --inplace
-	touch -c gateway/*.so *__mypyc*.so
-	touch $(BUILT)
+$(BUILT): $(DEV) setup.py $(wildcard gateway/*.py)
+	@echo "compiling the request path with mypyc (log: $(VENV)/compile.log)"
+	@rm -f gateway/*.so *__mypyc*.so
+	@$(BIN)/python setup.py -q build_ext --inplace --parallel 2 > $(VENV)/compile.log 2>&1 \
+	  || (cat $(VENV)/compile.log; exit 1)
+	@touch -c gateway/*.so *__mypyc*.so
+	@touch $(BUILT)
 
-install: $(STAMP)
+install: $(DEV)
 
 compile: $(BUILT)
 
-certs: $(BUILT)
+certs: $(RUN)
 	$(BIN)/mtls-gateway dev-certs --out certs-dev
 
-demo: $(BUILT)
-	$(BIN)/mtls-gateway demo -c config/demo.yaml --certs certs-dev
+# plain Python unless compiled before (then the compile is kept current): no compiler wait
+demo: $(RUN) $(if $(wildcard gateway/*.so),$(BUILT))
+	@$(BIN)/mtls-gateway demo -c config/demo.yaml --certs certs-dev
 
 lint: $(BUILT)
 	$(BIN)/ruff check .
@@ -41,6 +57,10 @@ lint: $(BUILT)
 
 test: lint
 	$(BIN)/pytest -q
+
+# the documented fallback: the same suite on plain Python (no compiled module loaded)
+test-plain: $(DEV)
+	MTLS_GATEWAY_PLAIN=1 $(BIN)/pytest -q tests/unit tests/integration
 
 unit: $(BUILT)
 	$(BIN)/pytest -q tests/unit
@@ -61,7 +81,17 @@ ab: $(BUILT)
 soak: $(BUILT)
 	SOAK_SECONDS=60 $(BIN)/pytest -q -s tests/integration/test_soak.py
 
-schema: $(BUILT)
+# refresh the lock files from pyproject.toml's ranges, then run the suite on what they locked
+lock: $(RUN)
+	$(BIN)/pip install -q --disable-pip-version-check "uv>=0.5,<1"
+	for extra in runtime dev; do \
+	  $(BIN)/uv pip compile -q --upgrade --generate-hashes --python-version 3.11 \
+	    --custom-compile-command "make lock" pyproject.toml requirements/build.in \
+	    $$([ $$extra = dev ] && echo --extra dev) -o requirements/$$extra.lock || exit 1; \
+	done
+	$(MAKE) test
+
+schema: $(RUN)
 	$(BIN)/mtls-gateway schema > config/schema.json
 
 clean:
