@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from gateway import __version__, devcerts
-from gateway.certfiles import load_checked
+from gateway.certfiles import HeldCert, load_checked
+from gateway.config import GatewayConfig
 from gateway.crlfetch import fetch_missing
 from gateway.errors import ConfigError
 from gateway.log import setup as setup_logging
@@ -48,6 +50,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _config_error(args.config, exc)
     setup_logging(cfg.logging.level)
+    if args.pid_file and not args.worker:
+        try:
+            with _pid_file(Path(args.pid_file)):
+                return _serve(args, cfg, held)
+        except OSError as exc:
+            return _fail(f"error: pid file {args.pid_file}: {exc.strerror or exc}", EXIT_RUNTIME)
+    return _serve(args, cfg, held)
+
+
+@contextlib.contextmanager
+def _pid_file(path: Path) -> Iterator[None]:
+    """This process's pid in `path` while it serves (the supervisor's under --workers: the one
+    SIGHUP and SIGTERM go to), removed when it exits."""
+    import os
+
+    path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _serve(args: argparse.Namespace, cfg: GatewayConfig, held: list[HeldCert]) -> int:
     if args.workers > 1 and not args.worker:
         from gateway.supervisor import Supervisor
 
@@ -265,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=_default_workers(),
         help="worker processes sharing the ports (default: one per usable CPU); 1 runs in-process",
+    )
+    p.add_argument(
+        "--pid-file",
+        metavar="FILE",
+        help="write the pid to signal (SIGHUP reloads, SIGTERM drains) here; removed on exit",
     )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +20,25 @@ def _rel(path: Path) -> str:
         return os.path.relpath(path)
     except ValueError:
         return str(path)
+
+
+def _command() -> str:
+    """This command as a user can paste it from the current folder: its name when that is on
+    PATH, otherwise its path (`.venv/bin/mtls-gateway` from the repository root)."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name != "mtls-gateway":
+        return f"{_rel(Path(sys.executable))} -m gateway"
+    found = shutil.which("mtls-gateway")
+    if found and Path(found).resolve() == argv0.resolve():
+        return "mtls-gateway"
+    return _rel(argv0) if argv0.parent != Path() else f"./{argv0}"
+
+
+def _reachable(host: str) -> str:
+    """The host a client on this machine uses for a listener bound to `host`."""
+    if host in ("0.0.0.0", "::", "127.0.0.1", "::1", ""):
+        return "localhost"
+    return host
 
 
 def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
@@ -44,7 +64,7 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
 
         def announce() -> None:
             host, port = gateway.listeners[0].address
-            name = "localhost" if host in ("127.0.0.1", "::1") else host
+            name = _reachable(host)
             base = (
                 f"curl --cacert {_rel(certs / 'ca.pem')} --cert {_rel(certs / 'client.pem')} "
                 f"--key {_rel(certs / 'client.key')}"
@@ -60,11 +80,12 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
                 "refused at the handshake (no client certificate; see the metrics):",
                 f"  curl --cacert {_rel(certs / 'ca.pem')} https://{name}:{port}/hello",
                 "why a certificate is accepted or not, step by step:",
-                f"  mtls-gateway explain -c {_rel(Path(config_path))} "
+                f"  {_command()} explain -c {_rel(Path(config_path))} "
                 f"--cert {_rel(certs / 'client-revoked.pem')} --host localhost --path /hello",
             ]
             if gateway.admin is not None:
                 ahost, aport = gateway.admin.address
+                ahost = "127.0.0.1" if ahost in ("0.0.0.0", "::") else ahost
                 lines += [
                     "metrics:",
                     f"  curl -s http://{ahost}:{aport}/metrics | grep mtls_gateway_",

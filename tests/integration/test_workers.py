@@ -72,8 +72,10 @@ def test_two_workers_share_the_port_and_the_supervisor_keeps_them(
         doc["listeners"][0]["tls"].update(cert=str(certs / "a.pem"), key=str(certs / "a.key"))
         path.write_text(yaml.safe_dump(doc))
         log = (tmp_path / "supervisor.log").open("wb")
+        pid_file = tmp_path / "gateway.pid"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", "2"],
+            [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", "2",
+             "--pid-file", str(pid_file)],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
@@ -116,12 +118,15 @@ def test_two_workers_share_the_port_and_the_supervisor_keeps_them(
 
             doc["listeners"][0]["tls"].update(cert=str(certs / "b.pem"), key=str(certs / "b.key"))
             path.write_text(yaml.safe_dump(doc))
-            proc.send_signal(signal.SIGHUP)  # fanned out: every worker reloads
+            # the README's reload: the pid file names the supervisor, which fans SIGHUP out
+            assert int(pid_file.read_text()) == proc.pid
+            os.kill(int(pid_file.read_text()), signal.SIGHUP)
             _wait(lambda: all(_server_serial(port, pki) == serial_b for _ in range(10)))
             assert serial_a != serial_b
 
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
+            assert not pid_file.exists()  # removed on exit
             for pid in [w["pid"] for w in _status_workers_after(status)]:
                 assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
         finally:
