@@ -27,9 +27,18 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 POLICY_DIR = Path("/etc/chromium/policies/managed")
 ROOT = Path(__file__).resolve().parents[2]
 
-if CHROMIUM is None or shutil.which("certutil") is None or shutil.which("pk12util") is None:
+_MISSING = [
+    what
+    for what, found in (
+        ("chromium", CHROMIUM),
+        ("certutil (libnss3-tools)", shutil.which("certutil")),
+        ("pk12util (libnss3-tools)", shutil.which("pk12util")),
+    )
+    if found is None
+]
+if _MISSING:
     pytest.skip(
-        "Chromium and NSS tools are not installed (run `make e2e-browser`)",
+        f"not installed: {', '.join(_MISSING)} (`make e2e-browser` installs them)",
         allow_module_level=True,
     )
 
