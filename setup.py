@@ -1,7 +1,7 @@
 """The request path compiled to C with mypyc, where a compiler is at hand.
 
 Each module below is plain, type-checked Python; mypyc turns it into a C extension that runs
-the same code about 1.5x as fast (see BENCHMARKS.md). Without a C compiler, or with
+the same code faster (BENCHMARKS.md). Without a C compiler, or with
 MTLS_GATEWAY_COMPILE=0, the package installs and runs as plain Python, only slower."""
 
 from __future__ import annotations

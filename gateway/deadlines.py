@@ -3,8 +3,8 @@ whose deadline passes has its `expire()` called. Adding and removing a deadline 
 operation; the timer is re-armed only when a new deadline comes before the armed one, which is
 rare when the deadlines share a length (a pool's header timeout).
 
-A timer per request (`loop.call_later`) cost the proxy path a few microseconds of the ~100 it
-spends per request (see BENCHMARKS.md)."""
+A timer per request (`loop.call_later`) costs the proxy path a timer-heap insertion and
+removal per request (BENCHMARKS.md)."""
 
 from __future__ import annotations
 

@@ -204,7 +204,7 @@ class Gateway:
         self._restart_refresher()
         self._ready = True
         # what start-up built (modules, the first config) is long-lived: out of the collector's
-        # sight, a full collection under load takes ~3-5 ms instead of ~20 ms. Only once: a
+        # sight, a full collection under load has far less to walk. Only once: a
         # config replaced by a reload must stay collectable
         gc.freeze()
         server_log.info(

@@ -4,11 +4,11 @@ Python's `ssl` module itself uses (its size and timeout have no Python API).
 Why a cache instead of stateless tickets: a TLS 1.3 ticket carries the whole session, client
 certificate included, encrypted under a key that lives as long as the context. Resuming one
 means decrypting it and parsing the certificate again, and issuing the next one means
-encrypting it again: 0.64 ms of server CPU per resumption, against 0.24 ms when the session is
-looked up in the server's cache (measured in-process, see BENCHMARKS.md). The cache also gives
+encrypting it again, which costs the server several times the CPU of looking the session up
+in its cache (BENCHMARKS.md). The cache also gives
 forward secrecy that tickets do not: a session lives in this process's memory for at most
-`session_timeout`, not in every client's ticket under one long-lived key. It costs memory, about
-12 KB per cached session (the parsed client certificate), bounded by `session_cache`.
+`session_timeout`, not in every client's ticket under one long-lived key. It costs memory (each
+cached session holds the parsed client certificate), bounded by `session_cache`.
 
 Only the size and the timeout are set here, with OpenSSL's documented `SSL_CTX_ctrl` and
 `SSL_CTX_set_timeout`. The `SSL_CTX *` is the first field of CPython's `SSLContext` object,

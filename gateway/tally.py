@@ -3,8 +3,8 @@ prometheus-client's values in one go, at most `FLUSH_SECONDS` after the first of
 whenever `/metrics` is read in this process.
 
 prometheus-client's `inc` takes a lock, and its `Histogram.observe` walks every bucket in
-interpreted Python: the four updates each proxied request makes cost about 9% of the CPU at
-10,000 requests/s (see BENCHMARKS.md). Here an update is an addition to a number of a compiled
+interpreted Python: the four updates each proxied request makes were a visible share of its
+CPU (BENCHMARKS.md). Here an update is an addition to a number of a compiled
 object. What is summed is exactly what prometheus-client would have counted: the bucket is the
 first whose upper bound is >= the value, the same rule as its own `observe`."""
 

@@ -8,7 +8,7 @@ and hide the failure; here the alert OpenSSL queued is written, writing is shut 
 peer drained briefly, so the kernel does not turn the close into a reset that destroys the
 alert. Driving the handshake from the transport's callbacks instead of `sock_recv`/
 `sock_sendall` on the raw socket keeps the socket registered with the event loop once, for
-its whole life (measured: see BENCHMARKS.md)."""
+its whole life (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Queue plaintext; everything written in one loop iteration (a streamed answer's head
         and first chunk, pipelined answers) becomes one TLS record and one send. Writing at
-        once instead measured 14% fewer keep-alive requests/s (a whole answer: write_whole)."""
+        once instead costs a record and a send per write (a whole answer: write_whole)."""
         if self._closing or not data:
             return
         self._pending.append(bytes(data))
@@ -232,8 +232,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
     def write_whole(self, data: bytes) -> None:
         """A whole answer in one piece: encrypted and sent now, not at the end of the loop
         iteration, unless earlier writes are still queued (then it joins them, in order). There
-        is nothing to gather for such an answer; at half load, sending it at once answered
-        0.1 ms sooner at the median, at the same keep-alive requests/s (BENCHMARKS.md)."""
+        is nothing to gather for such an answer, and sending it at once answers sooner."""
         if self._closing or not data:
             return
         self._pending.append(data)

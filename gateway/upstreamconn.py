@@ -2,8 +2,8 @@
 (httptools). The request head goes out in one write, the response streams back with flow
 control, and trailers are kept.
 
-aiohttp's client spent more than half of the gateway's per-request CPU (see BENCHMARKS.md);
-this is the small part of it a reverse proxy needs."""
+aiohttp's client was the largest part of the gateway's per-request CPU (BENCHMARKS.md); this
+is the small part of it a reverse proxy needs."""
 
 from __future__ import annotations
 
