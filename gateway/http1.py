@@ -641,7 +641,9 @@ class Http1Connection(FlowControl):
             body = b""
         else:
             framing = f"Content-Length: {len(body)}\r\n"
-        if not answer.keep_alive or not self.keeps_alive(request):
+        if not answer.keep_alive or not request.complete or not self.keeps_alive(request):
+            # an answer before the request's body was all read (a refusal): the connection
+            # closes after it (_done), and the client must know not to send another request
             answer.keep_alive = False
             framing += "Connection: close\r\n"
         head = serialize_head(answer.status, answer.reason, answer.headers, framing)

@@ -132,15 +132,17 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._timer = self._loop.call_later(self._timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return  # lingering after a failed handshake or a close: dropped
+        self._in.write(data)
         if self._app is not None:
-            self._in.write(data)
             self._deliver()
-        elif not self._closing:
-            self._in.write(data)
+        else:
             self._handshake_step()
-        # else: lingering after a failed handshake; what the client still sends is dropped
 
     def eof_received(self) -> bool | None:
+        if self._closing:
+            return False  # the end of a linger: close the raw transport now
         app = self._app
         if app is None:
             if not self._closing:
@@ -267,6 +269,10 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         return self._closing or (self._raw is not None and self._raw.is_closing())
 
     def close(self) -> None:
+        """close_notify, then a lingering close: the TCP side is half-closed and what the
+        client still sends (the rest of a body the answer did not wait for) is read and dropped
+        until it ends or for LINGER_SECONDS. Closing with unread bytes would make the kernel
+        reset the connection, and the client could lose the answer before reading it."""
         if self._closing:
             return
         self._encrypt_pending()  # what the application wrote before closing still goes out
@@ -274,8 +280,18 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         with contextlib.suppress(ssl.SSLError, ValueError):
             self._ssl.unwrap()  # queues close_notify; wants the peer's, which we do not wait for
         self._flush()
-        if self._raw is not None:
-            self._raw.close()
+        raw = self._raw
+        if raw is None or raw.is_closing():
+            return
+        try:
+            raw.write_eof()
+            raw.resume_reading()
+        except (OSError, RuntimeError):
+            raw.close()
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(LINGER_SECONDS, raw.close)
 
     def abort(self) -> None:
         self._closing = True

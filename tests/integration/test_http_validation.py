@@ -266,3 +266,38 @@ def test_request_line_limit_counts_the_whole_line(
     assert len(f"GET {target} HTTP/1.1") == limit + extra
     got, _, _ = _raw(gw, pki, f"GET {target} HTTP/1.1\r\n{H}Connection: close\r\n\r\n")
     assert got == status
+
+
+def test_an_early_answer_reaches_a_client_that_is_still_sending(
+    gw: RunningGateway, pki: Path
+) -> None:
+    """A 413 answered from the head while the client keeps sending its body: the gateway
+    closes with a linger (half-close, then reads and drops the rest) so the kernel does not
+    reset the connection and destroy the answer before the client reads it."""
+    with (
+        socket.create_connection(("127.0.0.1", gw.port)) as raw,
+        client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(f"POST /a HTTP/1.1\r\n{H}Content-Length: 900000000\r\n\r\n".encode())
+        time.sleep(0.2)  # the 413 is written and the gateway closes its side
+        for _ in range(32):  # 2 MiB the gateway drops: a client like http.client sends it all
+            tls.sendall(b"x" * 65536)  # before it reads, and must not fail doing so
+        answer = tls.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_a_refusal_before_the_body_is_read_says_the_connection_closes(
+    gw: RunningGateway, pki: Path
+) -> None:
+    """The gateway closes a connection whose request body it did not read; the answer must say
+    so, or a keep-alive client sends its next request into a closed connection."""
+    with (
+        socket.create_connection(("127.0.0.1", gw.port)) as raw,
+        client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        tls.sendall(
+            f"POST /a%2fb HTTP/1.1\r\n{H}Content-Length: 3000\r\n\r\n".encode() + b"x" * 100
+        )
+        answer = tls.recv(65536)
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 400") and b"\r\nconnection: close" in head, head
