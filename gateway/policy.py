@@ -58,13 +58,21 @@ class ValueMatcher:
         self._exact = frozenset(exact)
         self._patterns = tuple(patterns)
 
+    def one(self, candidate: str) -> bool:
+        c = candidate.lower() if self._fold else candidate
+        return c in self._exact or any(p.fullmatch(c) for p in self._patterns)
+
     def any(self, candidates: Iterable[str]) -> bool:
+        return any(self.one(c) for c in candidates)
+
+    def every(self, candidates: Iterable[str]) -> bool:
+        """At least one candidate, and each matches."""
+        seen = False
         for c in candidates:
-            if self._fold:
-                c = c.lower()
-            if c in self._exact or any(p.fullmatch(c) for p in self._patterns):
-                return True
-        return False
+            if not self.one(c):
+                return False
+            seen = True
+        return seen
 
 
 Getter = Callable[[Identity], Iterable[str]]
@@ -72,13 +80,18 @@ Getter = Callable[[Identity], Iterable[str]]
 
 @dataclass(frozen=True)
 class FieldPredicate:
-    """True when any value of one certificate field matches the configured values."""
+    """True when the values of one certificate field match the configured values: any of them
+    (SANs, and every field of a deny entry), or each of them (`every`: a subject or issuer
+    attribute in an allow entry, so that `CN: admin` does not admit `CN=admin + CN=mallory`).
+    Both fail closed."""
 
     getter: Getter
     matcher: ValueMatcher
+    every: bool = False
 
     def __call__(self, ident: Identity) -> bool:
-        return self.matcher.any(self.getter(ident))
+        values = self.getter(ident)
+        return self.matcher.every(values) if self.every else self.matcher.any(values)
 
 
 @dataclass(frozen=True)
@@ -116,13 +129,13 @@ _FIELDS: dict[str, tuple[Getter, str | None, bool]] = {
 }
 
 
-def _compile_entry(entry: Matcher) -> tuple[FieldPredicate, ...]:
+def _compile_entry(entry: Matcher, allow: bool) -> tuple[FieldPredicate, ...]:
     preds: list[FieldPredicate] = []
     for which in ("subject", "issuer"):
         names = getattr(entry, which)
         if names is not None:
             for attr, values in names.items():
-                preds.append(FieldPredicate(NameAttr(which, attr), ValueMatcher(values)))
+                preds.append(FieldPredicate(NameAttr(which, attr), ValueMatcher(values), allow))
     for name, (getter, sep, fold) in _FIELDS.items():
         values = getattr(entry, name)
         if values is not None:
@@ -138,12 +151,12 @@ class RoutePolicy:
         self._decisions: dict[str, Decision] = {}
         self.require_client_cert = policy.require_client_cert
         self._required_eku = policy.required_eku
-        self._deny = tuple(_compile_entry(e) for e in policy.deny)
+        self._deny = tuple(_compile_entry(e, allow=False) for e in policy.deny)
         self._allow_any = policy.allow in ("any", None)
         self._allow = (
             ()
             if isinstance(policy.allow, str) or policy.allow is None
-            else tuple(_compile_entry(e) for e in policy.allow)
+            else tuple(_compile_entry(e, allow=True) for e in policy.allow)
         )
 
     def decide(self, ident: Identity | None) -> Decision:
@@ -188,5 +201,20 @@ class RoutePolicy:
         return Decision(
             False,
             PolicyReason.NOT_ALLOWED,
-            f"no entry of {self._path}.allow matches {ident.subject!r}",
+            f"no entry of {self._path}.allow matches {ident.subject!r}" + _multi_valued(ident),
         )
+
+
+def _multi_valued(ident: Identity) -> str:
+    """Why a certificate with a repeated subject attribute matched no allow entry."""
+    repeated = [
+        f"{attr}={'+'.join(values)}"
+        for attr, values in ident.subject_attrs.items()
+        if len(values) > 1
+    ]
+    if not repeated:
+        return ""
+    return (
+        f" (the subject repeats {', '.join(repeated)}: an allow rule on an attribute matches "
+        "only when every value of it matches)"
+    )

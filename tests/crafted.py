@@ -37,12 +37,13 @@ def craft(
     aki: bool = True,
     rsa_bits: int | None = None,
     key_usage: str = "digital_signature",
+    subject: x509.Name | None = None,
 ) -> devcerts.Issued:
     now = dt.datetime.now(dt.UTC)
     key: Any = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else devcerts.new_key()
     b = (
         x509.CertificateBuilder()
-        .subject_name(devcerts.name(cn, ou="crafted"))
+        .subject_name(subject or devcerts.name(cn, ou="crafted"))
         .issuer_name(root.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

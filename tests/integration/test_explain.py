@@ -184,3 +184,46 @@ def test_explain_on_a_broken_config_names_the_yaml_path(tmp_path: Path, pki: Pat
     config.write_text(yaml.safe_dump(doc))
     code, _, text = _explain(config, "--cert", str(pki / "client.pem"))
     assert code == 2 and "routes[0].policy.allow" in text
+
+
+def test_a_repeated_subject_attribute_is_denied_and_explained(tmp_path: Path, pki: Path) -> None:
+    """A certificate with CN=client-intermediate and CN=mallory against a
+    `CN: client-intermediate` rule: denied by the gateway, and explain says why."""
+    import shutil
+
+    from cryptography.x509.oid import NameOID
+
+    from tests.crafted import craft
+    from tests.harness import dev_root
+
+    certs = tmp_path / "certs"
+    shutil.copytree(pki, certs)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, "client-intermediate"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "mallory"),
+        ]
+    )
+    issued = craft(dev_root(pki), "multi", subject=subject)
+    (certs / "multi.pem").write_bytes(issued.cert.public_bytes(serialization.Encoding.PEM))
+    (certs / "multi.key").write_bytes(
+        issued.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    (certs / "multi.key").chmod(0o600)
+    with EchoServer() as echo:
+        config, port, admin = _config(tmp_path, pki, echo.port, "openssl")
+        with GatewayProcess(config, admin):
+            assert _gateway_outcome(port, admin, certs, "multi", "/other") == (False, "not_allowed")
+            assert _gateway_outcome(port, admin, certs, "client-intermediate", "/other") == (
+                True,
+                "ok",
+            )
+    code, _, text = _explain(
+        config, "--cert", str(certs / "multi.pem"), "--host", "localhost", "--path", "/other"
+    )
+    assert code == 1, text
+    assert "CN=client-intermediate+mallory" in text and "every value" in text, text

@@ -175,3 +175,33 @@ def test_glob_regex() -> None:
     assert glob_to_regex("a+b*", None).fullmatch("a+bzz") and not glob_to_regex(
         "a+b", None
     ).fullmatch("aab")
+
+
+def _two_cns(*values: str) -> Any:
+    """A certificate whose subject repeats CN (one RDN each, or both in one multi-valued RDN)."""
+    from cryptography.x509.oid import NameOID
+
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, v) for v in values]
+    issued = devcerts.issue(
+        x509.Name([*attrs, x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp")]), ROOT
+    )
+    return parse_identity(issued.cert.public_bytes(Encoding.DER))
+
+
+@pytest.mark.parametrize("entry", [{"subject": {"CN": "admin"}}, {"subject": {"CN": "adm*"}},
+                                   {"subject": {"CN": "re:admin"}}])  # fmt: skip
+def test_a_repeated_subject_attribute_must_match_in_every_value(entry: dict[str, Any]) -> None:
+    """`CN: admin` must not admit CN=admin + CN=mallory (the rule fails closed)."""
+    policy = _policy(allow=[entry])
+    assert policy.decide(_two_cns("admin")).allowed
+    decision = policy.decide(_two_cns("admin", "mallory"))
+    assert not decision.allowed and decision.reason is PolicyReason.NOT_ALLOWED
+    assert "CN=admin+mallory" in decision.detail and "every value" in decision.detail
+    assert policy.decide(_two_cns("admin", "admin")).allowed  # every value matches
+
+
+def test_a_deny_rule_matches_any_value_of_a_repeated_attribute() -> None:
+    """Deny fails closed the other way: one matching value is enough."""
+    policy = _policy(allow="any", deny=[{"subject": {"CN": "mallory"}}])
+    assert not policy.decide(_two_cns("admin", "mallory")).allowed
+    assert policy.decide(_two_cns("admin")).allowed
