@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StringConstraints,
     Tag,
     ValidationError,
 )
@@ -303,6 +304,11 @@ class RouteMatch(Model):
         default="/", description="normalised path prefix, matched on whole segments"
     )
     methods: tuple[Method, ...] | None = Field(default=None, description="default: any")
+    path_parameters: bool = Field(
+        default=False,
+        description="accept ';' in the path (also as %3B): the route must then match both with "
+        "and without every segment's ;parameters, as servlet containers strip them",
+    )
 
 
 class NameMatch(Model):
@@ -416,6 +422,27 @@ class RequestIdConfig(Model):
     )
 
 
+HeaderPrefix = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]+$", to_lower=True, min_length=2)
+]
+
+
+class RequestHeadersConfig(Model):
+    """Incoming request fields (headers and trailers) that never reach an upstream, besides
+    hop-by-hop ones: identity families (built in: x-ssl-, ssl-, x-client-, x-forwarded-,
+    forwarded, x-real-ip, remote-, x-auth-request-, client-cert, … see docs/configuration.md),
+    matched in any case with `_` read as `-`, and names with other characters."""
+
+    strip_prefixes: tuple[HeaderPrefix, ...] = Field(
+        default=(), description="more identity header name prefixes (added to the built-in ones)"
+    )
+    invalid_names: Literal["drop", "reject"] = Field(
+        default="drop",
+        description="a field name with a character other than letters, digits and '-' "
+        "('_', '.'): dropped (counted and logged), or the request refused with 400",
+    )
+
+
 class ReloadConfig(Model):
     """Reload triggers besides SIGHUP and POST /reload."""
 
@@ -454,6 +481,7 @@ class GatewayConfig(Model):
     logging: LoggingConfig = LoggingConfig()
     reload: ReloadConfig = ReloadConfig()
     request_id: RequestIdConfig = RequestIdConfig()
+    request_headers: RequestHeadersConfig = RequestHeadersConfig()
     shutdown_timeout: Duration = Field(
         default=30.0, description="SIGTERM: how long in-flight requests may finish"
     )

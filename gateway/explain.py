@@ -222,7 +222,7 @@ def _route_and_policy(
     else:
         try:
             target = normalise_target(path or "/")
-            matched = Router(cfg.routes).match(normalise_host(host), target.path, method.upper())
+            matched = Router(cfg.routes).route(normalise_host(host), target.path, method.upper())
         except DownstreamError as exc:
             out.steps.append(Step("route", False, f"{exc.code}: {exc}"))
             return _denied(out, "route", exc.code, "no route serves this host and path; add one")

@@ -14,7 +14,7 @@ from gateway.errors import (
     PayloadTooLarge,
     PolicyDenied,
 )
-from gateway.headers import ClientContext, upstream_headers
+from gateway.headers import IDENTITY, ClientContext, HeaderRules, upstream_headers
 from gateway.http1 import Answer, Request, Response, StreamResponse, json_error, request_ids
 from gateway.listener import ConnectionTracker, ConnInfo
 from gateway.log import access_log, event, policy_log, proxy_log, server_log
@@ -22,7 +22,7 @@ from gateway.metrics import Metrics
 from gateway.policy import Decision
 from gateway.proxy import BodyLimit, Upstream
 from gateway.reasons import POLICY_ERROR_CODES
-from gateway.routing import normalise_host, normalise_target, rewrite_prefix
+from gateway.routing import normalise_target, parse_host, rewrite_prefix
 from gateway.runtime import CompiledRoute, Snapshot
 from gateway.websocket import is_upgrade, proxy_websocket
 
@@ -63,6 +63,7 @@ class _Job:
 
     __slots__ = (
         "conn",
+        "dropped",
         "headers",
         "max_body",
         "path",
@@ -88,6 +89,7 @@ class _Job:
         self.path = ""
         self.query = ""
         self.headers: list[tuple[str, str]] = []
+        self.dropped: list[str] = []  # request fields request_headers kept from the upstream
         self.max_body = 0
         self.websocket = False  # a WebSocket upgrade on a route that allows it
 
@@ -169,6 +171,7 @@ class Pipeline:
                     job.request_id,
                     body_limit,
                     route.timeouts,
+                    self._snapshot().header_rules,
                 )
         except Exception as exc:
             response = self._error_answer(job, exc)
@@ -187,10 +190,10 @@ class Pipeline:
         if snap.trusted_id_sources:  # else the client's X-Request-Id is never taken
             job.request_id = snap.request_id(request, conn.peer_ip) or job.request_id
         target = normalise_target(request.raw_path)
-        host = normalise_host(request.host)
-        if conn.sni is not None and host is not None and host != conn.sni:
+        host = parse_host(request.host or "")  # check_head: exactly one Host field
+        if conn.sni is not None and host != conn.sni:
             raise Misdirected(f"SNI {conn.sni!r} but Host {host!r}")
-        job.route = route = snap.routes[snap.router.match(host, target.path, request.method).name]
+        job.route = route = snap.routes[snap.router.route(host, target.path, request.method).name]
         decision = route.policy.decide(conn.identity)
         if not decision.allowed:
             self._denied(job, route, conn, decision)
@@ -206,12 +209,26 @@ class Pipeline:
             request.host,
             ctx,
             rc.forward_identity,
+            snap.header_rules,
+            job.dropped,
         )
+        if job.dropped:
+            self._count_dropped(conn.listener, job.dropped, snap.header_rules)
         path = target.encoded
         if rc.strip_prefix or rc.rewrite_prefix is not None:
             path = rewrite_prefix(path, rc.match.path_prefix, rc.rewrite_prefix or "")
         job.path, job.query = path, target.query
         job.websocket = rc.websocket and is_upgrade(request)
+
+    def _count_dropped(self, listener: str, dropped: list[str], rules: HeaderRules) -> None:
+        """Identity look-alikes and invalid names kept from the upstream (the access line
+        names them)."""
+        identity = sum(1 for name in dropped if rules.verdict(name) == IDENTITY)
+        counter = self._metrics.headers_dropped
+        if identity:
+            counter.labels(listener, "identity").inc(identity)
+        if identity < len(dropped):
+            counter.labels(listener, "invalid_name").inc(len(dropped) - identity)
 
     def _denied(self, job: _Job, route: CompiledRoute, conn: ConnInfo, decision: Decision) -> None:
         """Count and log a policy denial, then raise the 403 that answers it."""
@@ -309,6 +326,7 @@ class Pipeline:
                 upstream=job.upstream.name if job.upstream else "",
                 duration_ms=round(elapsed * 1000, 3),
                 upstream_ms=_ms(upstream_seconds),
+                **({"dropped_headers": job.dropped} if job.dropped else {}),
                 **(_client_fields(conn) if conn else {}),
             ),
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 
+from gateway.errors import BadRequest
 from gateway.identity import Identity
 
 HOP_BY_HOP = frozenset(
@@ -42,12 +43,54 @@ IDENTITY_HEADERS = frozenset(
         "x-forwarded-port",
         "forwarded",
         "x-real-ip",
-        "x-request-id",
     }
 )
 
-# the body's framing is set by the proxy from what it actually sends, never copied
-SKIP_REQUEST = HOP_BY_HOP | IDENTITY_HEADERS | {"content-length"}
+# Families of names that proxies and auth layers use to pass a verified user, a client
+# certificate or the client's origin (nginx and Apache mod_ssl setups, HAProxy, Traefik,
+# oauth2-proxy, Authelia, Kubernetes' auth proxy, Grafana's, Kong, AWS ALB, Google IAP,
+# Cloudflare Access, Azure App Service, Tailscale), and the overrides some frameworks honour
+# for the path or the method a route decided on. Matched after lower-casing and reading `_`
+# as `-` (CGI-style servers map both to one variable).
+IDENTITY_PREFIXES = (
+    "x-ssl-",
+    "ssl-",
+    "x-client-",
+    "x-forwarded-",
+    "forwarded",
+    "x-real-ip",
+    "remote-",
+    "x-remote-",
+    "x-auth-request-",
+    "x-authenticated-",
+    "x-webauth-",
+    "x-user",
+    "x-email",
+    "x-consumer-",
+    "x-credential-",
+    "client-cert",
+    "x-amzn-oidc-",
+    "x-amzn-mtls-",
+    "x-goog-authenticated-",
+    "x-goog-iap-",
+    "cf-access-",
+    "cf-connecting-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "x-ms-client-principal",
+    "x-arr-clientcert",
+    "tailscale-user-",
+    "x-original-url",
+    "x-original-uri",
+    "x-rewrite-url",
+    "x-http-method",
+    "x-method-override",
+)
+
+# the body's framing is set by the proxy from what it actually sends, never copied; the
+# gateway sets its own X-Request-Id. Identity look-alikes go by HeaderRules (counted).
+SKIP_REQUEST = HOP_BY_HOP | {"content-length", "x-request-id"}
+_NOT_TRAILERS = SKIP_REQUEST | {"host"}
 SKIP_RESPONSE = HOP_BY_HOP | {"content-length"}
 
 
@@ -68,6 +111,48 @@ class ClientContext:
         self.identity = identity
         self.chain = chain
         self.request_id = request_id
+
+
+KEEP, IDENTITY, INVALID_NAME = 0, 1, 2
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+class HeaderRules:
+    """Which incoming field names never reach an upstream, in headers and trailers alike:
+    identity families (IDENTITY_PREFIXES plus the config's `strip_prefixes`) and names with a
+    character other than a letter, a digit or `-` (dropped, or the request refused)."""
+
+    def __init__(self, extra_prefixes: Sequence[str] = (), reject_invalid: bool = False) -> None:
+        self.prefixes = IDENTITY_PREFIXES + tuple(
+            p.lower().replace("_", "-") for p in extra_prefixes
+        )
+        self.reject_invalid = reject_invalid
+        self._verdicts: dict[str, int] = {}
+
+    def verdict(self, name: str) -> int:
+        """KEEP, IDENTITY or INVALID_NAME for a lower-cased field name (cached: clients repeat
+        the same few names; bounded, since they choose them)."""
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            verdict = self._judge(name)
+            if len(self._verdicts) < 4096:
+                self._verdicts[name] = verdict
+        return verdict
+
+    def _judge(self, name: str) -> int:
+        spelled = name.replace("_", "-")
+        if spelled in IDENTITY_HEADERS or spelled.startswith(self.prefixes):
+            return IDENTITY
+        if not _NAME_CHARS.issuperset(name):
+            return INVALID_NAME
+        return KEEP
+
+    def forwardable_trailer(self, name: str) -> bool:
+        lower = name.lower()
+        return lower not in _NOT_TRAILERS and self.verdict(lower) == KEEP
+
+
+DEFAULT_RULES = HeaderRules()
 
 
 def connection_tokens(values: Sequence[str]) -> set[str]:
@@ -131,13 +216,31 @@ def upstream_headers(
     host: str | None,
     ctx: ClientContext,
     forward_identity: tuple[str, ...],
+    rules: HeaderRules = DEFAULT_RULES,
+    dropped: list[str] | None = None,
 ) -> list[tuple[str, str]]:
     """Copy the request's end-to-end fields, drop identity look-alikes, then add ours.
 
     `names` are the fields' names in lower case, `connection` the values of its Connection
-    fields and `host` its first Host field, all as the request's head gave them."""
+    fields and `host` its first Host field, all as the request's head gave them. The names
+    `rules` dropped are added to `dropped`; a name it refuses raises BadRequest."""
     drop = _request_drop(connection) if connection else SKIP_REQUEST
-    headers = [fields[i] for i in range(len(fields)) if names[i] not in drop]
+    headers = []
+    for i in range(len(fields)):
+        name = names[i]
+        if name in drop:
+            continue
+        verdict = rules.verdict(name)
+        if verdict == KEEP:
+            headers.append(fields[i])
+            continue
+        if verdict == INVALID_NAME and rules.reject_invalid:
+            raise BadRequest(
+                f"header name {fields[i][0][:100]!r} has a character other than "
+                "letters, digits and '-' (request_headers.invalid_names: reject)"
+            )
+        if dropped is not None:
+            dropped.append(name)
     headers.append(("X-Forwarded-For", ctx.peer_ip))
     headers.append(("X-Forwarded-Proto", "https"))
     if ctx.host:

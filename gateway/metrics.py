@@ -137,6 +137,13 @@ class Metrics:
             ["listener", "result"],
             registry=r,
         )
+        self.headers_dropped = Counter(
+            PREFIX + "request_headers_dropped_total",
+            "Request header or trailer fields not forwarded: an identity family a client may not "
+            "send, or a name with characters other than letters, digits and '-'.",
+            ["listener", "reason"],
+            registry=r,
+        )
         self.limits_hit = Counter(
             PREFIX + "limits_hit_total",
             "Times a resource limit bit, by listener and limit (connections, handshakes, "

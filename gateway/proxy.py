@@ -14,7 +14,7 @@ from gateway.bytestream import expire
 from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.deadlines import Deadlines
 from gateway.errors import NoHealthyTarget, PayloadTooLarge, UpstreamError, UpstreamTimeout
-from gateway.headers import response_drop
+from gateway.headers import DEFAULT_RULES, HeaderRules, response_drop
 from gateway.health import HealthChecker
 from gateway.http1 import Body, Request, Response, StreamResponse
 from gateway.log import event, proxy_log
@@ -108,6 +108,7 @@ class _Exchange:
         "request_id",
         "started",
         "target",
+        "trailer_rules",
         "tried",
         "upstream",
     )
@@ -135,6 +136,7 @@ class _Exchange:
         self.limits = limits
         self.started = time.perf_counter()
         self.tried: list[Target] = []
+        self.trailer_rules = DEFAULT_RULES  # which request trailers may go upstream
         self.pending: asyncio.Future[UpstreamResponse] | None = None
         # sent at once: the attempt in progress, its header deadline's kind, whom to tell
         self.target: Target | None = None
@@ -338,6 +340,7 @@ class Upstream:
         request_id: str,
         body_limit: BodyLimit | None = None,
         limits: TimeoutLimits | None = None,
+        trailer_rules: HeaderRules = DEFAULT_RULES,
     ) -> tuple[Response | StreamResponse, float]:
         """Send the request and stream the answer back; map upstream faults to 502/503/504.
 
@@ -357,6 +360,7 @@ class Upstream:
             self, request, path, query, headers, request_id, data, replayable, limits or self.limits
         )
         ex.started = started
+        ex.trailer_rules = trailer_rules
         try:
             return await self._attempts(ex, None)
         except UpstreamError:
@@ -427,7 +431,10 @@ class Upstream:
                 )
                 if streamed:
                     conn.stream_body(
-                        data, chunked=request.content_length is None, trailers=request.trailers
+                        data,
+                        chunked=request.content_length is None,
+                        trailers=request.trailers,
+                        rules=ex.trailer_rules,
                     )
                 wait, kind = ex.stage(ex.limits.headers, "headers")
                 timer = conn.loop.call_later(wait, expire, pending)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from gateway.config import RouteConfig
-from gateway.errors import BadPath, MethodNotAllowed, NoRoute
+from gateway.errors import BadPath, BadRequest, MethodNotAllowed, NoRoute
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,27 @@ def _percent_decode(path: str) -> str:
     return out.decode("utf-8", "strict")
 
 
+# RFC 9110 Host: uri-host [ ":" port ]; a name is dot-separated labels (an optional final dot),
+# an IPv6 address is in brackets. A list, a user part, an empty host or a bad port is refused.
+_AUTHORITY = re.compile(
+    r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\.?))(?::([0-9]{0,5}))?"
+)
+
+
+def parse_host(value: str) -> str:
+    """The host a request's Host field names, as routes and SNI compare it (`Example.COM.:8443`
+    -> `example.com`, `[::1]:8443` -> `::1`); BadRequest unless it is one valid authority."""
+    m = _AUTHORITY.fullmatch(value.strip(" \t"))
+    if m is None or (m.group(3) and int(m.group(3)) > 65535):
+        raise BadRequest(f"Host {value[:100]!r} is not one valid host[:port]")
+    if m.group(1) is not None:
+        try:
+            return str(ipaddress.IPv6Address(m.group(1)))
+        except ValueError:
+            raise BadRequest(f"Host {value[:100]!r} is not a valid IPv6 address") from None
+    return m.group(2).lower().rstrip(".")
+
+
 def normalise_host(host: str | None) -> str | None:
     """`Example.COM.:8443` -> `example.com`; `[::1]:8443` -> `::1`; None when absent/empty."""
     if not host:
@@ -147,11 +169,44 @@ def _host_matches(pattern: str, host: str | None) -> bool:
     return host == pattern
 
 
+def without_parameters(path: str) -> str:
+    """The path as a servlet container routes it: every segment's `;parameters` removed, then
+    the empty segments that leaves merged (`/api;x/admin`, `/api/;/admin` -> `/api/admin`)."""
+    segments = [seg.partition(";")[0] for seg in path.split("/")[1:]]
+    kept = [seg for i, seg in enumerate(segments) if seg or i == len(segments) - 1]
+    return "/" + "/".join(kept)
+
+
 class Router:
     """First matching route wins; a path match with the wrong method answers 405."""
 
     def __init__(self, routes: tuple[RouteConfig, ...]) -> None:
         self._routes = routes
+
+    def route(self, host: str | None, path: str, method: str) -> RouteConfig:
+        """The route for a normalised, decoded path. A `;` in it (sent as is or as %3B) is a
+        path parameter to servlet containers (Tomcat, Jetty strip it from every segment) and data
+        to most other servers: the path is refused unless the route it matches says
+        `path_parameters: true` and it matches the same route without its parameters too."""
+        route = self.match(host, path, method)
+        if ";" not in path:
+            return route
+        if not route.match.path_parameters:
+            raise BadPath(
+                f"';' (a path parameter to servlet containers) in path; route {route.name!r} "
+                "does not set match.path_parameters"
+            )
+        try:
+            stripped = self.match(host, without_parameters(path), method)
+        except (NoRoute, MethodNotAllowed):
+            stripped = None
+        if stripped is not route:
+            raise BadPath(
+                f"path matches route {route.name!r} but "
+                + (f"route {stripped.name!r}" if stripped else "no route")
+                + " without its ';' parameters"
+            )
+        return route
 
     def match(self, host: str | None, path: str, method: str) -> RouteConfig:
         path_hit = False

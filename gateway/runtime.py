@@ -9,6 +9,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from gateway.admission import Admission
 from gateway.config import GatewayConfig, ListenerLimits, RouteConfig
+from gateway.headers import DEFAULT_RULES, HeaderRules
 from gateway.http1 import Request
 from gateway.listener import record_sni
 from gateway.metrics import Metrics
@@ -41,6 +42,7 @@ class Snapshot:
     admissions: dict[str, Admission]
     limits: dict[str, ListenerLimits]
     trusted_id_sources: tuple[IPv4Network | IPv6Network, ...] = ()
+    header_rules: HeaderRules = DEFAULT_RULES
 
     def request_id(self, request: Request, peer_ip: str) -> str | None:
         """The client's X-Request-Id when its address is trusted and the id is sane."""
@@ -113,6 +115,8 @@ def build_snapshot(
     }
     limits = {lst.name: lst.limits for lst in cfg.listeners}
     trusted = tuple(ip_network(n) for n in cfg.request_id.trust_from)
+    rh = cfg.request_headers
+    rules = HeaderRules(rh.strip_prefixes, reject_invalid=rh.invalid_names == "reject")
     return Snapshot(
-        cfg, Router(cfg.routes), routes, upstreams, contexts, admissions, limits, trusted
+        cfg, Router(cfg.routes), routes, upstreams, contexts, admissions, limits, trusted, rules
     )

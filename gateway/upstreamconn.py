@@ -17,13 +17,11 @@ from typing import Protocol, cast
 import httptools
 
 from gateway.bytestream import ByteStream, FlowControl, chunk, last_chunk
-from gateway.headers import SKIP_REQUEST
+from gateway.headers import DEFAULT_RULES, HeaderRules
+
 
 # a client's trailers are forwarded like its headers: hop-by-hop fields and identity look-alikes
 # dropped, and neither framing nor Host may arrive late
-_NOT_TRAILERS = SKIP_REQUEST | {"host"}
-
-
 class ConnectionLost(Exception):
     """The upstream closed or reset the connection (`cause` holds the OS or TLS error)."""
 
@@ -258,13 +256,19 @@ class Connection(FlowControl):
         self._keep_alive = False
         self.transport.write(head + body if body else head)
 
-    def stream_body(self, body: Chunks, chunked: bool, trailers: list[tuple[str, str]]) -> None:
+    def stream_body(
+        self,
+        body: Chunks,
+        chunked: bool,
+        trailers: list[tuple[str, str]],
+        rules: HeaderRules = DEFAULT_RULES,
+    ) -> None:
         """Send a body as it arrives from the client: chunked when its length is unknown, then
         with the `trailers` the client sent after it (the list is complete once the body is)."""
-        self._body_task = self.loop.create_task(self._write_body(body, chunked, trailers))
+        self._body_task = self.loop.create_task(self._write_body(body, chunked, trailers, rules))
 
     async def _write_body(
-        self, body: Chunks, chunked: bool, trailers: list[tuple[str, str]]
+        self, body: Chunks, chunked: bool, trailers: list[tuple[str, str]], rules: HeaderRules
     ) -> None:
         assert self.transport is not None
         try:
@@ -274,7 +278,7 @@ class Connection(FlowControl):
                 if self.closed:
                     return  # the response side reports it
             if chunked:
-                kept = [(k, v) for k, v in trailers if k.lower() not in _NOT_TRAILERS]
+                kept = [(k, v) for k, v in trailers if rules.forwardable_trailer(k)]
                 self.transport.write(last_chunk(kept))
         except Exception:
             # the client's body failed (over its limit, client gone): the upstream must not

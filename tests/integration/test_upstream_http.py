@@ -233,7 +233,11 @@ def test_chunked_answers_keep_their_trailers(tmp_path: Path, pki: Path) -> None:
 
 def test_a_clients_trailers_reach_the_upstream(tmp_path: Path, pki: Path) -> None:
     body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n"
-    trailers = b"X-Checksum: sha256=abc\r\nX-Forwarded-Client-Cert: Hash=forged\r\n\r\n"
+    trailers = (
+        b"X-Checksum: sha256=abc\r\nX-Forwarded-Client-Cert: Hash=forged\r\n"
+        b"X_Forwarded_Client_Cert: Hash=forged\r\nX-SSL-Client-S-DN: CN=admin\r\n"
+        b"x-forwarded-user: admin\r\nRemote-User: admin\r\n\r\n"
+    )
     head = (
         b"POST /up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
         b"Trailer: X-Checksum\r\nConnection: close\r\n\r\n"
@@ -242,7 +246,8 @@ def test_a_clients_trailers_reach_the_upstream(tmp_path: Path, pki: Path) -> Non
         data = _raw_exchange(gw.port, pki, head + body + trailers)
         assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"got it")
         assert gw.upstream.bodies == [b"hello world"]
-        # the checksum arrives after the body; a forged identity header does not
+        # the checksum arrives after the body; forged identity fields (any family, any
+        # spelling) do not: trailers follow the rules of headers
         assert gw.upstream.trailers == [["X-Checksum: sha256=abc"]]
 
 

@@ -76,7 +76,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "unknown top-level key",
         lambda d: d.update(listener=[]),
-        "listener: unknown key 'listener'; allowed keys here: listeners, upstreams, routes, admin, logging, reload, request_id, shutdown_timeout",
+        "listener: unknown key 'listener'; allowed keys here: listeners, upstreams, routes, admin, logging, reload, request_id, request_headers, shutdown_timeout",
     ),
     (
         "unknown subject attribute",

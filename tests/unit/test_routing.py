@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.config import parse_config
+from gateway.errors import BadRequest
 from gateway.routing import (
     BadPath,
     MethodNotAllowed,
@@ -14,6 +15,8 @@ from gateway.routing import (
     Router,
     normalise_host,
     normalise_target,
+    parse_host,
+    without_parameters,
 )
 
 
@@ -114,16 +117,8 @@ def test_normalise_host(header: str | None, host: str | None) -> None:
 
 
 def _router() -> Router:
-    doc = {
-        "listeners": [
-            {
-                "name": "l",
-                "bind": "127.0.0.1:1",
-                "tls": {"cert": "c", "key": "k", "client_ca": ["ca"]},
-            }
-        ],
-        "upstreams": [{"name": "u", "url": "http://127.0.0.1:2"}],
-        "routes": [
+    return _table(
+        [
             {
                 "name": "orders-read",
                 "match": {
@@ -146,9 +141,8 @@ def _router() -> Router:
                 "upstream": "u",
                 "policy": {"allow": "any"},
             },
-        ],
-    }
-    return Router(parse_config(doc, "/").routes)
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -180,3 +174,95 @@ def test_first_match_wins(host: str | None, path: str, method: str, route: str) 
 def test_no_match(host: str, path: str, method: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         _router().match(host, path, method)
+
+
+def _table(routes: list[dict[str, object]]) -> Router:
+    """The router of a minimal config with these routes (all to one upstream)."""
+    doc = {
+        "listeners": [
+            {
+                "name": "l",
+                "bind": "127.0.0.1:1",
+                "tls": {"cert": "c", "key": "k", "client_ca": ["ca"]},
+            }
+        ],
+        "upstreams": [{"name": "u", "url": "http://127.0.0.1:2"}],
+        "routes": routes,
+    }
+    return Router(parse_config(doc, "/").routes)
+
+
+def _nested(path_parameters: bool) -> Router:
+    """/api/admin (admins) before /api (anyone): the layout a ';' could slip past."""
+    return _table(
+        [
+            {
+                "name": "admin",
+                "match": {"path_prefix": "/api/admin"},
+                "upstream": "u",
+                "policy": {"allow": "any"},
+            },
+            {
+                "name": "api",
+                "match": {"path_prefix": "/api", "path_parameters": path_parameters},
+                "upstream": "u",
+                "policy": {"allow": "any"},
+            },
+        ]
+    )
+
+
+# each reads as /api/admin/... to Tomcat or Jetty, which strip ';params' from every segment
+SMUGGLED = ["/api;x/admin/users", "/api;/admin", "/api%3B/admin", "/api/;/admin", "/api/;x/admin",
+            "/api//;/admin", "/api;;/admin", "/api%3bx/admin/x"]  # fmt: skip
+
+
+@pytest.mark.parametrize("raw", SMUGGLED)
+@pytest.mark.parametrize("opt_in", [False, True])
+def test_path_parameters_cannot_change_the_route(raw: str, opt_in: bool) -> None:
+    path = normalise_target(raw).path
+    with pytest.raises(BadPath):
+        _nested(opt_in).route(None, path, "GET")
+
+
+@pytest.mark.parametrize("raw", ["/api/items;v=2", "/api;v=2/items", "/api/a;b/c;d"])
+def test_path_parameters_need_the_routes_opt_in(raw: str) -> None:
+    path = normalise_target(raw).path
+    with pytest.raises(BadPath, match="path_parameters"):
+        _nested(False).route(None, path, "GET")
+    assert _nested(True).route(None, path, "GET").name == "api"
+    assert normalise_target(raw).encoded == raw  # forwarded as the client sent it
+
+
+def test_paths_without_parameters_route_as_before() -> None:
+    assert _nested(False).route(None, "/api/admin/x", "GET").name == "admin"
+    assert _nested(False).route(None, "/api/x", "GET").name == "api"
+
+
+@pytest.mark.parametrize(
+    "path, stripped",
+    [("/a;x/b", "/a/b"), ("/a/;/b", "/a/b"), ("/a//;/b", "/a/b"), ("/a;;/b;c", "/a/b"),
+     ("/a/b;x/", "/a/b/"), ("/;", "/"), ("/a", "/a")],
+)  # fmt: skip
+def test_without_parameters(path: str, stripped: str) -> None:
+    assert without_parameters(path) == stripped
+
+
+@pytest.mark.parametrize(
+    "value, host",
+    [("localhost", "localhost"), ("LOCALHOST.:8443", "localhost"), ("a.b-c_d.example", "a.b-c_d.example"),
+     ("[::1]:8443", "::1"), ("[0:0::1]", "::1"), ("127.0.0.1:1", "127.0.0.1"), ("example.com:", "example.com"),
+     (" example.com ", "example.com")],
+)  # fmt: skip
+def test_parse_host(value: str, host: str) -> None:
+    assert parse_host(value) == host
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", " ", ":1", ":", "a, b", "a,b", "a b", "user@host", "host:99999", "host:8x", "host/path",
+     "[::1", "[zz::1]", "[::1]x", "a..b", ".", "..", "h\x00", "h:1:2", "*.example", "host?x", "a.b%2e"],
+)  # fmt: skip
+def test_parse_host_refuses_anything_but_one_authority(value: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_host(value)
