@@ -157,7 +157,7 @@ CLIENT_KINDS = (
 
 
 def generate(out_dir: str | Path, extra_hosts: Sequence[str] = ()) -> Path:
-    """Write the whole dev PKI (design.md section 4) into `out_dir` and return it."""
+    """Write the whole dev PKI (listed in certs-dev/README.md) into `out_dir` and return it."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)

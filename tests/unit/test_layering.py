@@ -1,4 +1,4 @@
-"""The layering rule of design.md: pure modules import no I/O stack; lower layers never import higher."""
+"""The layering rule of docs/architecture.md: pure modules import no I/O stack; lower layers never import higher."""
 
 from __future__ import annotations
 
