@@ -335,6 +335,8 @@ def _check_crls(
                         "(a CRL from another CA with the same name?)",
                     )
                 )
+            for problem in crls.rfc5280_problems(crl, signers[0] if signers else None):
+                problems.append(ConfigProblem(where, f"the CRL of {name!r} in {path} {problem}"))
             covered |= {ca.subject.public_bytes() for ca in signers}
     if not lst.tls.allow_missing_crl:
         for ca in bundle:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID
 
 from gateway.config import CrlUrl, TlsConfig
 
@@ -95,6 +97,49 @@ def status(
             )
         return Status("good", f"not listed in the CRL of {issuer_name(crl)!r}")
     return Status("no_crl", f"no CRL signed by {issuer.subject.rfc4514_string()!r} is configured")
+
+
+def covers(
+    crls: Iterable[x509.CertificateRevocationList], bundle: Sequence[x509.Certificate]
+) -> bool:
+    """Whether every CA of the trust bundle has a CRL it signed: then every certificate of a
+    chain is checked (OpenSSL's VERIFY_CRL_CHECK_CHAIN), else only the leaf."""
+    crls = list(crls)
+    return bool(bundle) and all(any(signed_by(c, ca) for c in crls) for ca in bundle)
+
+
+# critical CRL extensions the gateway (and OpenSSL's CRL check) understands
+_CRITICAL_OK = {ExtensionOID.ISSUING_DISTRIBUTION_POINT}
+
+
+def rfc5280_problems(
+    crl: x509.CertificateRevocationList, issuer: x509.Certificate | None
+) -> list[str]:
+    """What makes a CRL unfit to decide revocation (RFC 5280 5.2): no crlNumber or a critical
+    one, a critical extension not understood, an issuer whose keyUsage lacks cRLSign."""
+    out = []
+    try:
+        extensions = list(crl.extensions)
+    except ValueError as exc:  # duplicate or malformed extensions
+        return [f"has unreadable extensions ({exc})"]
+    numbers = [e for e in extensions if e.oid == ExtensionOID.CRL_NUMBER]
+    if not numbers:
+        out.append("has no crlNumber (RFC 5280 requires one in every CRL)")
+    elif numbers[0].critical:
+        out.append("has its crlNumber marked critical (RFC 5280: never critical)")
+    for ext in extensions:
+        if ext.critical and ext.oid not in _CRITICAL_OK and ext.oid != ExtensionOID.CRL_NUMBER:
+            out.append(
+                f"has a critical extension {ext.oid.dotted_string} the gateway does not understand"
+            )
+    if issuer is not None:
+        try:
+            usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+        except x509.ExtensionNotFound:
+            usage = None
+        if usage is not None and not usage.crl_sign:
+            out.append(f"is signed by {issuer_name(crl)!r}, whose keyUsage lacks cRLSign")
+    return out
 
 
 def has_crls(tls: TlsConfig) -> bool:

@@ -104,6 +104,11 @@ def make_crl(
         .issuer_name(issuer.cert.subject)
         .last_update(min(now - dt.timedelta(minutes=5), next_update - DAY))
         .next_update(next_update)
+        .add_extension(x509.CRLNumber(1), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
     )
     for serial in revoked_serials:
         builder = builder.add_revoked_certificate(

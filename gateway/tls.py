@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from cryptography import x509
 
 from gateway import crl as crls
 from gateway.config import TlsConfig
@@ -82,11 +84,14 @@ def server_context(
 def _load_crls(ctx: ssl.SSLContext, cfg: TlsConfig, path: str) -> None:
     """Add every CRL (PEM or DER) to the context's store and check the leaf against them."""
     blocks: list[bytes] = []
+    parsed: list[x509.CertificateRevocationList] = []
     for i, source in enumerate(cfg.crl):
         file = crls.source_path(source)
         try:
             with open(file, "rb") as fh:
-                blocks.append(crls.to_pem(crls.parse_crls(fh.read())))
+                found = crls.parse_crls(fh.read())
+            parsed += found
+            blocks.append(crls.to_pem(found))
         except (OSError, ValueError) as exc:
             raise ConfigError(
                 f"cannot load CRL {file}: {_ssl_text(exc)}", f"{path}.crl[{i}]"
@@ -101,7 +106,24 @@ def _load_crls(ctx: ssl.SSLContext, cfg: TlsConfig, path: str) -> None:
         raise ConfigError(f"OpenSSL rejected the CRLs: {_ssl_text(exc)}", f"{path}.crl") from None
     finally:
         os.unlink(tmp)
-    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    # every CA of the bundle has a CRL (`check` insists unless allow_missing_crl): every
+    # certificate of the chain is checked, intermediates too; otherwise only the leaf
+    ctx.verify_flags |= (
+        ssl.VERIFY_CRL_CHECK_CHAIN
+        if crls.covers(parsed, _bundle(cfg.client_ca))
+        else ssl.VERIFY_CRL_CHECK_LEAF
+    )
+
+
+def _bundle(paths: Iterable[str]) -> list[x509.Certificate]:
+    certs: list[x509.Certificate] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                certs += x509.load_pem_x509_certificates(fh.read())
+        except (OSError, ValueError):
+            return []  # reported by check; no coverage claimed
+    return certs
 
 
 def _ssl_text(exc: BaseException) -> str:

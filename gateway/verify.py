@@ -174,7 +174,7 @@ def verify_chain(
         _openssl_eku(path, steps)
         _key_level(path, steps)
         if crl_list is not None:
-            _revocation(path, crl_list, at, steps)
+            _revocation(path, crl_list, anchors, at, steps)
         _signatures_and_times(path, bad_sig, at, steps)
         if profile == "strict":
             _strict(path, inter, anchors, at, [_oid(e) for e in required_ekus], steps)
@@ -285,18 +285,34 @@ def _key_level(path: list[x509.Certificate], steps: list[Step]) -> None:
 def _revocation(
     path: list[x509.Certificate],
     crl_list: list[x509.CertificateRevocationList],
+    anchors: list[x509.Certificate],
     at: dt.datetime,
     steps: list[Step],
 ) -> None:
+    """As the handshake checks: every certificate of the chain (the root against its own CRL)
+    when every CA of the bundle has a CRL, else the leaf alone."""
     if len(path) < 2:
         steps.append(Step("revocation", True, "the leaf is itself a trusted root"))
         return
-    status = crls.status(path[0], path[1], crl_list, at)
-    if status.state == "revoked":
-        raise _fail(R.REVOKED, "revocation", status.detail)
-    if status.state != "good":
-        raise _fail(R.CRL_ERROR, "revocation", status.detail)
-    steps.append(Step("revocation", True, status.detail))
+    whole = crls.covers(crl_list, anchors)
+    for i in range(len(path)) if whole else range(1):
+        cert, issuer = path[i], path[min(i + 1, len(path) - 1)]
+        status = crls.status(cert, issuer, crl_list, at)
+        detail = status.detail if i == 0 else f"{describe(cert)}: {status.detail}"
+        if status.state == "revoked":
+            raise _fail(R.REVOKED, "revocation", detail)
+        if status.state != "good":
+            raise _fail(R.CRL_ERROR, "revocation", detail)
+    steps.append(
+        Step(
+            "revocation",
+            True,
+            f"no certificate of the chain is listed in its issuer's CRL ({len(path)} checked)"
+            if whole
+            else crls.status(path[0], path[1], crl_list, at).detail
+            + " (only the leaf: not every CA of the bundle has a CRL)",
+        )
+    )
 
 
 def _signatures_and_times(

@@ -27,6 +27,7 @@ from tests.harness import (
     cert_args,
     curl,
     dev_root,
+    expiry,
     handshake_counts,
     running,
     sample,
@@ -68,17 +69,14 @@ def test_crl_file_revokes_at_the_handshake(crl_gateway, pki: Path, cert: str) ->
 
 def test_crl_gauges_name_each_crl(crl_gateway) -> None:
     metrics = crl_gateway.metrics()
-    expiry = "mtls_gateway_certificate_expiry_timestamp_seconds"
-    root = sample(metrics, expiry, kind="crl", name="mtls-gateway dev root CA")
-    inter = sample(metrics, expiry, kind="crl", name="mtls-gateway dev intermediate CA")
+    (root,) = expiry(metrics, "crl", "mtls-gateway dev root CA").values()
+    (inter,) = expiry(metrics, "crl", "mtls-gateway dev intermediate CA").values()
     assert time.time() + 29 * 86400 < root < time.time() + 31 * 86400
     assert inter > time.time()
-    assert sample(metrics, expiry, kind="server", name="public") > time.time()
-    assert sample(metrics, expiry, kind="ca", name="mtls-gateway dev root CA") > time.time()
-    chain = sample(
-        metrics, expiry, kind="server_chain", name="public/mtls-gateway dev intermediate CA"
-    )
-    assert chain > time.time()
+    assert min(expiry(metrics, "server", "public").values()) > time.time()
+    assert min(expiry(metrics, "ca", "mtls-gateway dev root CA").values()) > time.time()
+    chain = expiry(metrics, "server_chain", "public/mtls-gateway dev intermediate CA")
+    assert min(chain.values()) > time.time()
 
 
 def test_der_crl_of_the_root_only(pki: Path) -> None:
@@ -277,3 +275,96 @@ def test_unreachable_crl_url_without_cache_refuses_to_start(tmp_path: Path, pki:
         )
     assert out.returncode == 2
     assert "listeners[0].tls.crl[0].url: no cached copy and the first fetch failed" in out.stderr
+
+
+def _crls_revoking_the_intermediate(pki: Path, out: Path) -> Path:
+    """crl.pem with the root's CRL replaced by one that lists the dev intermediate CA."""
+    from cryptography import x509
+
+    from gateway import crl as crls
+
+    inter = x509.load_pem_x509_certificate((pki / "intermediate.pem").read_bytes())
+    kept = [c for c in crls.parse_crls((pki / "crl.pem").read_bytes()) if c.issuer == inter.subject]
+    root_crl = devcerts.make_crl(dev_root(pki), [inter.serial_number])
+    out.write_bytes(crls.to_pem([root_crl, *kept]))
+    return out
+
+
+def test_a_revoked_intermediate_fails_the_handshake(pki: Path, tmp_path: Path) -> None:
+    """Every CA of the bundle has a CRL: the whole chain is checked, not only the leaf."""
+    path = _crls_revoking_the_intermediate(pki, tmp_path / "crl.pem")
+    with running(lambda port: base_config(pki, port, crl=[str(path)]), pki) as gw:
+        for cert, result, outcome in [
+            ("client-intermediate", "revoked", "failed"),  # its issuer is revoked
+            ("client", "ok", "200"),  # issued by the root itself
+        ]:
+            before = handshake_counts(gw.metrics)
+            assert _outcome(gw.port, pki, cert) == outcome, cert
+            assert wait_delta(gw.metrics, before, {result: 1}) == {result: 1}, cert
+
+
+def test_check_refuses_crls_that_break_rfc_5280(pki: Path, tmp_path: Path) -> None:
+    """A CRL without crlNumber, with crlNumber critical, with an unknown critical extension, or
+    from a CA whose keyUsage lacks cRLSign is a config error naming the file."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    root = dev_root(pki)
+
+    def crl(issuer: devcerts.Issued, *exts: tuple[x509.ExtensionType, bool]) -> Path:
+        now = dt.datetime.now(dt.UTC)
+        b = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(issuer.cert.subject)
+            .last_update(now - dt.timedelta(hours=1))
+            .next_update(now + dt.timedelta(days=7))
+        )
+        for ext, critical in exts:
+            b = b.add_extension(ext, critical=critical)
+        out = tmp_path / f"crl-{len(list(tmp_path.iterdir()))}.pem"
+        out.write_bytes(
+            b.sign(issuer.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+        )
+        return out
+
+    number = x509.CRLNumber(7)
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.55555.1"), b"\x05\x00")
+    for path, words in [
+        (crl(root), "has no crlNumber"),
+        (crl(root, (number, True)), "crlNumber marked critical"),
+        (crl(root, (number, False), (unknown, True)), "critical extension 1.3.6.1.4.1.55555.1"),
+    ]:
+        problems = _problems(pki, crl=[str(path)])
+        assert any(str(path) in p and words in p for p in problems), (words, problems)
+
+    # a CA whose keyUsage does not allow signing CRLs
+    no_crl_sign = devcerts.issue(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "no crlSign CA")]), ca=True
+    )
+    key_usage = no_crl_sign.cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    if key_usage.crl_sign:  # devcerts gives CAs cRLSign: build one without it
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(no_crl_sign.cert.subject)
+            .issuer_name(no_crl_sign.cert.subject)
+            .public_key(no_crl_sign.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, False, False, False),
+                critical=True,
+            )
+            .sign(no_crl_sign.key, hashes.SHA256())
+        )
+        no_crl_sign = devcerts.Issued(cert, no_crl_sign.key)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(devcerts.pem(no_crl_sign.cert))
+    path = crl(no_crl_sign, (number, False))
+    problems = _problems(pki, client_ca=[str(bundle)], crl=[str(path)])
+    assert any(str(path) in p and "cRLSign" in p for p in problems), problems

@@ -123,3 +123,34 @@ def test_required_ekus_in_strict_profile(pki: Path) -> None:
     assert verify_chain(
         data, (), _pem(pki, "ca.pem"), required_ekus=["1.3.6.1.5.5.7.3.4"], profile="openssl"
     ).ok
+
+
+def _chain_crls(pki: Path, revoke_intermediate: bool) -> list[x509.CertificateRevocationList]:
+    """The root's CRL (listing the intermediate or not) and the intermediate's, from crl.pem."""
+    from gateway import crl as crls
+
+    inter = x509.load_pem_x509_certificate(_pem(pki, "intermediate.pem"))
+    kept = [c for c in crls.parse_crls(_pem(pki, "crl.pem")) if c.issuer == inter.subject]
+    root_crl = devcerts.make_crl(
+        dev_root(pki), [inter.serial_number] if revoke_intermediate else []
+    )
+    return [root_crl, *kept]
+
+
+@pytest.mark.parametrize("profile", ["openssl", "strict"])
+def test_a_revoked_intermediate_is_named(pki: Path, profile: str) -> None:
+    """CRLs for every CA of the bundle: each certificate of the chain is checked."""
+    data = _pem(pki, "client-intermediate.pem")
+    ca = _pem(pki, "ca.pem")
+    v = verify_chain(data, data, ca, crls=_chain_crls(pki, True), profile=profile)  # type: ignore[arg-type]
+    assert v.reason == "revoked" and "intermediate" in v.detail, v.steps
+    assert verify_chain(data, data, ca, crls=_chain_crls(pki, False), profile=profile).ok  # type: ignore[arg-type]
+
+
+def test_without_a_crl_for_every_ca_only_the_leaf_is_checked(pki: Path) -> None:
+    """As the handshake does then (VERIFY_CRL_CHECK_LEAF): the bundle's other CA has no CRL."""
+    data = _pem(pki, "client-intermediate.pem")
+    bundle = _pem(pki, "ca.pem") + _pem(pki, "untrusted-ca.pem")
+    v = verify_chain(data, data, bundle, crls=_chain_crls(pki, True), profile="openssl")
+    assert v.ok, v.steps
+    assert any("only the leaf" in s.detail for s in v.steps), v.steps
