@@ -59,3 +59,6 @@ def setup(level: str = "info", stream: Any = None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # watchfiles says "N changes detected" at INFO: with stdout in a watched folder each such
+    # line would be a change of its own. The gateway logs the reloads it makes
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)

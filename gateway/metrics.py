@@ -100,8 +100,8 @@ class Metrics:
         self.certificate_expiry = Gauge(
             PREFIX + "certificate_expiry_timestamp_seconds",
             "notAfter of each certificate the gateway holds, nextUpdate of each CRL "
-            "(kind: server, server_chain, ca, crl).",
-            ["kind", "name"],
+            "(kind: server, server_chain, ca, crl; serial: one series per certificate).",
+            ["kind", "name", "serial"],
             multiprocess_mode="livemax",
             registry=r,
         )
@@ -117,6 +117,8 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        for result in ("success", "failure"):  # at 0 from start-up: alerts see the first one
+            self.config_reloads.labels(result)
         self.config_last_reload_success = Gauge(
             PREFIX + "config_last_reload_success_timestamp_seconds",
             "When the config was last loaded successfully (start or reload).",

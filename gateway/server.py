@@ -380,7 +380,7 @@ class Gateway:
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # workers cannot clear; they overwrite
             gauge.clear()
         for cert in self._held:
-            gauge.labels(cert.kind, cert.name).set(cert.not_after)
+            gauge.labels(cert.kind, cert.name, cert.serial).set(cert.not_after)
         self._warn_expiring()
 
     def _warn_expiring(self) -> None:

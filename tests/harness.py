@@ -385,6 +385,7 @@ def dev_root(pki: Path) -> devcerts.Issued:
 
 
 HANDSHAKES = "mtls_gateway_tls_handshakes_total"
+EXPIRY = "mtls_gateway_certificate_expiry_timestamp_seconds"
 
 
 def handshake_counts(
@@ -446,3 +447,15 @@ def refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+def expiry(
+    metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], kind: str, name: str
+) -> dict[str, float]:
+    """certificate_expiry_timestamp_seconds of (kind, name), one value per serial."""
+    out = {}
+    for (metric, labels), value in metrics.items():
+        fields = dict(labels)
+        if metric == EXPIRY and fields["kind"] == kind and fields["name"] == name:
+            out[fields.get("serial", "")] = value
+    return out

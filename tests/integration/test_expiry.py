@@ -13,6 +13,7 @@ import yaml
 from tests.harness import (
     EchoServer,
     GatewayProcess,
+    expiry,
     issue_server,
     request,
     sample,
@@ -45,7 +46,7 @@ def test_server_certificate_near_expiry_is_logged(
             if warned:
                 assert server[0]["name"] == "public" and 9.9 < server[0]["days_left"] < 10.1
                 assert server[0]["level"] == "warning"
-            gauge = sample(scrape(admin), EXPIRY, kind="server", name="public")
+            (gauge,) = expiry(scrape(admin), "server", "public").values()
             assert abs(gauge - (time.time() + 10 * 86400)) < 120
 
             assert request(port, "/x", pki, "client").status == 200
@@ -58,3 +59,29 @@ def test_server_certificate_near_expiry_is_logged(
                 metrics, "mtls_gateway_client_certificate_remaining_seconds_bucket", le="7776000.0"
             )
             assert within_90d == 0
+
+
+def test_two_cas_with_one_name_are_two_series(tmp_path: Path, pki: Path) -> None:
+    """A re-keyed CA next to the old one, both named alike: each keeps its own expiry series
+    (by serial), so the CA-expiry alert sees the one that ends first."""
+    import datetime as dt
+
+    from gateway import devcerts
+
+    now = dt.datetime.now(dt.UTC)
+    name = devcerts.name("clients CA")
+    short = devcerts.issue(name, ca=True, not_after=now + dt.timedelta(days=20))
+    long = devcerts.issue(name, ca=True, not_after=now + dt.timedelta(days=3650))
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(
+        devcerts.pem(short.cert) + devcerts.pem(long.cert) + (pki / "ca.pem").read_bytes()
+    )
+    with EchoServer() as echo:
+        path, _, admin = write_config(tmp_path, pki, echo.port)
+        doc = yaml.safe_load(path.read_text())
+        doc["listeners"][0]["tls"]["client_ca"] = [str(bundle)]
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin):
+            series = expiry(scrape(admin), "ca", "clients CA")
+    assert sorted(series) == sorted(f"{c.cert.serial_number:x}" for c in (short, long)), series
+    assert abs(min(series.values()) - (now.timestamp() + 20 * 86400)) < 120
