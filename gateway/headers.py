@@ -4,6 +4,7 @@ gateway's own identity headers (RFC 9440, Envoy's XFCC) and X-Forwarded-* set.""
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Sequence
 
 from gateway.errors import BadRequest
@@ -195,9 +196,21 @@ def sf_binary(der: bytes) -> str:
     return ":" + base64.b64encode(der).decode("ascii") + ":"
 
 
+# characters a certificate may carry that must never reach a head or a log line raw: C0 and C1
+# controls (CR, LF, NUL, NEL, ...), DEL and the Unicode line and paragraph separators
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_unsafe(value: str) -> str:
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+
+
 def _xfcc_quote(value: str) -> str:
-    if any(c in value for c in ',;="'):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """An XFCC value: quoted (backslash escapes) when it holds a delimiter, a quote, a
+    backslash or a character that is not safe in a head, which is escaped as \\uXXXX."""
+    if any(c in value for c in ',;="\\') or _UNSAFE.search(value):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + _escape_unsafe(escaped) + '"'
     return value
 
 
@@ -269,6 +282,9 @@ def _identity_headers(
                 cached.append(("Client-Cert-Chain", ", ".join(sf_binary(c) for c in chain)))
         if "xfcc" in forward_identity:
             cached.append(("X-Forwarded-Client-Cert", xfcc(ident)))
+        for name, value in cached:  # defence in depth: built above to be safe, checked once
+            if _UNSAFE.search(value):
+                raise ValueError(f"unsafe character in the {name} built for {ident.sha256}")
         if len(_IDENTITY_HEADERS) >= 4096:
             _IDENTITY_HEADERS.clear()
         _IDENTITY_HEADERS[key] = cached

@@ -87,3 +87,36 @@ def test_the_verdict_cache_is_bounded() -> None:
     for i in range(10_000):
         assert rules.verdict(f"x-h{i}") == KEEP
     assert len(rules._verdicts) <= 4096
+
+
+@pytest.mark.parametrize(
+    "value, encoded",
+    [
+        ("plain", "plain"),
+        ("CN=a,O=b", '"CN=a,O=b"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("back\\slash", '"back\\\\slash"'),
+        ("a\r\nX-Injected: 1", '"a\\u000d\\u000aX-Injected: 1"'),
+        ("nul\x00del\x7fnel\x85ls\u2028", '"nul\\u0000del\\u007fnel\\u0085ls\\u2028"'),
+        ("café", "café"),
+    ],
+)
+def test_xfcc_values_are_quoted_and_never_carry_a_control_character(
+    value: str, encoded: str
+) -> None:
+    from gateway.headers import _xfcc_quote
+
+    assert _xfcc_quote(value) == encoded
+
+
+def test_log_lines_never_split_on_unicode_line_separators() -> None:
+    import json
+    import logging
+
+    from gateway.log import EVENT_KEY, JsonFormatter
+
+    record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "request", None, None)
+    setattr(record, EVENT_KEY, {"client_subject": "CN=a\u2028b\u2029c\u0085d\r\ne"})
+    line = JsonFormatter().format(record)
+    assert not any(c in line for c in "\u2028\u2029\u0085\r\n")
+    assert json.loads(line)["client_subject"] == "CN=a\u2028b\u2029c\u0085d\r\ne"
