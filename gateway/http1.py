@@ -189,8 +189,12 @@ class Request:
                 self.transfer_encoding += (value,)
             elif lower == "connection":
                 self.connection += (value,)
-        if length is not None and length.isdigit():
-            self.content_length = int(length)
+        if length is not None:
+            # the value as llhttp framed the body: optional whitespace around it is allowed
+            # (RFC 9110 5.5), and the body, the 413 check and the Upgrade rule go by it
+            length = length.strip(" \t")
+            if length.isascii() and length.isdigit():
+                self.content_length = int(length)
         if self.transfer_encoding:
             te = self.transfer_encoding[0]
             self.chunked = te.rsplit(",", 1)[-1].strip().lower() == "chunked"

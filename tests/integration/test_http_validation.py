@@ -301,3 +301,18 @@ def test_a_refusal_before_the_body_is_read_says_the_connection_closes(
         answer = tls.recv(65536)
     head = answer.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.1 400") and b"\r\nconnection: close" in head, head
+
+
+@pytest.mark.parametrize("length", ["5 ", " 5", "5\t"])
+def test_a_content_length_with_whitespace_is_the_length_the_gateway_acts_on(
+    gw: RunningGateway, pki: Path, length: str
+) -> None:
+    """RFC 9110 allows whitespace around a field value; the parser frames the body by it, so
+    the gateway must forward that body and apply its limits to that length."""
+    status, _, body = _raw(gw, pki, f"POST /a HTTP/1.1\r\n{H}Content-Length: {length}\r\n\r\nhello")
+    assert status == 200, body
+    assert json.loads(body)["body_bytes"] == 5
+    status, _, body = _raw(
+        gw, pki, f"POST /a HTTP/1.1\r\n{H}Content-Length: 200000000{length[-1]}\r\n\r\nx"
+    )
+    assert status == 413, body
