@@ -38,8 +38,20 @@ class ConnectTimeout(Exception):
     """No connection within the connect timeout."""
 
 
+# An upstream answer's head, held to aiohttp's client limits: a status line or field of at
+# most 8190 bytes, at most 128 fields (trailers alike). The head's bytes are counted as they
+# arrive, so an endless field costs at most MAX_HEAD of memory before the 502.
+MAX_LINE = 8190
+MAX_FIELDS = 128
+MAX_HEAD = MAX_FIELDS * (MAX_LINE + 4) + MAX_LINE
+
+
 class _NoBody(Exception):
     """Stops the parser after the headers of a response that has no body (HEAD)."""
+
+
+class _Surplus(Exception):
+    """Stops the parser at a message that follows the complete answer of an exchange."""
 
 
 class Chunks(Protocol):
@@ -121,8 +133,11 @@ class Connection(FlowControl):
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
         self._headers_done = False
+        self._head_bytes = 0  # of the head being read
         self._chunked = False
         self._keep_alive = False
+        self._answered = False  # the exchange's final answer is complete
+        self._surplus = False  # bytes came beyond it: the connection is never reused
         self._body_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ transport events
@@ -131,10 +146,24 @@ class Connection(FlowControl):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def data_received(self, data: bytes) -> None:
+        if self._waiter is None and self._response is None:
+            # nothing was asked (idle in the pool): these bytes would be taken for the answer
+            # to the next client's request
+            self._surplus = True
+            self.close()
+            return
+        if not self._headers_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._broken(BadResponse(f"response head over {MAX_HEAD} bytes"))
+                return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if not isinstance(exc.__context__, _NoBody):
+            if isinstance(exc.__context__, _Surplus):
+                self._surplus = True  # the answer stands; the connection goes when it ends
+                self._keep_alive = False
+            elif not isinstance(exc.__context__, _NoBody):
                 self._broken(BadResponse(str(exc.__context__ or exc)))
                 return
         except httptools.HttpParserError as exc:
@@ -192,19 +221,31 @@ class Connection(FlowControl):
     # ------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        if self._answered:
+            raise _Surplus()
         self._headers = []
         self._headers_done = False
+        self._head_bytes = 0
         self._chunked = False
 
     def on_status(self, status: bytes) -> None:
+        if len(status) > MAX_LINE:
+            raise BadResponse(f"status line over {MAX_LINE} bytes")
         self._reason = status
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) > MAX_LINE:
+            raise BadResponse(f"field {name[:64]!r} over {MAX_LINE} bytes")
         pair = (name.decode("latin-1"), value.decode("latin-1"))
         if self._headers_done:
             if self._response is not None:
-                self._response.trailers.append(pair)
+                trailers = self._response.trailers
+                if len(trailers) >= MAX_FIELDS:
+                    raise BadResponse(f"more than {MAX_FIELDS} trailer fields")
+                trailers.append(pair)
             return
+        if len(self._headers) >= MAX_FIELDS:
+            raise BadResponse(f"more than {MAX_FIELDS} fields")
         self._headers.append(pair)
 
     def on_headers_complete(self) -> None:
@@ -242,6 +283,7 @@ class Connection(FlowControl):
         if self._parser.get_status_code() < 200:
             return
         self._keep_alive = self._parser.should_keep_alive()
+        self._answered = True
         if self._response is not None:
             self._response.body.feed_eof()
 
@@ -254,6 +296,7 @@ class Connection(FlowControl):
         self._response = None
         self._expect_body = expect_body
         self._keep_alive = False
+        self._answered = False
         self.transport.write(head + body if body else head)
 
     def stream_body(
@@ -287,7 +330,7 @@ class Connection(FlowControl):
 
     def finished(self, response: UpstreamResponse) -> None:
         task = self._body_task
-        reuse = response.complete and self._keep_alive and not self.closed
+        reuse = response.complete and self._keep_alive and not self._surplus and not self.closed
         if task is not None:
             self._body_task = None
             if not task.done():

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.harness import GatewayProcess, request, sample, scrape, write_config
@@ -77,8 +78,13 @@ class ScriptedUpstream:
                     owner.requests.append(f"{method} {target}")
                     owner.bodies.append(body)
                 data, close = answer(method, target)
-                self.wfile.write(data)
+                now, _, later = data.partition(LATER)
+                self.wfile.write(now)
                 self.wfile.flush()
+                if later:  # bytes the connection carries a moment after the answer
+                    time.sleep(0.3)
+                    self.wfile.write(later)
+                    self.wfile.flush()
                 return not close
 
         self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
@@ -93,6 +99,9 @@ class ScriptedUpstream:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+LATER = b"\0later\0"  # in an answer: what follows is written 0.3 s after what precedes
 
 
 def _ok(body: bytes = b"hello", extra: str = "") -> bytes:
@@ -448,3 +457,60 @@ def test_an_answer_keeps_the_upstreams_date_and_gets_one_when_it_has_none(
             assert parsedate_to_datetime(dates[0]).year >= 2025
         finally:
             conn.close()
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        _ok(b"ok") + b"HTTP/1.1 302 Found\r\nLocation: /evil\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 204 No Content\r\n\r\n" + _ok(b"a second answer"),
+        _ok(b"ok") + b"HTTP/1.1 302 Fo",  # the start of another answer
+        _ok(b"ok") + LATER + b"HTTP/1.1 302 Found\r\nLocation: /evil\r\nContent-Length: 0\r\n\r\n",
+    ],
+    ids=["a whole second answer", "an answer after a 204", "a partial answer", "bytes while idle"],
+)
+def test_bytes_beyond_an_answer_never_reach_another_client(
+    tmp_path: Path, pki: Path, first: bytes
+) -> None:
+    """An upstream connection that carries one byte more than the answer to its request is
+    closed, never reused: those bytes would be the next client's answer."""
+
+    def answer(method: str, path: str) -> tuple[bytes, bool]:
+        return (first if path == "/first" else _ok(f"fresh {path}".encode())), False
+
+    with _gateway(tmp_path, pki, answer) as gw:
+        reply = request(gw.port, "/first", pki)
+        assert reply.status in (200, 204), reply.body
+        time.sleep(0.6)  # the late bytes arrive while the connection is idle in the pool
+        for i in range(3):
+            after = request(gw.port, f"/next/{i}", pki)
+            assert (after.status, after.body) == (200, f"fresh /next/{i}".encode())
+        assert gw.upstream.connections == 2  # a fresh one after the tainted one
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 9000 + b"\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-F%d: v\r\n" % i for i in range(200)) + b"\r\n",
+        b"HTTP/1.1 200 " + b"O" * 9000 + b"\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Endless: " + b"a" * (4 * 1024 * 1024),  # and no end
+    ],
+    ids=[
+        "a field over 8190 bytes",
+        "200 fields",
+        "a status line over 8190 bytes",
+        "an endless field",
+    ],
+)
+def test_an_answer_head_over_the_limits_is_502_bad_response(
+    tmp_path: Path, pki: Path, head: bytes
+) -> None:
+    """aiohttp's client limits, enforced as the bytes arrive: an endless field is cut at about
+    1 MiB, long before the header deadline."""
+    with _gateway(tmp_path, pki, lambda m, p: (head, True)) as gw:
+        started = time.monotonic()
+        reply = request(gw.port, "/big", pki)
+        assert reply.status == 502 and reply.json()["error"] == "upstream_unavailable"
+        assert time.monotonic() - started < 5
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="bad_response") == 1
