@@ -13,7 +13,14 @@ from typing import Any, Protocol, cast
 from gateway.bytestream import expire
 from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.deadlines import Deadlines
-from gateway.errors import NoHealthyTarget, PayloadTooLarge, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    BadRequest,
+    DownstreamError,
+    NoHealthyTarget,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.headers import DEFAULT_RULES, HeaderRules, response_drop
 from gateway.health import HealthChecker
 from gateway.http1 import Body, Request, Response, StreamResponse
@@ -351,9 +358,9 @@ class Upstream:
         data: Any = None
         replayable = True
         if request.body_exists:
+            if not request.complete and request.headers.get("Expect", "").lower() == "100-continue":
+                request.send_continue()  # routed and allowed: the client may send its body now
             data, replayable = await self._body(request, body_limit)
-            if request.headers.get("Expect", "").lower() == "100-continue":
-                request.send_continue()
         self.inflight += 1
         self._budget.request()
         ex = _Exchange(
@@ -410,6 +417,7 @@ class Upstream:
         started = time.perf_counter()
         request = ex.request
         target.inflight += 1
+        conn: Connection | None = None
         try:
             try:
                 wait, kind = ex.stage(ex.limits.connect, "connect")
@@ -450,6 +458,8 @@ class Upstream:
                     timer.cancel()
                     ex.pending = None
             except Exception as exc:
+                if conn is not None and conn.client_fault is not None:
+                    raise _client_fault(conn.client_fault) from None
                 raise self._failure(target, ex, exc) from None
             headers_after = self._headers_in(target, upstream, started)
             try:
@@ -669,6 +679,14 @@ class Upstream:
             return out
         self.count("ok")
         return out
+
+
+def _client_fault(exc: Exception) -> DownstreamError:
+    """The client's body failed while it streamed upstream: a 4xx of the client's own, never
+    an upstream failure (no retry, no passive ejection, no upstream_requests_total)."""
+    if isinstance(exc, DownstreamError):
+        return exc  # e.g. the body went over max_request_body: 413
+    return BadRequest(f"the request body failed while it was forwarded: {exc}")
 
 
 def _response_headers(

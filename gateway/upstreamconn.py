@@ -138,6 +138,10 @@ class Connection(FlowControl):
         self._keep_alive = False
         self._answered = False  # the exchange's final answer is complete
         self._surplus = False  # bytes came beyond it: the connection is never reused
+        # the client's body failed (malformed, over its limit, the client gone): the upstream
+        # connection was closed for it, and the exchange's failure is the client's, not the
+        # upstream's
+        self.client_fault: Exception | None = None
         self._body_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ transport events
@@ -315,7 +319,14 @@ class Connection(FlowControl):
     ) -> None:
         assert self.transport is not None
         try:
-            while piece := await body.readany():
+            while True:
+                try:
+                    piece = await body.readany()
+                except Exception as exc:
+                    self.client_fault = exc
+                    raise
+                if not piece:
+                    break
                 self.transport.write(chunk(piece) if chunked else piece)
                 await self.drain()
                 if self.closed:

@@ -316,3 +316,18 @@ def test_a_content_length_with_whitespace_is_the_length_the_gateway_acts_on(
         gw, pki, f"POST /a HTTP/1.1\r\n{H}Content-Length: 200000000{length[-1]}\r\n\r\nx"
     )
     assert status == 413, body
+
+
+def test_expect_100_continue_is_answered_before_the_body(gw: RunningGateway, pki: Path) -> None:
+    """A client that asks first gets `100 Continue` at once (it was routed and allowed), not
+    after it gave up waiting and sent the body anyway."""
+    with _tls(gw.port, pki) as tls:
+        tls.settimeout(2)
+        tls.sendall(
+            f"POST /a HTTP/1.1\r\n{H}Content-Length: 5\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        interim = tls.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        tls.sendall(b"hello")
+        status, _, body = _read_response(tls)
+    assert status == 200 and json.loads(body)["body_bytes"] == 5

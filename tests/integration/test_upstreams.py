@@ -23,6 +23,7 @@ from tests.harness import (
     EchoServer,
     RunningGateway,
     base_config,
+    client_context,
     free_port,
     request,
     running,
@@ -445,3 +446,43 @@ def test_connect_timeout_is_504_with_kind_connect(
         if r.getMessage() == "upstream error"
     ]
     assert kinds == ["connect"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["malformed chunk", "client gone mid-upload", "body over the route's limit"],
+)
+def test_a_clients_failing_upload_is_the_clients_fault_not_the_upstreams(
+    pki: Path, fault: str
+) -> None:
+    """A client whose streamed body fails never counts against the upstream: no reset in
+    upstream_requests_total, no passive ejection of a healthy target, and another client is
+    served throughout; the client itself gets its 4xx where it is still there to read it."""
+    with echoes(1) as (good,):
+        upstream = {"url": f"http://127.0.0.1:{good.port}", "passive": {"consecutive_failures": 2}}
+        with _gateway(pki, upstream, max_request_body="64KiB") as gw:
+            for _ in range(4):  # more than enough failures to eject the target, were they counted
+                with (
+                    socket.create_connection(("127.0.0.1", gw.port)) as raw,
+                    client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
+                ):
+                    tls.settimeout(5)
+                    tls.sendall(
+                        b"POST /up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"5\r\nhello\r\n"
+                    )
+                    time.sleep(0.1)  # the head went upstream, the body streams
+                    if fault == "malformed chunk":
+                        tls.sendall(b"zz\r\nnot a chunk\r\n")
+                    elif fault == "body over the route's limit":
+                        tls.sendall(b"10000\r\n" + b"x" * 0x10000 + b"\r\n" * 2)
+                    if fault != "client gone mid-upload":
+                        answer = tls.recv(65536)
+                        assert answer.split(b" ", 2)[1] in (b"400", b"413"), answer[:200]
+                time.sleep(0.1)
+                assert request(gw.port, "/other-client", pki).status == 200
+            m = gw.metrics()
+            assert sample(m, UP, upstream="svc", outcome="reset") == 0
+            assert sample(m, UP, upstream="svc", outcome="bad_response") == 0
+            assert sample(m, "mtls_gateway_upstream_target_healthy", upstream="svc",
+                          target=f"http://127.0.0.1:{good.port}") == 1  # fmt: skip
