@@ -97,6 +97,14 @@ class Misdirected(DownstreamError):
     code = "misdirected_request"
 
 
+class ClientClosed(DownstreamError):
+    """The client left before its answer (nginx's 499): nobody reads the answer; it is counted
+    and logged as the client's outcome, never as the upstream's."""
+
+    status = 499
+    code = "client_closed_request"
+
+
 class UpstreamError(HttpError):
     """The upstream is at fault (502/504)."""
 

@@ -137,6 +137,7 @@ class Request:
         "keep_alive",
         "method",
         "names",
+        "on_gone",
         "protocol",
         "raw_path",
         "trailers",
@@ -166,6 +167,9 @@ class Request:
         self._content: Body | None = None  # made on first use: most requests have no body
         self.trailers: list[tuple[str, str]] = []
         self.complete = False
+        # called if the client leaves while this request is being answered: ends the upstream
+        # exchange (set by the proxy while one is open)
+        self.on_gone: Callable[[], None] | None = None
         self.chunked = False
         self.content_length: int | None = None
         self.host: str | None = None  # the first Host field
@@ -406,6 +410,7 @@ class Http1Connection(FlowControl):
         # answering
         self._queue: deque[Request | _Refused] = deque()
         self._busy = False
+        self._serving: Request | None = None  # handed to the pipeline, not answered yet
         self._closing = False  # no new requests: close after the current answer
         self._refused = False  # the parser refused a request: nothing after it is read
         self.deadline = 0.0
@@ -452,6 +457,10 @@ class Http1Connection(FlowControl):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.deadline_kind = None
+        serving, self._serving = self._serving, None
+        if serving is not None and serving.on_gone is not None:
+            gone, serving.on_gone = serving.on_gone, None
+            gone()
         if self._parsing is not None:
             self._parsing.content.fail(ConnectionResetError("the client closed the connection"))
         self._wake_drain()
@@ -608,6 +617,7 @@ class Http1Connection(FlowControl):
         self._loop.call_soon(self._handle, item)
 
     def _handle(self, item: Request) -> None:
+        self._serving = item
         try:
             pending = self._server.handler(item)
         except Exception:  # the pipeline answers its own errors: this is a bug
@@ -660,6 +670,7 @@ class Http1Connection(FlowControl):
 
     def _done(self, request: Request, keep_alive: bool) -> None:
         self._busy = False
+        self._serving = None
         if self.closed or self.transport is None:
             return
         if not keep_alive or not request.complete or not self.keeps_alive(request):

@@ -15,6 +15,7 @@ from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.deadlines import Deadlines
 from gateway.errors import (
     BadRequest,
+    ClientClosed,
     DownstreamError,
     NoHealthyTarget,
     PayloadTooLarge,
@@ -431,6 +432,10 @@ class Upstream:
                     raise  # an OSError too, but a TLS failure, not a refused connection
                 except OSError as exc:
                     raise _ConnectFailed(exc) from None
+                if request.protocol.closed:  # left while the connection was being found
+                    target.pool.release(conn, reuse=True)
+                    raise ClientClosed("the client left before the request was sent")
+                request.on_gone = conn.close  # the client leaving ends the exchange upstream
                 data = ex.data
                 streamed = data is not None and not isinstance(data, bytes)
                 ex.pending = pending = conn.loop.create_future()
@@ -458,6 +463,9 @@ class Upstream:
                     timer.cancel()
                     ex.pending = None
             except Exception as exc:
+                request.on_gone = None
+                if request.protocol.closed:
+                    raise ClientClosed("the client left before the answer") from None
                 if conn is not None and conn.client_fault is not None:
                     raise _client_fault(conn.client_fault) from None
                 raise self._failure(target, ex, exc) from None
@@ -465,6 +473,7 @@ class Upstream:
             try:
                 return await self._relay(ex, upstream), headers_after
             finally:
+                request.on_gone = None  # before the connection may serve another client
                 upstream.release()
         finally:
             target.inflight -= 1
@@ -516,6 +525,7 @@ class Upstream:
         assert target is not None
         ex.target = target
         ex.conn = conn
+        request.on_gone = conn.close  # the client leaving ends the exchange upstream
         ex.tried.append(target)
         target.inflight += 1
         wait, ex.kind = ex.stage(limits.headers, "headers")
@@ -535,6 +545,7 @@ class Upstream:
             ex.conn = None
             asyncio.get_running_loop().create_task(self._relay_later(ex, upstream, headers_after))
             return
+        ex.request.on_gone = None
         upstream.release()
         self._ended(ex)
         ex.finish.done(whole, headers_after)
@@ -547,6 +558,7 @@ class Upstream:
             try:
                 answer = await self._relay(ex, upstream)
             finally:
+                ex.request.on_gone = None  # before the connection may serve another client
                 upstream.release()
                 self._ended(ex)
         except Exception as exc:  # a gateway bug: the pipeline logs it
@@ -570,6 +582,11 @@ class Upstream:
             ex.conn.close()
         ex.conn = None
         ex.target.inflight -= 1
+        ex.request.on_gone = None
+        if ex.request.protocol.closed:  # the client left: its own outcome, not the upstream's
+            self.inflight -= 1
+            ex.finish.failed(ClientClosed("the client left before the answer"))
+            return
         failure = self._failure(ex.target, ex, cast(Exception, exc))
         if isinstance(failure, _Retryable):
             self.count(failure.outcome)
@@ -664,6 +681,10 @@ class Upstream:
                 await out.write(chunk)
             await out.write_eof([(k, v) for k, v in upstream.trailers if k.lower() not in drop])
         except (TimeoutError, ConnectionLost, BadResponse) as exc:
+            if request.protocol.closed:  # the client left: its leaving ended the upstream read
+                out.force_close()
+                out.finished = True
+                return out
             # Headers are gone already: the only honest signal left is to cut the connection.
             if not isinstance(exc, TimeoutError):
                 kind = "reset"

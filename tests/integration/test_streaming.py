@@ -118,3 +118,61 @@ def test_expect_100_continue_and_chunked_upload_with_curl(tmp_path: Path, pki: P
     expected = hashlib.sha256(payload.read_bytes()).hexdigest()
     assert json.loads(out.stdout)["body_sha256"] == expected
     assert json.loads(chunked.stdout)["body_sha256"] == expected
+
+
+def test_a_client_that_leaves_ends_its_upstream_exchange(pki: Path) -> None:
+    """Three clients open an endless stream and leave after 1 KiB: within a second the upstream
+    stops writing (its connections are closed), nothing counts as an upstream failure, and the
+    gateway serves on."""
+    import asyncio
+    import socket
+
+    from aiohttp import web
+
+    from tests.harness import base_config, request, running, sample
+
+    state = {"open": 0, "sent": 0}
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        state["open"] += 1
+        try:
+            while True:
+                await resp.write(b"data: " + b"x" * 4096 + b"\n\n")
+                state["sent"] += 4104
+                await asyncio.sleep(0.01)
+        except (ConnectionError, RuntimeError):
+            pass  # the gateway closed the connection: the client is gone
+        finally:
+            state["open"] -= 1
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/events", endless)
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_route("*", "/{tail:.*}", ok)
+    with EchoServer(app=app) as up, running(lambda _: base_config(pki, up.port), pki) as gw:
+        for _ in range(3):
+            with (
+                socket.create_connection(("127.0.0.1", gw.port)) as raw,
+                client_context(pki).wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                tls.sendall(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                got = b""
+                while len(got) < 1024:
+                    got += tls.recv(65536)
+        deadline = time.monotonic() + 1.5
+        while state["open"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state["open"] == 0, "the upstream still streams to clients that left"
+        sent = state["sent"]
+        time.sleep(0.3)
+        assert state["sent"] == sent
+        m = gw.metrics()
+        up_total = "mtls_gateway_upstream_requests_total"
+        assert sample(m, up_total, upstream="echo", outcome="reset") == 0
+        assert request(gw.port, "/still-here", pki).status == 200
