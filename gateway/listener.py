@@ -357,7 +357,7 @@ class Listener:
         if started is None:  # aborted by stop_accepting: not the client's doing
             return
         if exc is not None:
-            self._failed(classify(exc), addr, sni, type(exc).__name__)
+            self._failed(classify(exc), addr, sni, type(exc).__name__, transport)
             return
         info = self.server.conns.get(cast(Http1Connection, transport.get_protocol()))
         if info is not None and info.gate is not None:  # post-handshake checks: strict, OCSP
@@ -378,8 +378,11 @@ class Listener:
             return
         failure = gate.result()
         if failure is not None:
+            info = self.server.conns.get(cast(Http1Connection, transport.get_protocol()))
+            self._failed(
+                failure, addr, sni, "post_handshake", transport, info.identity if info else None
+            )
             transport.abort()
-            self._failed(failure, addr, sni, "post_handshake")
         else:
             self._succeeded(started, transport)
 
@@ -390,22 +393,43 @@ class Listener:
         self._duration.observe(time.perf_counter() - started)
         self._activity.handshake(self.name, "ok")
 
-    def _failed(self, failure: Failure, addr: Any, sni: str | None, error_type: str) -> None:
+    def _failed(
+        self,
+        failure: Failure,
+        addr: Any,
+        sni: str | None,
+        error_type: str,
+        transport: TlsTransport | None = None,
+        identity: Identity | None = None,
+    ) -> None:
+        """Counted, shown on the status page and logged with what identifies the client: its
+        address (`peer` as in access lines, and `peer_port`), the TLS version and cipher when
+        they were agreed, and the certificate when the gateway saw it (post-handshake checks:
+        strict profile, OCSP). A certificate OpenSSL rejected inside the handshake is not
+        available to Python's ssl module: `detail` then carries OpenSSL's verify message."""
         self._metrics.tls_handshakes.labels(self.name, failure.reason.value).inc()
         peer = f"{addr[0]}:{addr[1]}" if addr else ""
         self._activity.handshake(self.name, failure.reason.value, peer, failure.detail)
-        tls_log.info(
-            "tls handshake failed",
-            extra=event(
-                listener=self.name,
-                peer=peer,
-                sni=sni,
-                reason=failure.reason.value,
-                verify_code=failure.verify_code,
-                detail=failure.detail,
-                error_type=error_type,
-            ),
-        )
+        fields: dict[str, Any] = {
+            "listener": self.name,
+            "peer": addr[0] if addr else "",
+            "peer_port": addr[1] if addr else None,
+            "sni": sni,
+            "reason": failure.reason.value,
+            "verify_code": failure.verify_code,
+            "detail": failure.detail,
+            "error_type": error_type,
+        }
+        if transport is not None:
+            fields.update(_tls_fields(transport))
+        if identity is not None:
+            fields.update(
+                client_subject=identity.subject,
+                client_issuer=identity.issuer,
+                client_serial=identity.serial,
+                client_sha256=identity.sha256,
+            )
+        tls_log.info("tls handshake failed", extra=event(**fields))
 
     async def stop_accepting(self) -> None:
         """Close the listening socket and abort the handshakes still running."""
@@ -424,3 +448,14 @@ class Listener:
         self._handshakes.clear()
         for transport in running:
             transport.abort()
+
+
+def _tls_fields(transport: TlsTransport) -> dict[str, str | None]:
+    """The TLS version and cipher a failed handshake had agreed on, if it got that far."""
+    sslobj = transport.get_extra_info("ssl_object")
+    try:
+        version = sslobj.version() if sslobj is not None else None
+        cipher = sslobj.cipher() if sslobj is not None else None
+    except (ValueError, ssl.SSLError):
+        return {}
+    return {"tls_version": version, "cipher": cipher[0] if cipher else None}

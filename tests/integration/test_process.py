@@ -206,11 +206,10 @@ def test_run_serves_curl_and_openssl(tmp_path: Path, pki: Path) -> None:
     assert len(access["client_sha256"]) == 64 and len(access["request_id"]) == 16
     assert access["duration_ms"] >= access["upstream_ms"] > 0
     failed = next(e for e in lines if e["msg"] == "tls handshake failed")
-    assert (
-        failed["reason"] == "expired"
-        and failed["sni"] == "localhost"
-        and failed["peer"].startswith("127.0.0.1:")
-    )
+    assert failed["reason"] == "expired" and failed["sni"] == "localhost"
+    assert failed["peer"] == access["peer"] == "127.0.0.1"  # one format everywhere
+    assert failed["peer_port"] > 0
+    assert "tls_version" in failed  # null here: OpenSSL failed the handshake before agreeing
 
 
 def test_admin_endpoints(tmp_path: Path, pki: Path) -> None:

@@ -86,3 +86,34 @@ def test_profile_rule_at_the_handshake(
     else:
         assert (result == "ok") == openssl_accepts
     assert (predicted.reason or "ok") == result, predicted.steps
+
+
+def test_a_rejection_after_the_handshake_names_the_client(crafted: Path, pki: Path) -> None:
+    """The strict profile's rejection is logged with the certificate it saw and the TLS
+    version and cipher agreed, so the client can be identified from the log line alone."""
+    import logging
+
+    from cryptography import x509
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("gateway.tls")
+    keep, old = Keep(logging.INFO), logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(keep)
+    try:
+        with running(lambda port: base_config(pki, port, verify_profile="strict"), pki) as gw:
+            assert _outcome(gw, crafted, "leaf-is-ca") == "bad_cert"
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(old)
+    (line,) = [r.event for r in records if r.getMessage() == "tls handshake failed"]  # type: ignore[attr-defined]
+    cert = x509.load_pem_x509_certificate((crafted / "leaf-is-ca.pem").read_bytes())
+    assert line["client_serial"] == f"{cert.serial_number:x}"
+    assert line["client_subject"] and line["client_issuer"] and len(line["client_sha256"]) == 64
+    assert line["tls_version"] in ("TLSv1.2", "TLSv1.3") and line["cipher"]
+    assert line["peer"] == "127.0.0.1" and line["peer_port"] > 0
