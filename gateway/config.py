@@ -103,6 +103,11 @@ class TlsConfig(Model):
     handshake_timeout: Duration = Field(
         default=10.0, description="drop a client that has not finished the handshake by then"
     )
+    client_hello_timeout: Duration = Field(
+        default=3.0,
+        description="drop a connection that has not sent a byte by then (a TCP connection "
+        "that never says hello holds a handshake slot for nothing)",
+    )
     crl: tuple[CrlSource, ...] = Field(
         default=(), description="CRL files (PEM/DER) or {url, cache, refresh} entries"
     )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import _ssl
 import asyncio
+import contextlib
 import errno
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -168,6 +170,7 @@ class Listener:
         self.bind = bind
         self._context = context
         self.handshake_timeout = handshake_timeout  # updated in place by a reload
+        self.client_hello_timeout = handshake_timeout  # likewise (server sets the config's)
         self.server = server
         server.on_close = self._capacity_back
         self._metrics = metrics
@@ -176,6 +179,9 @@ class Listener:
         self._paused: str | None = None  # the limit that stopped accepting
         self._retry: asyncio.TimerHandle | None = None
         self._handshakes: dict[TlsTransport, float] = {}  # running, with their start time
+        # the running handshakes by client address, oldest first: when the listener is full, the
+        # address holding the most gives its oldest back, so one source cannot hold every slot
+        self._by_addr: dict[str, deque[TlsTransport]] = {}
         self._opening: set[asyncio.Task[Any]] = set()  # transports being made
         tally = metrics.tally
         self._ok = tally.counter(metrics.tls_handshakes.labels(name, "ok"))
@@ -269,6 +275,8 @@ class Listener:
             return
         for _ in range(64):  # then let other work run; the socket stays ready
             full = self._full()
+            if full == "handshakes" and self._evict():
+                full = self._full()
             if full is not None:
                 if self._paused is None:
                     self._metrics.limits_hit.labels(self.name, full).inc()
@@ -330,8 +338,10 @@ class Listener:
             self.server,
             partial(self._handshake_done, addr),
             self.handshake_timeout,
+            self.client_hello_timeout,
         )
         self._handshakes[transport] = started
+        self._by_addr.setdefault(_ip(addr), deque()).append(transport)
         made.append(transport)
         return transport
 
@@ -343,7 +353,8 @@ class Listener:
         if task.cancelled() or exc is not None:
             conn.close()  # no-op if a transport took the socket; else it would leak
             for transport in made:
-                self._handshakes.pop(transport, None)
+                if self._handshakes.pop(transport, None) is not None:
+                    self._forget(addr, transport)
             if exc is not None:
                 self._failed(classify(exc), addr, None, type(exc).__name__)
         self._capacity_back()
@@ -352,6 +363,8 @@ class Listener:
         self, addr: Any, transport: TlsTransport, exc: BaseException | None
     ) -> None:
         started = self._handshakes.pop(transport, None)
+        if started is not None:
+            self._forget(addr, transport)
         self._capacity_back()
         sni = transport.get_extra_info("sni")
         if started is None:  # aborted by stop_accepting: not the client's doing
@@ -385,6 +398,29 @@ class Listener:
             transport.abort()
         else:
             self._succeeded(started, transport)
+
+    def _forget(self, addr: Any, transport: TlsTransport) -> None:
+        ip = _ip(addr)
+        running = self._by_addr.get(ip)
+        if running is not None:
+            with contextlib.suppress(ValueError):
+                running.remove(transport)
+            if not running:
+                del self._by_addr[ip]
+
+    def _evict(self) -> bool:
+        """Full on handshakes: the address holding the most gives back its oldest handshake
+        that has not sent a byte (else its oldest), when it holds more than one. True when a
+        slot was freed."""
+        if not self._by_addr:
+            return False
+        heaviest = max(self._by_addr.values(), key=len)
+        if len(heaviest) < 2:
+            return False
+        victim = next((t for t in heaviest if not t.said_hello), heaviest[0])
+        self._metrics.limits_hit.labels(self.name, "handshakes_per_address").inc()
+        victim.evict()
+        return True
 
     def _succeeded(self, started: float, transport: TlsTransport) -> None:
         self._ok.inc()
@@ -459,3 +495,7 @@ def _tls_fields(transport: TlsTransport) -> dict[str, str | None]:
     except (ValueError, ssl.SSLError):
         return {}
     return {"tls_version": version, "cipher": cipher[0] if cipher else None}
+
+
+def _ip(addr: Any) -> str:
+    return str(addr[0]) if addr else ""

@@ -168,6 +168,7 @@ class Gateway:
             self.metrics,
             self.activity,
         )
+        listener.client_hello_timeout = lst.tls.client_hello_timeout
         listener.apply_limits(lst.limits)
         try:
             listener.open()
@@ -325,6 +326,7 @@ class Gateway:
                 self._spawn(self._retire_listener(listener), f"retire-{name}")
             else:
                 listener.handshake_timeout = lst.tls.handshake_timeout
+                listener.client_hello_timeout = lst.tls.client_hello_timeout
                 listener.apply_limits(lst.limits)
         for listener in opened:
             self._listeners[listener.name] = listener

@@ -43,6 +43,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         app_factory: Callable[[], asyncio.Protocol],
         on_handshake: HandshakeDone,
         timeout: float,
+        first_byte_timeout: float | None = None,
     ) -> None:
         super().__init__()
         self._ssl = sslobj
@@ -55,6 +56,8 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._app: asyncio.Protocol | None = None  # made once the handshake succeeded
         self._on_handshake: HandshakeDone | None = on_handshake  # None once reported
         self._timeout = timeout
+        self._first_byte_timeout = min(timeout, first_byte_timeout or timeout)
+        self.said_hello = False  # a byte has come from the client
         self._timer: asyncio.TimerHandle | None = None
         self._raw: asyncio.Transport | None = None
         # made inside the loop (by the listener's accept); asking for it per write would cost
@@ -123,13 +126,30 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
 
     def _handshake_timed_out(self) -> None:
         self._timer = None
-        self._handshake_failed(TimeoutError("handshake timed out"), linger=False)
+        self._handshake_failed(
+            TimeoutError(
+                "handshake timed out" if self.said_hello else "no ClientHello in time (not a byte)"
+            ),
+            linger=False,
+        )
+
+    def evict(self) -> None:
+        """Give the handshake slot back (the listener is full and this address holds the most
+        of them): the connection is dropped, reported as timed out."""
+        if self._app is None and not self._closing:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._handshake_failed(
+                TimeoutError("handshake slot taken back (the listener was full)"), linger=False
+            )
 
     # ------------------------------------------------------------ the raw (TCP) side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._raw = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self._timer = self._loop.call_later(self._timeout, self._handshake_timed_out)
+        self._started = self._loop.time()
+        self._timer = self._loop.call_later(self._first_byte_timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -137,8 +157,14 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._in.write(data)
         if self._app is not None:
             self._deliver()
-        else:
-            self._handshake_step()
+            return
+        if not self.said_hello:
+            self.said_hello = True
+            if self._timer is not None and self._first_byte_timeout < self._timeout:
+                self._timer.cancel()  # now the whole handshake_timeout, from the connection
+                left = self._timeout - (self._loop.time() - self._started)
+                self._timer = self._loop.call_later(max(left, 0.0), self._handshake_timed_out)
+        self._handshake_step()
 
     def eof_received(self) -> bool | None:
         if self._closing:

@@ -4,6 +4,7 @@ descriptors (EMFILE) is survived."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -155,3 +156,86 @@ def test_running_out_of_file_descriptors_is_survived(tmp_path: Path, pki: Path) 
                         raise
                     time.sleep(0.2)
             assert gw.proc is not None and gw.proc.poll() is None
+
+
+def _raise_fd_limit(want: int) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+
+
+def test_one_address_cannot_hold_every_handshake_slot(tmp_path: Path, pki: Path) -> None:
+    """2,000 connections from 127.0.0.2 that never say hello, against 512 handshake slots: a
+    client from 127.0.0.3 is still served at once, as the crowded address gives its oldest
+    silent slots back."""
+    import http.client
+
+    _raise_fd_limit(4096)
+    with EchoServer() as echo:
+        path, port, admin = _config(tmp_path, pki, echo.port)
+        doc = yaml.safe_load(path.read_text())
+        doc["listeners"][0]["tls"]["client_hello_timeout"] = "30s"  # eviction alone, here
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin):
+            crowd: list[socket.socket] = []
+            try:
+                for _ in range(2000):
+                    s = socket.socket()
+                    s.bind(("127.0.0.2", 0))
+                    s.setblocking(False)
+                    with contextlib.suppress(BlockingIOError):
+                        s.connect(("127.0.0.1", port))
+                    crowd.append(s)
+                time.sleep(1.0)  # the listener fills up and starts giving slots back
+                ctx = client_context(pki)
+                latencies = []
+                for i in range(40):
+                    conn = http.client.HTTPSConnection(
+                        "localhost", port, context=ctx, timeout=10,
+                        source_address=("127.0.0.3", 0),
+                    )  # fmt: skip
+                    started = time.perf_counter()
+                    conn.request("GET", f"/fair/{i}")
+                    assert conn.getresponse().status == 200
+                    latencies.append(time.perf_counter() - started)
+                    conn.close()
+                latencies.sort()
+                p99 = latencies[int(len(latencies) * 0.99) - 1]
+                print(f"\n2000 silent connections from 127.0.0.2: a client from 127.0.0.3 "
+                      f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")  # fmt: skip
+                assert p99 < 0.100
+                hits = sample(
+                    scrape(admin), "mtls_gateway_limits_hit_total", listener="public",
+                    limit="handshakes_per_address",
+                )  # fmt: skip
+                assert hits > 0
+            finally:
+                for s in crowd:
+                    s.close()
+
+
+def test_a_connection_that_never_says_hello_is_dropped_early(tmp_path: Path, pki: Path) -> None:
+    """client_hello_timeout frees a silent connection's slot long before handshake_timeout; a
+    client that started its handshake keeps the whole handshake_timeout."""
+    with EchoServer() as echo:
+        path, port, admin = _config(tmp_path, pki, echo.port)
+        doc = yaml.safe_load(path.read_text())
+        doc["listeners"][0]["tls"]["client_hello_timeout"] = "500ms"
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin):
+            silent = socket.create_connection(("127.0.0.1", port))
+            started = socket.create_connection(("127.0.0.1", port))
+            started.sendall(b"\x16\x03\x01")  # the first bytes of a ClientHello
+            try:
+                silent.settimeout(5)
+                t0 = time.monotonic()
+                assert silent.recv(1) == b""  # closed by the gateway
+                assert 0.3 < time.monotonic() - t0 < 2.5
+                started.settimeout(1.5)
+                with pytest.raises(TimeoutError):
+                    started.recv(1)  # still waited for (handshake_timeout is 30s here)
+            finally:
+                silent.close()
+                started.close()

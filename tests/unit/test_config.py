@@ -71,7 +71,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     (
         "unknown key",
         lambda d: d["listeners"][0]["tls"].update(ciphers="ALL"),
-        "listeners[0].tls.ciphers: unknown key 'ciphers'; allowed keys here: cert, key, client_ca, client_auth, min_version, handshake_timeout, crl, allow_missing_crl, ocsp, verify_profile, expiry_warning, allow_readable_key, crl_warning, session_cache, session_timeout",
+        "listeners[0].tls.ciphers: unknown key 'ciphers'; allowed keys here: cert, key, client_ca, client_auth, min_version, handshake_timeout, client_hello_timeout, crl, allow_missing_crl, ocsp, verify_profile, expiry_warning, allow_readable_key, crl_warning, session_cache, session_timeout",
     ),
     (
         "unknown top-level key",
