@@ -240,7 +240,8 @@ class Connection(FlowControl):
     def on_header(self, name: bytes, value: bytes) -> None:
         if len(name) + len(value) > MAX_LINE:
             raise BadResponse(f"field {name[:64]!r} over {MAX_LINE} bytes")
-        pair = (name.decode("latin-1"), value.decode("latin-1"))
+        # as the bytes came: serialize_head encodes them back the same way, byte for byte
+        pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         if self._headers_done:
             if self._response is not None:
                 trailers = self._response.trailers
@@ -257,7 +258,7 @@ class Connection(FlowControl):
         self._headers_done = True
         if 100 <= status < 200:
             return  # 100 Continue and friends: the real answer follows
-        response = UpstreamResponse(self, status, self._reason.decode("latin-1"))
+        response = UpstreamResponse(self, status, self._reason.decode("utf-8", "surrogateescape"))
         response.headers = self._headers
         connection: list[str] = []
         for name, value in self._headers:

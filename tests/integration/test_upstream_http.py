@@ -514,3 +514,21 @@ def test_an_answer_head_over_the_limits_is_502_bad_response(
         assert reply.status == 502 and reply.json()["error"] == "upstream_unavailable"
         assert time.monotonic() - started < 5
         assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="bad_response") == 1
+
+
+def test_answer_header_bytes_pass_as_they_came(tmp_path: Path, pki: Path) -> None:
+    """Non-ASCII bytes in an answer's fields (UTF-8 or not) reach the client unchanged: a
+    filename="café" was decoded as latin-1 and re-encoded as UTF-8 (caf\\xc3\\x83\\xc2\\xa9)."""
+    utf8 = 'attachment; filename="café.txt"'.encode()
+    latin1 = b"caf\xe9"
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Disposition: " + utf8 + b"\r\nX-Raw: " + latin1
+        + b"\r\nContent-Length: 2\r\n\r\nok"
+    )  # fmt: skip
+    with _gateway(tmp_path, pki, lambda m, p: (answer, False)) as gw:
+        data = _raw_exchange(
+            gw.port, pki, b"GET /f HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nContent-Disposition: " + utf8 + b"\r\n" in head, head
+    assert b"\r\nX-Raw: " + latin1 + b"\r\n" in head, head
