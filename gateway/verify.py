@@ -171,7 +171,7 @@ def verify_chain(
         steps.append(
             Step("chain", True, " -> ".join(describe(c) for c in path) + " (trusted root)")
         )
-        _openssl_eku(path, steps)
+        _openssl_eku(path, steps, [_oid(e) for e in required_ekus])
         _key_level(path, steps)
         if crl_list is not None:
             _revocation(path, crl_list, anchors, at, steps)
@@ -221,9 +221,12 @@ def _build(
     raise _fail(R.BAD_CERT, "chain", f"chain longer than {MAX_DEPTH} certificates")
 
 
-def _openssl_eku(path: list[x509.Certificate], steps: list[Step]) -> None:
-    """OpenSSL's purpose check: a certificate that lists EKUs must list clientAuth, and the
-    leaf's keyUsage (when present) must allow signing or key agreement."""
+def _openssl_eku(
+    path: list[x509.Certificate], steps: list[Step], purposes: Sequence[x509.ObjectIdentifier]
+) -> None:
+    """OpenSSL's purpose check for the purposes asked for (the gateway's handshake: clientAuth):
+    a certificate that lists EKUs must list each of them, and the leaf's keyUsage (when
+    present) must allow signing or key agreement."""
     for cert in path[:-1]:
         try:
             ekus = _ekus(cert)
@@ -231,12 +234,14 @@ def _openssl_eku(path: list[x509.Certificate], steps: list[Step]) -> None:
             raise _fail(
                 R.BAD_CERT, "eku", f"{describe(cert)}: unreadable extension: {exc}"
             ) from None
-        if ekus is not None and ekus and CLIENT_AUTH not in ekus:
-            names = ", ".join(eku_name(e) for e in ekus)
+        missing = [p for p in purposes if ekus and p not in ekus]
+        if missing:
+            names = ", ".join(eku_name(e) for e in ekus or ())
             raise _fail(
                 R.BAD_EKU,
                 "eku",
-                f"{describe(cert)} lists extendedKeyUsage {names} without clientAuth",
+                f"{describe(cert)} lists extendedKeyUsage {names} without "
+                + ", ".join(eku_name(p) for p in missing),
             )
     try:
         usage = path[0].extensions.get_extension_for_class(x509.KeyUsage).value
@@ -247,7 +252,7 @@ def _openssl_eku(path: list[x509.Certificate], steps: list[Step]) -> None:
             R.BAD_EKU,
             "eku",
             f"{describe(path[0])} has a keyUsage without digitalSignature or keyAgreement: "
-            "unusable for TLS client authentication",
+            "unusable for TLS authentication",
         )
     ekus = _ekus(path[0])
     steps.append(

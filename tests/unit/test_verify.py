@@ -120,9 +120,11 @@ def test_required_ekus_in_strict_profile(pki: Path) -> None:
     data = _pem(pki, "client.pem")
     v = verify_chain(data, (), _pem(pki, "ca.pem"), required_ekus=["1.3.6.1.5.5.7.3.4"])
     assert v.reason == "bad_eku" and "emailProtection" in v.detail
-    assert verify_chain(
+    # the openssl profile checks the purposes asked for too (the gateway asks for clientAuth)
+    v = verify_chain(
         data, (), _pem(pki, "ca.pem"), required_ekus=["1.3.6.1.5.5.7.3.4"], profile="openssl"
-    ).ok
+    )
+    assert v.reason == "bad_eku" and "emailProtection" in v.detail
 
 
 def _chain_crls(pki: Path, revoke_intermediate: bool) -> list[x509.CertificateRevocationList]:
@@ -154,3 +156,23 @@ def test_without_a_crl_for_every_ca_only_the_leaf_is_checked(pki: Path) -> None:
     v = verify_chain(data, data, bundle, crls=_chain_crls(pki, True), profile="openssl")
     assert v.ok, v.steps
     assert any("only the leaf" in s.detail for s in v.steps), v.steps
+
+
+@pytest.mark.parametrize("profile", ["openssl", "strict"])
+def test_required_ekus_are_the_callers(pki: Path, profile: str) -> None:
+    """verify_chain checks the purposes it is asked for: the dev server certificate (serverAuth)
+    verifies as a server, and fails as a client."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    chain = _pem(pki, "server.pem")  # leaf + intermediate
+    ca = _pem(pki, "ca.pem")
+    as_server = verify_chain(
+        chain,
+        chain,
+        ca,
+        required_ekus=[ExtendedKeyUsageOID.SERVER_AUTH],
+        profile=profile,  # type: ignore[arg-type]
+    )
+    assert as_server.ok, as_server.steps
+    as_client = verify_chain(chain, chain, ca, profile=profile)  # type: ignore[arg-type]
+    assert as_client.reason == "bad_eku" and "clientAuth" in as_client.detail, as_client.steps
