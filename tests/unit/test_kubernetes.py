@@ -75,7 +75,11 @@ def test_deployment_matches_the_config_and_the_drain() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
     assert pod["terminationGracePeriodSeconds"] > pre_stop + cfg.shutdown_timeout
-    assert deploy["spec"]["replicas"] >= 2
+    assert "replicas" not in deploy["spec"], "the HPA owns the replica count"
+    assert _kind("HorizontalPodAutoscaler")["spec"]["minReplicas"] >= 2
+    # readiness is not tied to one upstream: with externalTrafficPolicy Local, one upstream
+    # down would take every pod out of the load balancer
+    assert cfg.admin is not None and cfg.admin.ready_requires_upstreams is False
     # every file the config names is on a mounted volume
     mounts = [m["mountPath"] for m in container["volumeMounts"]]
     lst = cfg.listeners[0]
@@ -103,3 +107,22 @@ def test_the_validator_catches_a_broken_manifest() -> None:
     deploy["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deploy, VERSION, strict=True)
+
+
+def test_only_the_monitoring_namespace_reaches_the_admin_port() -> None:
+    policy = _kind("NetworkPolicy")["spec"]
+    labels = _kind("Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    container = _kind("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    names = {p["name"] for p in container["ports"]}
+    by_port: dict[str, list[Any]] = {}
+    for rule in policy["ingress"]:
+        for port in rule["ports"]:
+            assert port["port"] in names
+            by_port.setdefault(port["port"], []).append(rule.get("from"))
+    assert by_port["https"] == [None]  # every client may try; mTLS decides
+    (admin_from,) = by_port["admin"]
+    assert admin_from == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
