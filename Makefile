@@ -11,7 +11,7 @@ LOG    := $(VENV)/install.log
 PIP    := $(BIN)/pip install --require-hashes --no-deps --disable-pip-version-check
 SELF   := MTLS_GATEWAY_COMPILE=0 $(BIN)/pip install --no-deps --no-build-isolation --disable-pip-version-check -e .
 
-.PHONY: install compile demo test test-plain differential lint unit certs schema e2e-browser soak bench ab \
+.PHONY: install compile demo test test-plain differential lint unit certs schema k8s-rules e2e-browser soak bench ab \
 	lock clean
 
 # what running the gateway needs, quietly: the full output goes to $(LOG), shown only on failure
@@ -95,6 +95,10 @@ lock: $(RUN)
 	    $$([ $$extra = dev ] && echo --extra dev) -o requirements/$$extra.lock || exit 1; \
 	done
 	$(MAKE) test
+
+# the PrometheusRule of deploy/kubernetes/prometheus-operator, from deploy/prometheus/alerts.yaml
+k8s-rules: $(RUN)
+	$(BIN)/python deploy/prometheus/prometheusrule.py
 
 schema: $(RUN)
 	$(BIN)/mtls-gateway schema > config/schema.json

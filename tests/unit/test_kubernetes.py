@@ -126,3 +126,38 @@ def test_only_the_monitoring_namespace_reaches_the_admin_port() -> None:
     assert admin_from == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ]
+
+
+OPERATOR = K8S / "prometheus-operator"
+
+
+def test_the_prometheusrule_is_generated_from_the_alert_rules() -> None:
+    """One source: deploy/prometheus/alerts.yaml (`make k8s-rules` regenerates the manifest)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "prometheusrule", K8S.parent / "prometheus" / "prometheusrule.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (OPERATOR / "prometheusrule.yaml").read_text() == module.render(), "run make k8s-rules"
+    rule = yaml.safe_load((OPERATOR / "prometheusrule.yaml").read_text())
+    alerts = yaml.safe_load((K8S.parent / "prometheus" / "alerts.yaml").read_text())
+    assert rule["kind"] == "PrometheusRule" and rule["spec"]["groups"] == alerts["groups"]
+
+
+def test_the_podmonitor_scrapes_the_admin_port_as_the_alerts_job() -> None:
+    monitor = yaml.safe_load((OPERATOR / "podmonitor.yaml").read_text())
+    pod = _kind("Deployment")["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    # the job label comes from the pod label jobLabel names: the job the alert rules expect
+    assert labels[monitor["spec"]["jobLabel"]] == "mtls-gateway"
+    alerts = (K8S.parent / "prometheus" / "alerts.yaml").read_text()
+    assert 'job="mtls-gateway"' in alerts
+    ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "admin" and "admin" in ports and endpoint["path"] == "/metrics"
+    listed = set(yaml.safe_load((OPERATOR / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in OPERATOR.glob("*.yaml")} - {"kustomization.yaml"}
