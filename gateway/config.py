@@ -159,6 +159,11 @@ class ListenerLimits(Model):
         default=8190, ge=256, le=1048576, description="bytes of one header line (431 beyond)"
     )
     max_headers: int = Field(default=100, ge=8, le=10000, description="header count (431 beyond)")
+    max_connection_age: Duration = Field(
+        default=3600.0,
+        description="a connection carries no request started after this: it bounds how long "
+        "the identity decision of one handshake lives",
+    )
     max_request_body: Size = Field(
         default=100 * 1024**2, description="request body bytes (413 beyond)"
     )

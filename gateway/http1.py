@@ -88,8 +88,10 @@ class Limits:
         max_request_line: int = 8190,
         max_header_size: int = 8190,
         max_headers: int = 100,
+        max_connection_age: float = 3600.0,
     ) -> None:
         self.listener = listener
+        self.max_connection_age = max_connection_age
         self.metrics = metrics
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
@@ -410,6 +412,7 @@ class Http1Connection(FlowControl):
         # answering
         self._queue: deque[Request | _Refused] = deque()
         self._busy = False
+        self._born = self._loop.time()
         self._serving: Request | None = None  # handed to the pipeline, not answered yet
         self._closing = False  # no new requests: close after the current answer
         self._refused = False  # the parser refused a request: nothing after it is read
@@ -485,8 +488,14 @@ class Http1Connection(FlowControl):
             self.transport.write(data)
 
     def keeps_alive(self, request: Request) -> bool:
-        """Whether the connection may carry another request after this one's answer."""
-        return request.keep_alive and not self._closing and not self._server.closing
+        """Whether the connection may carry another request after this one's answer: not past
+        max_connection_age, which bounds how long the identity decision of its handshake lives."""
+        return (
+            request.keep_alive
+            and not self._closing
+            and not self._server.closing
+            and self._loop.time() - self._born < self._limits.max_connection_age
+        )
 
     # ------------------------------------------------------------ deadlines (the sweeper fires them)
 
@@ -744,6 +753,12 @@ class Http1Connection(FlowControl):
     @property
     def idle(self) -> bool:
         return not self._busy and not self._queue and not self._in_head
+
+    def close_when_answered(self) -> None:
+        """No more requests: close now if idle, else after the answer in progress."""
+        self._closing = True
+        if self.idle:
+            self.close()
 
 
 def _internal_error() -> Response:

@@ -92,6 +92,7 @@ class ConnectionTracker(Http1Server):
             max_request_line=limits.max_request_line,
             max_header_size=limits.max_header_size,
             max_headers=limits.max_headers,
+            max_connection_age=limits.max_connection_age,
         )
 
     def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:

@@ -146,6 +146,13 @@ class Metrics:
             ["listener", "reason"],
             registry=r,
         )
+        self.connections_rechecked = Counter(
+            PREFIX + "connections_closed_on_recheck_total",
+            "Open connections closed because a reload (a new CRL, trust bundle or config) no "
+            "longer accepts their client certificate, by the reason.",
+            ["listener", "reason"],
+            registry=r,
+        )
         self.limits_hit = Counter(
             PREFIX + "limits_hit_total",
             "Times a resource limit bit, by listener and limit (connections, handshakes, "

@@ -31,6 +31,7 @@ from gateway.log import access_log, config_log, event, server_log
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker
 from gateway.proxy import Upstream
+from gateway.recheck import recheck
 from gateway.runtime import ReloadResult, Snapshot, build_snapshot
 from gateway.watch import FileWatcher
 
@@ -337,6 +338,14 @@ class Gateway:
         for upstream in old.retired_by(new):
             self._retired_upstreams.append(upstream)
             self._spawn(upstream.close_when_idle(cfg.shutdown_timeout), f"retire-{upstream.name}")
+        for i, lst in enumerate(cfg.listeners):  # revocation reaches open connections
+            if lst.name in self._listeners and lst.name not in {x.name for x in opened}:
+                self._spawn(
+                    recheck(
+                        self._listeners[lst.name], lst.tls, f"listeners[{i}].tls", self.metrics
+                    ),
+                    f"recheck-{lst.name}",
+                )
         self._held = held
         self._publish_held()
         access_log.disabled = not cfg.logging.access_log

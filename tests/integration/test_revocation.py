@@ -368,3 +368,87 @@ def test_check_refuses_crls_that_break_rfc_5280(pki: Path, tmp_path: Path) -> No
     path = crl(no_crl_sign, (number, False))
     problems = _problems(pki, client_ca=[str(bundle)], crl=[str(path)])
     assert any(str(path) in p and "cRLSign" in p for p in problems), problems
+
+
+@pytest.mark.process
+def test_a_crl_reload_closes_the_open_connection_of_a_client_it_revokes(
+    tmp_path: Path, pki: Path
+) -> None:
+    """A client revoked by a new CRL loses its open keep-alive connection at the reload (after
+    the answer in progress), counted and logged with its identity; other clients keep theirs."""
+    import http.client
+    import ssl
+
+    from cryptography import x509
+
+    from tests.harness import client_context
+    from tests.integration.test_reload import post_reload
+
+    crl_file = tmp_path / "crl.pem"
+    crl_file.write_bytes((pki / "crl.pem").read_bytes())
+    client = x509.load_pem_x509_certificate((pki / "client.pem").read_bytes())
+    with EchoServer() as echo:
+        path, port, admin = write_config(tmp_path, pki, echo.port, reload={"watch": False})
+        doc = yaml.safe_load(path.read_text())
+        doc["listeners"][0]["tls"]["crl"] = [str(crl_file)]
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin) as gw:
+            revoked = http.client.HTTPSConnection(
+                "localhost", port, context=client_context(pki, "client"), timeout=10
+            )
+            other = http.client.HTTPSConnection(
+                "localhost", port, context=client_context(pki, "client-intermediate"), timeout=10
+            )
+            for conn in (revoked, other):
+                conn.request("GET", "/before")
+                assert conn.getresponse().read() and True
+            # the CA revokes `client`: a new CRL, then a reload
+            root_crl = devcerts.make_crl(dev_root(pki), [client.serial_number])
+            from gateway import crl as crls
+
+            inter_crls = [
+                c for c in crls.parse_crls((pki / "crl.pem").read_bytes())
+                if c.issuer != root_crl.issuer
+            ]  # fmt: skip
+            crl_file.write_bytes(crls.to_pem([root_crl, *inter_crls]))
+            status, body = post_reload(admin)
+            assert (status, body["result"]) == (200, "success"), body
+            with pytest.raises((ConnectionError, http.client.HTTPException, ssl.SSLError, OSError)):
+                revoked.request("GET", "/after")
+                revoked.getresponse().read()
+            other.request("GET", "/after")
+            assert other.getresponse().status == 200  # the same connection, still served
+            metric = "mtls_gateway_connections_closed_on_recheck_total"
+            assert sample(scrape(admin), metric, listener="public", reason="revoked") == 1
+            lines = [json.loads(x) for x in gw.logs().splitlines() if x.startswith("{")]
+            (closed,) = [x for x in lines if x["msg"].startswith("open connection closed")]
+            assert closed["client_serial"] == f"{client.serial_number:x}"
+            revoked.close()
+            other.close()
+
+
+@pytest.mark.process
+def test_a_connection_carries_no_request_past_its_max_age(tmp_path: Path, pki: Path) -> None:
+    import http.client
+
+    from tests.harness import client_context
+
+    with EchoServer() as echo:
+        path, port, admin = write_config(tmp_path, pki, echo.port)
+        doc = yaml.safe_load(path.read_text())
+        doc["listeners"][0]["limits"] = {"max_connection_age": "1s"}
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin):
+            conn = http.client.HTTPSConnection(
+                "localhost", port, context=client_context(pki), timeout=10
+            )
+            conn.request("GET", "/young")
+            first = conn.getresponse()
+            first.read()
+            assert first.getheader("Connection") is None  # kept alive
+            time.sleep(1.2)
+            conn.request("GET", "/old")
+            second = conn.getresponse()
+            second.read()
+            assert second.status == 200 and second.getheader("Connection") == "close"
+            conn.close()

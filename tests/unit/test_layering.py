@@ -42,6 +42,7 @@ LAYER = {
     "watch": 3,
     "crlfetch": 3,
     "runtime": 4,
+    "recheck": 4,
     "handler": 4,
     "admin": 4,
     "status": 4,
