@@ -76,6 +76,10 @@ class _RequestIds:
 request_ids = _RequestIds()
 
 
+# pipelined requests waiting for their answers before the connection stops being read
+MAX_QUEUED = 16
+
+
 class Limits:
     """A listener's HTTP limits (a reload replaces them for new connections)."""
 
@@ -412,6 +416,9 @@ class Http1Connection(FlowControl):
         # answering
         self._queue: deque[Request | _Refused] = deque()
         self._busy = False
+        # reading held back: too many requests wait for their answers, or the client does not
+        # read the answers it has (pipelining is bounded by queued answers, not by memory)
+        self._held = False
         self._born = self._loop.time()
         self._serving: Request | None = None  # handed to the pipeline, not answered yet
         self._closing = False  # no new requests: close after the current answer
@@ -475,11 +482,29 @@ class Http1Connection(FlowControl):
         super().pause_writing()
         if self._tunnel_peer is not None:
             self._tunnel_peer.pause_reading()
+        else:
+            self._hold_reading()  # the client does not read its answers: read no more requests
 
     def resume_writing(self) -> None:
         super().resume_writing()
         if self._tunnel_peer is not None and not self._tunnel_peer.is_closing():
             self._tunnel_peer.resume_reading()
+        else:
+            self._release_reading()
+
+    def resume_reading(self) -> None:
+        """A request body's flow control may resume reading, unless it is held (below)."""
+        if not self._held:
+            super().resume_reading()
+
+    def _hold_reading(self) -> None:
+        self._held = True
+        self.pause_reading()
+
+    def _release_reading(self) -> None:
+        if self._held and len(self._queue) <= MAX_QUEUED // 2 and not self._write_paused:
+            self._held = False
+            super().resume_reading()
 
     # ------------------------------------------------------------ writing
 
@@ -585,6 +610,8 @@ class Http1Connection(FlowControl):
         )
         self._parsing = request
         self._queue.append(request)
+        if len(self._queue) > MAX_QUEUED:
+            self._hold_reading()  # the rest of this read is parsed; nothing more is read
         if not self._busy:
             self._next()
 
@@ -682,6 +709,7 @@ class Http1Connection(FlowControl):
         self._serving = None
         if self.closed or self.transport is None:
             return
+        self._release_reading()
         if not keep_alive or not request.complete or not self.keeps_alive(request):
             self._closing = True
             self.transport.close()

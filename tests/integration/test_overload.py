@@ -239,3 +239,33 @@ def test_a_connection_that_never_says_hello_is_dropped_early(tmp_path: Path, pki
             finally:
                 silent.close()
                 started.close()
+
+
+def test_pipelining_is_bounded_by_answers_not_by_memory(tmp_path: Path, pki: Path) -> None:
+    """8 MB of pipelined requests whose answers are never read: the gateway stops reading the
+    connection once answers pile up, so its memory stays put (it grew by 174 MiB), and another
+    client is served meanwhile."""
+    head = b"GET /pipelined HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with EchoServer() as echo:
+        path, port, admin = _config(tmp_path, pki, echo.port)
+        with GatewayProcess(path, admin) as gw:
+            assert request(port, "/warm", pki).status == 200
+            before = gw.peak_rss_kib()
+            tls = _tls(port, pki)
+            try:
+                tls.setblocking(False)
+                burst = head * 4096  # 180 KiB a send
+                sent, deadline = 0, time.monotonic() + 5
+                while sent < 8 * 1024 * 1024 and time.monotonic() < deadline:
+                    try:
+                        sent += tls.send(burst)
+                    except (ssl.SSLWantWriteError, BlockingIOError):
+                        time.sleep(0.05)  # the gateway stopped reading: as it should
+                time.sleep(1.0)
+                assert request(port, "/meanwhile", pki).status == 200
+                grown = (gw.peak_rss_kib() - before) / 1024
+                print(f"\npipelined {sent / 2**20:.1f} MiB unread: peak RSS grew {grown:.1f} MiB")
+                assert grown < 40, f"peak RSS grew {grown:.0f} MiB"
+                assert sent < 8 * 1024 * 1024, "the gateway read everything it was sent"
+            finally:
+                tls.close()
