@@ -8,10 +8,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
-COPY requirements ./requirements
+COPY requirements.txt requirements-dev.txt ./
 COPY gateway ./gateway
 # mypyc type-checks what it compiles: the locked dependencies and mypy first, then the wheel
-RUN pip install --require-hashes --no-deps -r requirements/dev.lock \
+RUN pip install --require-hashes --no-deps -r requirements-dev.txt \
  && pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM python:3.11-slim
@@ -21,10 +21,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-COPY requirements/runtime.lock /tmp/runtime.lock
+COPY requirements.txt /tmp/requirements.txt
 COPY --from=build /wheels /wheels
-RUN pip install --require-hashes --no-deps -r /tmp/runtime.lock \
- && pip install --no-deps /wheels/*.whl && rm -rf /wheels /tmp/runtime.lock \
+RUN pip install --require-hashes --no-deps -r /tmp/requirements.txt \
+ && pip install --no-deps /wheels/*.whl && rm -rf /wheels /tmp/requirements.txt \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
 
 WORKDIR /

@@ -15,16 +15,16 @@ SELF   := MTLS_GATEWAY_COMPILE=0 $(BIN)/pip install --no-deps --no-build-isolati
 	lock clean
 
 # what running the gateway needs, quietly: the full output goes to $(LOG), shown only on failure
-$(RUN): requirements/runtime.lock pyproject.toml setup.py
+$(RUN): requirements.txt pyproject.toml setup.py
 	@echo "installing the gateway into $(VENV) (log: $(LOG))"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@($(PIP) -r requirements/runtime.lock && $(SELF)) > $(LOG) 2>&1 || (cat $(LOG); exit 1)
+	@($(PIP) -r requirements.txt && $(SELF)) > $(LOG) 2>&1 || (cat $(LOG); exit 1)
 	@touch $(RUN)
 
 # what testing, linting and compiling need on top
-$(DEV): $(RUN) requirements/dev.lock
+$(DEV): $(RUN) requirements-dev.txt
 	@echo "installing the development tools into $(VENV) (log: $(LOG))"
-	@$(PIP) -r requirements/dev.lock > $(LOG) 2>&1 || (cat $(LOG); exit 1)
+	@$(PIP) -r requirements-dev.txt > $(LOG) 2>&1 || (cat $(LOG); exit 1)
 	@touch $(DEV)
 
 # the request path compiled with mypyc (setup.py lists the modules), again whenever a source
@@ -89,11 +89,12 @@ soak: $(BUILT)
 # refresh the lock files from pyproject.toml's ranges, then run the suite on what they locked
 lock: $(RUN)
 	$(BIN)/pip install -q --disable-pip-version-check "uv>=0.5,<1"
-	for extra in runtime dev; do \
-	  $(BIN)/uv pip compile -q --upgrade --generate-hashes --python-version 3.11 \
-	    --custom-compile-command "make lock" pyproject.toml requirements/build.in \
-	    $$([ $$extra = dev ] && echo --extra dev) -o requirements/$$extra.lock || exit 1; \
-	done
+	$(BIN)/uv pip compile -q --upgrade --generate-hashes --python-version 3.11 \
+	  --custom-compile-command "make lock" pyproject.toml requirements-build.in \
+	  -o requirements.txt
+	$(BIN)/uv pip compile -q --upgrade --generate-hashes --python-version 3.11 \
+	  --custom-compile-command "make lock" pyproject.toml requirements-build.in --extra dev \
+	  -o requirements-dev.txt
 	$(MAKE) test
 
 # the PrometheusRule of deploy/kubernetes/prometheus-operator, from deploy/prometheus/alerts.yaml
