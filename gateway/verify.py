@@ -300,6 +300,7 @@ def _revocation(
         steps.append(Step("revocation", True, "the leaf is itself a trusted root"))
         return
     whole = crls.covers(crl_list, anchors)
+    leaf_detail = ""
     for i in range(len(path)) if whole else range(1):
         cert, issuer = path[i], path[min(i + 1, len(path) - 1)]
         status = crls.status(cert, issuer, crl_list, at)
@@ -308,14 +309,14 @@ def _revocation(
             raise _fail(R.REVOKED, "revocation", detail)
         if status.state != "good":
             raise _fail(R.CRL_ERROR, "revocation", detail)
+        leaf_detail = leaf_detail or detail
     steps.append(
         Step(
             "revocation",
             True,
             f"no certificate of the chain is listed in its issuer's CRL ({len(path)} checked)"
             if whole
-            else crls.status(path[0], path[1], crl_list, at).detail
-            + " (only the leaf: not every CA of the bundle has a CRL)",
+            else f"{leaf_detail} (only the leaf: not every CA of the bundle has a CRL)",
         )
     )
 
