@@ -67,11 +67,14 @@ class Responder:
     def start(self) -> Responder:
         with self._log.open("ab") as log:
             self.proc = subprocess.Popen(self._cmd, stdout=log, stderr=subprocess.STDOUT)
-        # A probe connection would block the single-threaded responder; wait for its banner.
+        # A probe connection would block the single-threaded responder; wait for its banner:
+        # "ACCEPT <addr>" once the socket listens (stderr, unbuffered), or the stdout line,
+        # which a block-buffered stdout may hold back
         start = self._log.stat().st_size
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if b"waiting for OCSP client connections" in self._log.read_bytes()[start:]:
+            out = self._log.read_bytes()[start:]
+            if b"ACCEPT " in out or b"waiting for OCSP client connections" in out:
                 return self
             time.sleep(0.05)
         self.stop()
