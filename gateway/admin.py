@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -9,7 +10,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from gateway.runtime import ReloadResult
-from gateway.status import StatusSource, certs_doc, render_page, status_doc
+from gateway.status import StatusSource, certs_doc, status_doc
+from gateway.statuspage import render_page
+from gateway.traffic import SAMPLE_SECONDS, TrafficWindow
 
 
 def metrics_response(registry: CollectorRegistry) -> web.Response:
@@ -56,6 +59,8 @@ class Admin:
         self._reload = reload
         self._source = source
         self._runner: web.AppRunner | None = None
+        self.traffic = TrafficWindow(registry)
+        self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         app = web.Application()
@@ -70,6 +75,14 @@ class Admin:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port, reuse_address=True)
         await site.start()
+        if self._source is not None:
+            self._sampler = asyncio.get_running_loop().create_task(self._sample_traffic())
+
+    async def _sample_traffic(self) -> None:
+        """A reading of the traffic series a minute, for the page's window."""
+        while True:
+            self.traffic.sample()
+            await asyncio.sleep(SAMPLE_SECONDS)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -78,6 +91,9 @@ class Admin:
         return host, port
 
     async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            self._sampler = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -101,8 +117,10 @@ class Admin:
 
     async def _page(self, _request: web.Request) -> web.Response:
         assert self._source is not None
+        extra = self._status_extra() if self._status_extra is not None else {}
+        window, span = self.traffic.window()
         return web.Response(
-            text=render_page(self._source),
+            text=render_page(self._source, window, span, extra.get("workers")),
             content_type="text/html",
             headers={
                 "Cache-Control": "no-store",

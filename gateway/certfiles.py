@@ -31,9 +31,12 @@ class HeldCert:
     serial: str = ""  # hex; empty for a CRL
     not_before: float = 0.0  # for a CRL: its lastUpdate
     path: str = ""
+    listener: str = ""  # the listener that holds it (one certificate may serve several)
 
 
-def _held(kind: str, name: str, cert: x509.Certificate, warn_before: float, path: str) -> HeldCert:
+def _held(
+    kind: str, name: str, cert: x509.Certificate, warn_before: float, path: str, listener: str
+) -> HeldCert:
     return HeldCert(
         kind,
         name,
@@ -44,6 +47,7 @@ def _held(kind: str, name: str, cert: x509.Certificate, warn_before: float, path
         f"{cert.serial_number:x}",
         cert.not_valid_before_utc.timestamp(),
         path,
+        listener,
     )
 
 
@@ -153,9 +157,9 @@ def check_files(
         if certs:
             leaf = certs[0]
             warn = lst.tls.expiry_warning
-            held.append(_held("server", lst.name, leaf, warn, lst.tls.cert))
+            held.append(_held("server", lst.name, leaf, warn, lst.tls.cert, lst.name))
             held += [
-                _held("server_chain", f"{lst.name}/{_cn(c)}", c, warn, lst.tls.cert)
+                _held("server_chain", f"{lst.name}/{_cn(c)}", c, warn, lst.tls.cert, lst.name)
                 for c in certs[1:]
             ]
             sans.append(_check_server_leaf(leaf, lst.tls.cert, f"{base}.cert", now, problems))
@@ -171,7 +175,7 @@ def check_files(
             if ca_data is None:
                 continue
             for ca in _load_certs(ca_data, ca_path, where, problems):
-                held.append(_held("ca", _cn(ca), ca, lst.tls.expiry_warning, ca_path))
+                held.append(_held("ca", _cn(ca), ca, lst.tls.expiry_warning, ca_path, lst.name))
                 _check_ca(ca, ca_path, where, now, problems)
                 bundle.append(ca)
         if lst.tls.crl:
@@ -315,6 +319,7 @@ def _check_crls(
                         "",
                         crl.last_update_utc.timestamp(),
                         path,
+                        lst.name,
                     )
                 )
                 if nxt < now:

@@ -93,7 +93,7 @@ def _serve(args: argparse.Namespace, cfg: GatewayConfig, held: list[HeldCert]) -
             held=held,
             config_path=args.config,
             serve_admin=not args.worker,
-            activity_file=_worker_activity_file() if args.worker else None,
+            state_file=_worker_state_file() if args.worker else None,
         )
         orphan_watch = None
         if args.worker:
@@ -113,14 +113,14 @@ def _serve(args: argparse.Namespace, cfg: GatewayConfig, held: list[HeldCert]) -
     return EXIT_OK
 
 
-def _worker_activity_file() -> Path | None:
-    """Where this worker shares its recent activity with the supervisor's status page."""
+def _worker_state_file() -> Path | None:
+    """Where this worker shares what it serves with the supervisor's admin port."""
     import os
 
-    from gateway.supervisor import MULTIPROC_ENV, activity_file
+    from gateway.supervisor import MULTIPROC_ENV, state_file
 
     metrics_dir = os.environ.get(MULTIPROC_ENV)
-    return activity_file(metrics_dir, os.getpid()) if metrics_dir else None
+    return state_file(metrics_dir, os.getpid()) if metrics_dir else None
 
 
 def _tell_supervisor() -> None:

@@ -5,8 +5,11 @@ supervisor serves their aggregate; each gauge says how workers combine (multipro
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from gateway.procstats import Process, ProcessCollector, build_labels
 from gateway.tally import Tally
 
 PREFIX = "mtls_gateway_"
@@ -173,8 +176,26 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=r,
         )
+        labels = build_labels(_compiled())
+        self.build_info = Gauge(
+            PREFIX + "build_info",
+            "Always 1; the labels say which version, Python, OpenSSL and build run.",
+            list(labels),
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.build_info.labels(**labels).set(1)
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # else the supervisor reports memory
+            pid = os.getpid()
+            r.register(ProcessCollector(lambda: [Process("gateway", "", pid)]))
 
     def current(self) -> CollectorRegistry:
         """The registry, with every pending per-request update added first."""
         self.tally.flush()
         return self.registry
+
+
+def _compiled() -> bool:
+    from gateway import compiled
+
+    return compiled()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import logging
@@ -36,7 +37,7 @@ from gateway.runtime import ReloadResult, Snapshot, build_snapshot
 from gateway.watch import FileWatcher
 
 EXPIRY_CHECK_SECONDS = 3600.0
-ACTIVITY_SHARE_SECONDS = 1.0
+STATE_SHARE_SECONDS = 1.0
 
 
 async def wait_for_stop_signal(on_signal: Callable[[], None] | None = None) -> None:
@@ -74,7 +75,7 @@ class Gateway:
         held: list[HeldCert] | None = None,
         config_path: str | Path | None = None,
         serve_admin: bool = True,
-        activity_file: Path | None = None,
+        state_file: Path | None = None,
     ):
         self.metrics = metrics or Metrics()
         self.ocsp = OcspChecker()  # its cache outlives reloads
@@ -84,7 +85,7 @@ class Gateway:
         self._serve_admin = serve_admin  # a worker leaves the admin port to its supervisor
         self.identities = IdentityCache()
         self.activity = Activity()
-        self._activity_file = activity_file  # a worker's copy for its supervisor's status page
+        self._state_file = state_file  # a worker's view for its supervisor's admin port
         self.started_at = time.time()
         self.last_reload: float | None = None
         self._listeners: dict[str, Listener] = {}
@@ -200,8 +201,8 @@ class Gateway:
             upstream.start()
         self._publish_held()
         self._spawn(self._expiry_loop(), "expiry-check")
-        if self._activity_file is not None:
-            self._spawn(self._share_activity(self._activity_file), "share-activity")
+        if self._state_file is not None:
+            self._spawn(self._share_state(self._state_file), "share-state")
         self._restart_watcher()
         self._restart_refresher()
         self._ready = True
@@ -417,17 +418,24 @@ class Gateway:
                 ),
             )
 
-    async def _share_activity(self, path: Path) -> None:
-        """Write the activity (recent rejections, counts per minute) for the supervisor, each
-        second it changed; atomically, so the supervisor never reads half a file."""
-        written = -1
+    async def _share_state(self, path: Path) -> None:
+        """Write what this worker serves for the supervisor's admin port (recent activity, the
+        certificates held, the last reload), each second it changed; atomically, so the
+        supervisor never reads half a file."""
+        written: tuple[int, float | None] | None = None
         tmp = path.with_suffix(".tmp")
         while True:
-            if self.activity.version != written:
-                written = self.activity.version
-                tmp.write_text(json.dumps(self.activity.snapshot()))
+            now = (self.activity.version, self.last_reload)  # held changes only by reload
+            if now != written:
+                written = now
+                state = {
+                    "activity": self.activity.snapshot(),
+                    "held": [dataclasses.asdict(h) for h in self._held],
+                    "last_reload": self.last_reload,
+                }
+                tmp.write_text(json.dumps(state))
                 os.replace(tmp, path)
-            await asyncio.sleep(ACTIVITY_SHARE_SECONDS)
+            await asyncio.sleep(STATE_SHARE_SECONDS)
 
     async def _expiry_loop(self) -> None:
         while True:

@@ -1,6 +1,7 @@
 """`run --workers N`: N worker processes share each listening port (SO_REUSEPORT); the
 supervisor restarts a worker that dies, passes SIGHUP/SIGTERM on, and serves the admin port
-with the workers' metrics aggregated (prometheus-client multiprocess mode)."""
+with the workers' metrics aggregated (prometheus-client multiprocess mode) and the workers'
+own view of what they serve (each writes it to a state file once a second it changed)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, multiprocess
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from gateway.activity import Activity
 from gateway.admin import Admin
@@ -25,6 +31,7 @@ from gateway.config import GatewayConfig, check_admin_unchanged
 from gateway.crlfetch import fetch_missing
 from gateway.errors import ConfigError
 from gateway.log import config_log, event, server_log
+from gateway.procstats import Process, ProcessCollector, resident_bytes
 from gateway.runtime import ReloadResult
 
 READY_FD_ENV = "MTLS_GATEWAY_READY_FD"
@@ -32,11 +39,20 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 RELOAD_WAIT_SECONDS = 15.0  # for every worker to report its reload in the metrics
 RELOADS = "mtls_gateway_config_reloads_total"
+RETIRED_KEEP = 4  # activity of a slot's exited workers, kept for the status page's window
 
 
-def activity_file(metrics_dir: str | Path, pid: int) -> Path:
-    """Where a worker leaves its recent activity for the supervisor's status page."""
-    return Path(metrics_dir) / f"activity-{pid}.json"
+def state_file(metrics_dir: str | Path, pid: int) -> Path:
+    """Where a worker leaves its view (activity, certificates held, last reload)."""
+    return Path(metrics_dir) / f"worker-{pid}.json"
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
 
 
 class Worker:
@@ -50,6 +66,7 @@ class Worker:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = False
         self._read_fd = -1
+        self.retired: list[dict[str, Any]] = []  # activity of this slot's exited workers
 
     def spawn(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -79,13 +96,23 @@ class Worker:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def state(self) -> dict[str, Any] | None:
+        """What this worker last wrote of its view, if it is running and wrote one."""
+        if self.proc is None:
+            return None
+        return read_state(state_file(self._env[MULTIPROC_ENV], self.proc.pid))
+
     def reap(self) -> None:
         self.ready = False
         self._close_pipe()
         if self.proc is not None:
             metrics_dir = self._env[MULTIPROC_ENV]
             multiprocess.mark_process_dead(self.proc.pid, metrics_dir)  # type: ignore[no-untyped-call]
-            activity_file(metrics_dir, self.proc.pid).unlink(missing_ok=True)
+            path = state_file(metrics_dir, self.proc.pid)
+            last = read_state(path)
+            if last is not None:  # its history stays on the status page after a restart
+                self.retired = [*self.retired, last.get("activity", {})][-RETIRED_KEEP:]
+            path.unlink(missing_ok=True)
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -109,7 +136,8 @@ class Supervisor:
         self._config_path = config_path
         self._config_mtime = _mtime(config_path)
         self.started_at = time.time()
-        self.last_reload: float | None = None
+        self._last_reload: float | None = None
+        self.rejected_reloads = 0  # rejected here: no worker was signalled, none counted it
         self._metrics_dir = Path(tempfile.mkdtemp(prefix="mtls-gateway-metrics-"))
         env = {**os.environ, MULTIPROC_ENV: str(self._metrics_dir)}
         argv = [sys.executable, "-m", "gateway", "run", "-c", config_path, "--worker"]
@@ -215,6 +243,7 @@ class Supervisor:
                 check_admin_unchanged(self.cfg, cfg)
             except ConfigError as exc:
                 problems = [str(p) for p in exc.problems]
+                self.rejected_reloads += 1
                 config_log.error(
                     "reload rejected, workers keep the previous config",
                     extra=event(trigger=trigger, problems=problems),
@@ -239,10 +268,12 @@ class Supervisor:
                     else f"{missing} of {expected} workers did not report within "
                     f"{RELOAD_WAIT_SECONDS:.0f} s"
                 )
+                if failed == 0:  # no worker counted this failure
+                    self.rejected_reloads += 1
                 return ReloadResult(False, trigger, [f"{problem}: see their logs"], seconds)
             self.cfg, self._held = cfg, held
             self._config_mtime = _mtime(self._config_path)
-            self.last_reload = time.time()
+            self._last_reload = time.time()
             config_log.info(
                 "workers reloaded",
                 extra=event(trigger=trigger, workers=expected, duration_ms=round(seconds * 1000)),
@@ -265,8 +296,18 @@ class Supervisor:
 
     def _registry(self) -> CollectorRegistry:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=str(self._metrics_dir))  # type: ignore[no-untyped-call]
+        registry.register(_WorkersCollector(self._metrics_dir, lambda: self.rejected_reloads))
+        registry.register(ProcessCollector(self._processes, restarts=True))
         return registry
+
+    def _processes(self) -> list[Process]:
+        out = [Process("supervisor", "", os.getpid())]
+        for w in self.workers:
+            if w.proc is not None and w.alive():
+                out.append(Process("worker", str(w.slot), w.proc.pid, w.restarts))
+            else:
+                out.append(Process("worker", str(w.slot), -1, w.restarts))  # restarting
+        return out
 
     def ready(self) -> bool:
         return not self._stopping and all(w.ready and w.alive() for w in self.workers)
@@ -278,6 +319,7 @@ class Supervisor:
                 "pid": w.proc.pid if w.proc is not None else None,
                 "ready": w.ready,
                 "restarts": w.restarts,
+                "memory_bytes": resident_bytes(w.proc.pid) if w.proc is not None else None,
             }
             for w in self.workers
         ]
@@ -291,17 +333,33 @@ class Supervisor:
 
     @property
     def activity(self) -> Activity:
-        """Every worker's recent rejections and counts, merged."""
+        """Every worker's recent rejections and counts, merged, those of exited ones too."""
         snapshots = []
         for worker in self.workers:
-            if worker.proc is None:
-                continue
-            with contextlib.suppress(OSError, ValueError):
-                path = activity_file(self._metrics_dir, worker.proc.pid)
-                snapshots.append(json.loads(path.read_text()))
+            snapshots += worker.retired
+            state = worker.state()
+            if state is not None:
+                snapshots.append(state.get("activity", {}))
         return Activity.merged(snapshots)
 
+    def _newest_state(self) -> dict[str, Any] | None:
+        """The view of the worker that loaded its config last (they agree once all reloaded)."""
+        states = [s for w in self.workers if (s := w.state()) is not None]
+        return max(states, key=lambda s: s.get("last_reload") or 0.0, default=None)
+
+    @property
+    def last_reload(self) -> float | None:
+        """The last reload of any worker (signalled, or by its own file watch), or of ours."""
+        times = [s.get("last_reload") for w in self.workers if (s := w.state()) is not None]
+        known = [t for t in [self._last_reload, *times] if isinstance(t, (int, float))]
+        return max(known, default=None)
+
     def held_certs(self) -> list[HeldCert]:
+        """The certificates the workers hold: after a secret rotation their files say so."""
+        state = self._newest_state()
+        if state is not None and isinstance(state.get("held"), list):
+            with contextlib.suppress(TypeError):
+                return [HeldCert(**h) for h in state["held"]]
         self._follow_config_file()
         return list(self._held)
 
@@ -323,3 +381,25 @@ def _mtime(path: str) -> float:
         return os.stat(path).st_mtime
     except OSError:
         return 0.0
+
+
+class _WorkersCollector(Collector):
+    """The workers' series from their files, with the reloads this supervisor rejected added
+    to `config_reloads_total{result="failure"}`: they never reached a worker to be counted."""
+
+    def __init__(self, metrics_dir: Path, rejected: Callable[[], int]) -> None:
+        self._files = multiprocess.MultiProcessCollector(None, path=str(metrics_dir))  # type: ignore[no-untyped-call]
+        self._rejected = rejected
+
+    def collect(self) -> Iterator[Metric]:
+        rejected = self._rejected()
+        for family in self._files.collect():  # type: ignore[no-untyped-call]
+            if family.name + "_total" == RELOADS and rejected:
+                family.samples = [_plus(s, rejected) for s in family.samples]
+            yield family
+
+
+def _plus(sample: Sample, rejected: int) -> Sample:
+    if sample.name == RELOADS and sample.labels.get("result") == "failure":
+        return sample._replace(value=sample.value + rejected)
+    return sample

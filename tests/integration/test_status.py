@@ -60,6 +60,8 @@ def gateway(pki: Path, certs: Path):
             },
             {"name": "all", "upstream": "echo", "policy": {"allow": "any"}},
         ]
+        # a second listener with the same CA and CRLs: each is listed once, with both names
+        doc["listeners"].append({**doc["listeners"][0], "name": "internal", "bind": "127.0.0.1:0"})
         return doc
 
     with running(config, pki) as gw:
@@ -72,7 +74,8 @@ def test_status_is_ghostunnel_shaped(gateway) -> None:
     assert code == 200 and ctype.startswith("application/json")
     assert doc["ok"] is True and doc["status"] == "ok" and doc["message"] == "listening"
     assert doc["version"] == "0.1.0" and doc["uptime_seconds"] >= 0
-    assert doc["listeners"] == {"public": f"127.0.0.1:{gateway.port}"}
+    assert doc["listeners"]["public"] == f"127.0.0.1:{gateway.port}"
+    assert set(doc["listeners"]) == {"public", "internal"}
 
 
 def test_certs_lists_everything_held(gateway) -> None:
@@ -89,6 +92,11 @@ def test_certs_lists_everything_held(gateway) -> None:
     assert re.fullmatch(r"[0-9a-f]+", server["serial_number"])
     assert server["issuer"] == "O=mtls-gateway dev,CN=mtls-gateway dev root CA"
     assert certs == sorted(certs, key=lambda c: c["days_until_expiration"])
+    # held by both listeners, listed once
+    root = [c for c in certs if c["kind"] == "ca" and c["name"] == "mtls-gateway dev root CA"]
+    assert len(root) == 1 and root[0]["listeners"] == ["public", "internal"]
+    assert len([c for c in certs if c["kind"] == "crl"]) == 2
+    assert len({(c["kind"], c["name"], c["serial_number"]) for c in certs}) == len(certs)
 
 
 def test_html_page_tells_the_story(gateway, certs: Path) -> None:
@@ -119,6 +127,31 @@ def test_html_page_tells_the_story(gateway, certs: Path) -> None:
     # RFC 4514 text of the CN, then HTML-escaped: shown, never executed
     assert "CN=\\&lt;script\\&gt;alert(1)\\&lt;/script\\&gt;" in page
     assert '<td>handshake</td><td>public</td><td class="bad">revoked</td>' in page
+
+
+def test_the_page_shows_each_routes_traffic_and_the_upstreams_health(gateway, certs) -> None:
+    for i in range(5):
+        assert request(gateway.port, f"/traffic/{i}", certs, "client").status == 200
+    assert request(gateway.port, "/admin/y", certs, "client").status == 403
+    time.sleep(0.2)
+    page = _get(gateway.admin_port, "/")[2]
+    rows: dict[str, list[str]] = {}  # by first cell, the first such row (routes come first)
+    for row in page.split("<tr>"):
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+        if cells:
+            rows.setdefault(cells[0], cells)
+    # route, match, upstream, requests, 2xx, 3xx, 4xx, 5xx, p50, p99, policy
+    admin, every = rows["admin-api"], rows["all"]
+    assert int(every[3]) >= 5 and int(every[4]) >= 5 and every[7] == "0"
+    assert int(admin[6]) >= 1 and int(admin[3]) == int(admin[6])
+    assert every[8].endswith(" ms") and every[9].endswith(" ms")
+    assert float(every[8][:-3]) <= float(every[9][:-3]) < 1000
+    assert rows["echo"][1] == "1 of 1 healthy" and rows["echo"][2] == "-"
+    assert "ok " in rows["echo"][3]  # the window's outcomes
+    # the certificates table: each once, with the listeners holding it
+    every_row = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in page.split("<tr>")]
+    root = [c for c in every_row if c[1:3] == ["ca", "mtls-gateway dev root CA"]]
+    assert len(root) == 1 and root[0][0] == "public, internal"
 
 
 def test_admin_port_defaults_to_loopback() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,14 @@ from gateway.tally import FLUSH_SECONDS
 from tests.harness import EchoServer, issue_server, request, sample, scrape, write_config
 
 pytestmark = pytest.mark.process
+
+
+def _two_workers(path: Path) -> subprocess.Popen[bytes]:
+    """`run --workers 2` on the config at `path`, its output discarded."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def _status(admin: int) -> tuple[int, dict[str, Any]]:
@@ -105,6 +114,17 @@ def test_two_workers_share_the_port_and_the_supervisor_keeps_them(
             }
             assert per_pid == {None}  # counters come summed, not per worker
 
+            # each process's memory and the build are on the supervisor's /metrics
+            rss = "mtls_gateway_process_resident_memory_bytes"
+            assert sample(metrics, rss, role="supervisor", slot="") > 10e6
+            assert all(sample(metrics, rss, role="worker", slot=s) > 10e6 for s in "01")
+            info = [k for k in metrics if k[0] == "mtls_gateway_build_info"]
+            assert len(info) == 1 and metrics[info[0]] == 1
+            assert sample(metrics, "mtls_gateway_worker_restarts_total", slot="0") == 0
+
+            for _ in range(6):  # rejections on both workers, then one of them dies
+                _no_cert_handshake(port, pki)
+            _wait(lambda: _rejections_on_page(admin) == 6)
             os.kill(pids[0], signal.SIGKILL)  # a worker dies: it is replaced
             status = _wait(
                 lambda: (
@@ -115,6 +135,10 @@ def test_two_workers_share_the_port_and_the_supervisor_keeps_them(
             )
             assert status["workers"][0]["restarts"] == 1
             assert request(port, "/after-restart", pki).status == 200
+            restarted = scrape(admin)
+            assert sample(restarted, "mtls_gateway_worker_restarts_total", slot="0") == 1
+            assert sample(restarted, rss, role="worker", slot="0") > 10e6
+            assert _rejections_on_page(admin) == 6  # the dead worker's history is kept
 
             doc["listeners"][0]["tls"].update(cert=str(certs / "b.pem"), key=str(certs / "b.key"))
             path.write_text(yaml.safe_dump(doc))
@@ -138,6 +162,13 @@ def test_two_workers_share_the_port_and_the_supervisor_keeps_them(
     assert "worker exited, restarting" in text and "supervisor stopped" in text
 
 
+def _rejections_on_page(admin: int) -> int:
+    """The status page's count of `no_client_cert` handshakes over its window."""
+    page = _admin(admin, "/")[1].decode()
+    match = re.search(r"<td>no_client_cert</td><td[^>]*>(\d+)</td>", page)
+    return int(match.group(1)) if match else 0
+
+
 def _status_workers_after(status: dict[str, Any]) -> list[dict[str, Any]]:
     return [w for w in status["workers"] if w["pid"] is not None]
 
@@ -152,10 +183,7 @@ def _is_zombie(pid: int) -> bool:
 def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path, pki: Path) -> None:
     with EchoServer() as echo:
         path, _, admin = write_config(tmp_path, pki, echo.port, reload={"watch": False})
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        proc = _two_workers(path)
         try:
             status = _wait(lambda: (s := _status(admin))[0] == 200 and s[1])
             pids = [w["pid"] for w in status["workers"]]
@@ -201,10 +229,7 @@ def test_supervisor_admin_has_the_status_page_certs_and_checked_reloads(
     with EchoServer() as echo:
         path, port, admin = write_config(tmp_path, pki, echo.port, reload={"watch": False})
         good = path.read_text()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "-c", str(path), "--workers", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        proc = _two_workers(path)
         try:
             _wait(lambda: _status(admin)[0] == 200)
             for _ in range(6):  # rejections land on both workers
@@ -225,7 +250,10 @@ def test_supervisor_admin_has_the_status_page_certs_and_checked_reloads(
             code, body = _admin(admin, "/reload", "POST")
             assert code == 422 and "listenerz" in body.decode()
             reloads = "mtls_gateway_config_reloads_total"
-            assert sample(scrape(admin), reloads, result="failure") == 0
+            # rejected by the supervisor, no worker saw it: still a failure the alert sees
+            assert sample(scrape(admin), reloads, result="failure") == 1
+            proc.send_signal(signal.SIGHUP)
+            _wait(lambda: sample(scrape(admin), reloads, result="failure") == 2, 10)
 
             doc2 = yaml.safe_load(good)
             doc2["listeners"][0]["tls"].update(cert=str(certs / "b.pem"), key=str(certs / "b.key"))
@@ -240,3 +268,38 @@ def test_supervisor_admin_has_the_status_page_certs_and_checked_reloads(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_the_supervisors_views_follow_a_secret_rotation(tmp_path: Path, pki: Path) -> None:
+    """Workers that watch their files reload on their own (a kubelet swapping a Secret): the
+    supervisor's /certs, /status and page show what the workers now serve."""
+    certs = tmp_path / "certs"
+    serial_a = issue_server(pki, certs, "a")
+    issue_server(pki, certs, "b")
+    with EchoServer() as echo:
+        path, port, admin = write_config(tmp_path, pki, echo.port)
+        doc = yaml.safe_load(path.read_text())
+        doc["reload"] = {"watch": True}
+        doc["listeners"][0]["tls"].update(cert=str(certs / "a.pem"), key=str(certs / "a.key"))
+        path.write_text(yaml.safe_dump(doc))
+        proc = _two_workers(path)
+        try:
+            status = _wait(lambda: (s := _status(admin))[0] == 200 and s[1])
+            assert status["last_reload"] is None
+
+            def server_serials() -> set[str]:
+                doc = json.loads(_admin(admin, "/certs")[1])
+                return {c["serial_number"] for c in doc["certificates"] if c["kind"] == "server"}
+
+            assert server_serials() == {f"{serial_a:x}"}
+            # the swap: new files beside, then renamed over the old ones (the config is unchanged)
+            rotated = issue_server(pki, certs, "rotated")
+            for ext in ("key", "pem"):
+                os.replace(certs / f"rotated.{ext}", certs / f"a.{ext}")
+            _wait(lambda: all(_server_serial(port, pki) == rotated for _ in range(10)))
+            _wait(lambda: server_serials() == {f"{rotated:x}"}, 5)
+            assert _status(admin)[1]["last_reload"] is not None
+            assert f"{rotated:x}" in _admin(admin, "/")[1].decode()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)

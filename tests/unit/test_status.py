@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from gateway.activity import Activity
 from gateway.config import Policy
-from gateway.status import _days_class, describe_policy
+from gateway.status import describe_policy
+from gateway.statuspage import _days_class
 
 
 class Clock:
