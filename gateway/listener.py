@@ -22,6 +22,7 @@ from gateway.http1 import Handler, Http1Connection, Http1Server, Limits
 from gateway.identity import Identity, IdentityCache
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
+from gateway.reasons import HandshakeReason
 from gateway.tls import Failure, classify
 from gateway.tlsconn import TlsTransport, handshaking
 
@@ -189,6 +190,8 @@ class Listener:
         self._resumed = tally.counter(metrics.tls_resumed.labels(name))
         self._duration = tally.histogram(metrics.tls_handshake_duration.labels(name))
         self._accepted = tally.counter(metrics.connections_accepted.labels(name))
+        for reason in HandshakeReason:  # at 0 from start-up: alerts see a first failure burst
+            metrics.tls_handshakes.labels(name, reason.value)
         self.max_connections = 10000
         self.max_handshakes = 512
 
