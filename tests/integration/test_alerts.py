@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ pytestmark = [
     ),
 ]
 
-ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "mtls-gateway.json"
 PEM = serialization.Encoding.PEM
 
 
@@ -78,6 +81,30 @@ def _refused_handshake(port: int, ctx: ssl.SSLContext) -> None:
                 tls.recv(100)  # TLS 1.3: the rejection arrives after the handshake
         except (ssl.SSLError, OSError):
             pass
+
+
+def _dashboard_queries_answer(prom: int) -> None:
+    """Every query of the Grafana dashboard is valid PromQL, and those about what just
+    happened return data from the real gateway."""
+    dash = json.loads(DASHBOARD.read_text())
+    queries = {a["name"]: a["expr"] for a in dash["annotations"]["list"]}
+    queries |= {
+        f"{p['title']} {t['refId']}": t["expr"] for p in dash["panels"] for t in p["targets"]
+    }
+    empty = []
+    for title, expr in queries.items():
+        expr = expr.replace("$instance", ".*").replace("$__rate_interval", "1m")
+        query = urllib.parse.urlencode({"query": expr.replace("$__range", "5m")})
+        doc = _get_json(f"http://127.0.0.1:{prom}/api/v1/query?{query}")
+        assert doc["status"] == "success", (title, doc)
+        if not doc["data"]["result"]:
+            empty.append(title)
+    # nothing of these happened: no OCSP, no denial, no re-check, no reload succeeded, no CRL
+    # download, no worker restart
+    quiet = {"OCSP checks by result A", "Connections closed on re-check A", "Reloads",
+             "Policy denials by route and reason A", "Reloads B",
+             "Process memory and worker restarts B"}  # fmt: skip
+    assert set(empty) <= quiet, empty
 
 
 def _answers(port: int, certs: Path) -> bool:
@@ -195,6 +222,7 @@ def test_every_alert_fires_against_the_real_gateway_under_two_workers(
             }
             fired = _wait_for(lambda: traffic_alerts <= set(_active_alerts(prom_port)), 30)
             assert fired, _active_alerts(prom_port)
+            _dashboard_queries_answer(prom_port)
 
             gateway.send_signal(signal.SIGTERM)  # the gateway is gone
             assert gateway.wait(30) == 0

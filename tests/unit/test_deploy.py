@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from gateway.metrics import Metrics
+from gateway.procstats import Process, ProcessCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
@@ -21,9 +23,10 @@ METRIC = re.compile(r"\bmtls_gateway_[a-z_]+")
 
 
 def exported() -> set[str]:
-    """Every sample name the gateway's registry can produce."""
+    """Every sample name the gateway's registry (or the supervisor's) can produce."""
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    supervisor = ProcessCollector(lambda: [Process("worker", "0", os.getpid())], restarts=True)
+    for family in [*Metrics().registry.collect(), *supervisor.collect()]:
         if family.type == "counter":
             names |= {family.name + "_total", family.name + "_created"}
         elif family.type == "histogram":
@@ -125,7 +128,13 @@ def test_dashboard_queries_only_exported_metrics() -> None:
         "Upstream health: requests by outcome",
         "Certificate expiry (days left)",
         "Client certificates presented: remaining life",
+        "Limits hit",
+        "Handshake latency percentiles",
+        "Session resumption ratio",
+        "Process memory and worker restarts",
     } <= titles
+    annotations = {a["name"]: a["expr"] for a in dash["annotations"]["list"]}
+    assert 'result="failure"' in annotations["Failed reloads"]
     exprs = _exprs(dash)
     assert len(exprs) >= len(dash["panels"])
     for expr in exprs:
