@@ -3,6 +3,7 @@ other and with the gateway's own config and drain timing."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ def _kind(kind: str) -> dict[str, Any]:
     return next(d for d in _docs() if d["kind"] == kind)
 
 
+CRDS = Path(__file__).resolve().parents[1] / "data" / "crds"  # PROVENANCE.md says from where
+CORE = ("v1", "apps/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1")
+
+
 @pytest.mark.parametrize(
-    "doc",
-    [d for d in _docs() if not d["apiVersion"].startswith("cert-manager")],
-    ids=lambda d: d["kind"],
+    "doc", [d for d in _docs() if d["apiVersion"] in CORE], ids=lambda d: d["kind"]
 )
 def test_manifest_is_valid_for_the_api(doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, VERSION, strict=True)
@@ -129,6 +132,85 @@ def test_only_the_monitoring_namespace_reaches_the_admin_port() -> None:
 
 
 OPERATOR = K8S / "prometheus-operator"
+
+
+def _custom_resources() -> list[dict[str, Any]]:
+    docs = [d for d in _docs() if d["apiVersion"] not in CORE]
+    for path in sorted(OPERATOR.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def _crd_problems(doc: dict[str, Any]) -> list[str]:
+    """What the API server would refuse or silently drop: JSON Schema errors against the
+    published schema of the kind, and fields the schema does not know (pruned on apply)."""
+    import jsonschema
+
+    schemas = [json.loads(p.read_text()) for p in CRDS.glob("*.json")]
+    schema = next(
+        s["openAPIV3Schema"]
+        for s in schemas
+        if s["apiVersion"] == doc["apiVersion"] and s["kind"] == doc["kind"]
+    )
+    validator = jsonschema.Draft7Validator(schema)
+    problems = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(doc)]
+    return problems + _unknown_fields(doc, schema, "")
+
+
+def _unknown_fields(value: Any, schema: dict[str, Any], where: str) -> list[str]:
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    if isinstance(value, dict):
+        if where == ".metadata":  # ObjectMeta: the core schema's business
+            return []
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        out = []
+        for key, item in value.items():
+            if props is not None and key in props:
+                out += _unknown_fields(item, props[key], f"{where}.{key}")
+            elif isinstance(extra, dict):
+                out += _unknown_fields(item, extra, f"{where}.{key}")
+            elif props is not None and extra is None:
+                out.append(f"{where}.{key}: unknown field")
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [
+            p
+            for i, v in enumerate(value)
+            for p in _unknown_fields(v, schema["items"], f"{where}[{i}]")
+        ]
+    return []
+
+
+@pytest.mark.parametrize("doc", _custom_resources(), ids=lambda d: d["kind"])
+def test_custom_resources_are_valid_for_their_published_schemas(doc: dict[str, Any]) -> None:
+    assert _crd_problems(doc) == []
+
+
+def test_the_crd_check_catches_broken_custom_resources() -> None:
+    """It can fail: a wrong type, a missing required field, a misspelt field."""
+    bundle = _kind("Bundle")
+    bundle["spec"]["target"]["configMap"]["key"] = 7
+    assert any("7 is not of type 'string'" in p for p in _crd_problems(bundle))
+    monitor = yaml.safe_load((OPERATOR / "podmonitor.yaml").read_text())
+    monitor["spec"]["podMetricsEndpoints"][0]["intervall"] = "15s"
+    assert any("intervall: unknown field" in p for p in _crd_problems(monitor))
+    cert = _kind("Certificate")
+    del cert["spec"]["secretName"]
+    assert any("'secretName' is a required property" in p for p in _crd_problems(cert))
+
+
+def test_the_client_ca_comes_from_the_trust_manager_bundle() -> None:
+    bundle = _kind("Bundle")["spec"]
+    pod = _kind("Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "client-ca"]
+    assert volume["configMap"]["name"] == _kind("Bundle")["metadata"]["name"]
+    assert volume["configMap"]["items"] == [{"key": bundle["target"]["configMap"]["key"],
+                                             "path": "ca.crt"}]  # fmt: skip
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "client-ca"]
+    assert _gateway_config().listeners[0].tls.client_ca == (f"{mount['mountPath']}/ca.crt",)
 
 
 def test_the_prometheusrule_is_generated_from_the_alert_rules() -> None:
