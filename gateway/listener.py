@@ -19,12 +19,13 @@ from gateway.activity import Activity
 from gateway.admission import Admission
 from gateway.config import ListenerLimits
 from gateway.http1 import Handler, Http1Connection, Http1Server, Limits
-from gateway.identity import Identity, IdentityCache
+from gateway.identity import Identity, IdentityCache, parse_identity
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
 from gateway.reasons import HandshakeReason
 from gateway.tls import Failure, classify
 from gateway.tlsconn import TlsTransport, handshaking
+from gateway.tlsrecords import client_certificates
 
 _DER = getattr(_ssl, "ENCODING_DER", 1)
 
@@ -445,11 +446,19 @@ class Listener:
         """Counted, shown on the status page and logged with what identifies the client: its
         address (`peer` as in access lines, and `peer_port`), the TLS version and cipher when
         they were agreed, and the certificate when the gateway saw it (post-handshake checks:
-        strict profile, OCSP). A certificate OpenSSL rejected inside the handshake is not
-        available to Python's ssl module: `detail` then carries OpenSSL's verify message."""
+        strict profile, OCSP), or from the cleartext Certificate message of a TLS 1.2 handshake
+        that OpenSSL rejected (Python's ssl module does not hand that certificate over). Under
+        TLS 1.3 that message is encrypted: `detail` carries OpenSSL's verify message only."""
         self._metrics.tls_handshakes.labels(self.name, failure.reason.value).inc()
         peer = f"{addr[0]}:{addr[1]}" if addr else ""
-        self._activity.handshake(self.name, failure.reason.value, peer, failure.detail)
+        seen_in = "post_handshake"
+        if identity is None and transport is not None:
+            identity = _from_flight(transport.client_flight())
+            seen_in = "tls12_certificate_message"
+        detail = failure.detail
+        if identity is not None:
+            detail = f"{detail} (client {identity.subject}, serial {identity.serial})"
+        self._activity.handshake(self.name, failure.reason.value, peer, detail)
         fields: dict[str, Any] = {
             "listener": self.name,
             "peer": addr[0] if addr else "",
@@ -468,6 +477,7 @@ class Listener:
                 client_issuer=identity.issuer,
                 client_serial=identity.serial,
                 client_sha256=identity.sha256,
+                client_cert_seen_in=seen_in,
             )
         tls_log.info("tls handshake failed", extra=event(**fields))
 
@@ -503,3 +513,14 @@ def _tls_fields(transport: TlsTransport) -> dict[str, str | None]:
 
 def _ip(addr: Any) -> str:
     return str(addr[0]) if addr else ""
+
+
+def _from_flight(flight: bytes) -> Identity | None:
+    """The client's leaf certificate from its cleartext handshake bytes, if they hold one."""
+    certs = client_certificates(flight)
+    if not certs:
+        return None
+    try:
+        return parse_identity(certs[0])
+    except ValueError:  # not a certificate cryptography can read: nothing to name
+        return None

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 READ_SIZE = 256 * 1024
 LINGER_SECONDS = 0.5
+FLIGHT_MAX = 16 * 1024  # a ClientHello and a client chain; beyond it, not kept
 
 HandshakeDone = Callable[["TlsTransport", BaseException | None], None]
 
@@ -68,6 +69,14 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._pending: list[bytes] = []  # plaintext written in this loop iteration
         self._flush_scheduled = False
         self._extra: dict[str, Any] = {"ssl_object": sslobj, "sslcontext": sslobj.context}
+        # what the client sent until the handshake ends: a failed TLS 1.2 handshake's log line
+        # names the client from its cleartext Certificate message (tlsrecords.py)
+        self._flight: bytearray | None = bytearray()
+
+    def client_flight(self) -> bytes:
+        """The first bytes the client sent (up to FLIGHT_MAX) while the handshake ran; empty
+        once it succeeded."""
+        return bytes(self._flight or b"")
 
     def set_sni(self, name: str) -> None:
         """Remember the server name the client asked for (`get_extra_info("sni")`)."""
@@ -93,6 +102,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         finally:
             _handshaking = None
         self._flush()  # our Finished (TLS 1.2), session tickets (TLS 1.3)
+        self._flight = None
         if self._timer is not None:
             self._timer.cancel()
         self._app = app = self._app_factory()
@@ -158,6 +168,9 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         if self._app is not None:
             self._deliver()
             return
+        flight = self._flight
+        if flight is not None and len(flight) < FLIGHT_MAX:
+            flight += data[: FLIGHT_MAX - len(flight)]
         if not self.said_hello:
             self.said_hello = True
             if self._timer is not None and self._first_byte_timeout < self._timeout:

@@ -185,13 +185,20 @@ def test_run_serves_curl_and_openssl(tmp_path: Path, pki: Path) -> None:
                 f"https://localhost:{port}/",
             )
             assert expired.returncode != 0
+            expired12 = curl(
+                "--tls-max", "1.2", "--cacert", str(pki / "ca.pem"),
+                "--cert", str(pki / "client-expired.pem"),
+                "--key", str(pki / "client-expired.key"),
+                f"https://localhost:{port}/",
+            )  # fmt: skip
+            assert expired12.returncode != 0
             m = scrape(admin)
             assert (
                 sample(m, "mtls_gateway_tls_handshakes_total", listener="public", result="ok") == 3
             )
             assert (
                 sample(m, "mtls_gateway_tls_handshakes_total", listener="public", result="expired")
-                == 1
+                == 2
             )
             assert (
                 sample(m, "mtls_gateway_requests_total", route="all", method="GET", code="200") == 3
@@ -210,6 +217,15 @@ def test_run_serves_curl_and_openssl(tmp_path: Path, pki: Path) -> None:
     assert failed["peer"] == access["peer"] == "127.0.0.1"  # one format everywhere
     assert failed["peer_port"] > 0
     assert "tls_version" in failed  # null here: OpenSSL failed the handshake before agreeing
+    assert "client_subject" not in failed  # TLS 1.3: the Certificate message was encrypted
+    # TLS 1.2: the client is named from the cleartext Certificate message OpenSSL rejected
+    (named,) = [e for e in lines if e["msg"] == "tls handshake failed" and "client_subject" in e]
+    assert (
+        named["reason"] == "expired" and named["client_cert_seen_in"] == "tls12_certificate_message"
+    )
+    assert named["client_subject"] == "OU=clients,O=mtls-gateway dev,CN=client-expired"
+    assert named["client_issuer"] == "O=mtls-gateway dev,CN=mtls-gateway dev root CA"
+    assert len(named["client_sha256"]) == 64 and named["client_serial"]
 
 
 def test_admin_endpoints(tmp_path: Path, pki: Path) -> None:

@@ -35,6 +35,7 @@ LAYER = {
     "deadlines": 2,
     "tally": 2,
     "procstats": 2,
+    "tlsrecords": 1,
     "traffic": 2,
     "http1": 3,
     "listener": 3,
@@ -58,7 +59,7 @@ LAYER = {
     "__main__": 6,
     "__init__": 0,
 }
-PURE = {"config", "configtypes", "identity", "routing", "policy", "reasons", "errors"}
+PURE = {"tlsrecords", "config", "configtypes", "identity", "routing", "policy", "reasons", "errors"}
 IO_MODULES = {"asyncio", "ssl", "aiohttp", "socket", "uvloop"}
 
 
