@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ssl
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ from gateway.config import GatewayConfig, ListenerConfig
 from gateway.errors import ConfigError, DownstreamError
 from gateway.identity import parse_identity
 from gateway.ocsp import OcspChecker
+from gateway.opensslcheck import openssl_verdict
 from gateway.policy import RoutePolicy
 from gateway.reasons import HANDSHAKE_HINTS, HandshakeReason, PolicyReason
 from gateway.routing import Router, normalise_host, normalise_target
-from gateway.verify import Step, load_certs, verify_chain
+from gateway.verify import Step, Verdict, load_certs, verify_chain
 
 
 class InputError(Exception):
@@ -33,13 +35,15 @@ class Explanation:
     """The verdict, where it was decided, and every step that led there."""
 
     allowed: bool
-    stage: str  # handshake | ocsp | policy | route | done
+    stage: str  # handshake (by OpenSSL or the strict profile) | ocsp | policy | route | done
     reason: str | None
     listener: str
     route: str | None
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     fix: str | None = None
+    # openssl | checks (--at) | strict | ocsp | route | policy; None when allowed
+    decided_by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -133,25 +137,63 @@ def explain(
     if lst.tls.client_auth != "none":
         trusted = load_bundle(lst.tls.client_ca, where)
         verdict = verify_chain(
-            leaf, intermediates, trusted, at, crls=_listener_crls(lst, where),
-            profile=lst.tls.verify_profile,
-        )  # fmt: skip
+            leaf, intermediates, trusted, at, crls=_listener_crls(lst, where), profile="openssl"
+        )
         out.steps += verdict.steps
-        if not verdict.ok:
-            assert verdict.reason is not None
-            return _denied(out, "handshake", verdict.reason.value, HANDSHAKE_HINTS[verdict.reason])
-        if lst.tls.verify_profile == "openssl":
-            strict = verify_chain(leaf, intermediates, trusted, at, profile="strict")
+        ok, reason = _handshake_verdict(out, lst, where, leaf, intermediates, verdict, at)
+        if not ok:
+            assert reason is not None
+            out.decided_by = "openssl" if at is None else "checks"
+            return _denied(out, "handshake", reason.value, HANDSHAKE_HINTS[reason])
+        strict = verify_chain(leaf, intermediates, trusted, at, profile="strict")
+        if lst.tls.verify_profile == "strict":  # as the gateway: after the handshake, no CRLs
+            out.steps.append(Step("strict", strict.ok, f"verify_profile strict: {strict.detail}"))
             if not strict.ok:
-                out.notes.append(
-                    f"verify_profile: strict would reject it ({strict.reason}): {strict.detail}"
-                )
+                assert strict.reason is not None
+                out.decided_by = "strict"
+                hint = HANDSHAKE_HINTS[strict.reason]
+                return _denied(out, "handshake", strict.reason.value, hint)
+        elif not strict.ok:
+            out.notes.append(
+                f"verify_profile: strict (the default) would reject it ({strict.reason}): "
+                f"{strict.detail}"
+            )
         if lst.tls.ocsp.mode != "off":
             issuer = verdict.chain[1] if len(verdict.chain) > 1 else verdict.chain[0]
             stop = _ocsp_step(out, lst, leaf, issuer, online)
             if stop:
                 return out
     return _route_and_policy(out, cfg, leaf, route, host, path, method)
+
+
+def _handshake_verdict(
+    out: Explanation,
+    lst: ListenerConfig,
+    where: str,
+    leaf: x509.Certificate,
+    intermediates: list[x509.Certificate],
+    model: Verdict,
+    at: dt.datetime | None,
+) -> tuple[bool, HandshakeReason | None]:
+    """OpenSSL's own verdict, by the listener's context (opensslcheck); the step-by-step checks
+    before it say why. At another time than now OpenSSL cannot be asked: the checks decide."""
+    if at is not None:
+        out.notes.append(
+            "--at: OpenSSL verifies at the current time only, so the handshake verdict here is "
+            "the step-by-step checks' (a model of OpenSSL), not OpenSSL's"
+        )
+        return model.ok, model.reason
+    real = openssl_verdict(lst.tls, where, leaf, intermediates)
+    code = f" (verify code {real.verify_code})" if real.verify_code else ""
+    out.steps.append(
+        Step("openssl", real.ok, f"the handshake, by {ssl.OPENSSL_VERSION}: {real.detail}{code}")
+    )
+    if (model.ok, model.reason) != (real.ok, real.reason):
+        out.notes.append(
+            f"the step-by-step checks say {model.reason or 'ok'}, OpenSSL says "
+            f"{real.reason or 'ok'}: OpenSSL decides the handshake"
+        )
+    return real.ok, real.reason
 
 
 def _ocsp_step(
@@ -246,6 +288,7 @@ def _route_and_policy(
 
 
 def _denied(out: Explanation, stage: str, reason: str, fix: str) -> Explanation:
+    out.decided_by = out.decided_by or stage
     out.allowed = False
     out.stage = stage
     out.reason = reason
@@ -259,7 +302,12 @@ def render(out: Explanation, cert_name: str) -> str:
         head = f"{cert_name}: ALLOWED on listener {out.listener!r}"
         head += f", route {out.route!r}" if out.route else " (handshake)"
     else:
-        head = f"{cert_name}: DENIED at {out.stage} ({out.reason}) on listener {out.listener!r}"
+        by = {
+            "openssl": " by OpenSSL",
+            "strict": " by the strict profile",
+            "checks": " by the step-by-step checks",
+        }.get(out.decided_by or "", "")
+        head = f"{cert_name}: DENIED at {out.stage}{by} ({out.reason}) on listener {out.listener!r}"
         head += f", route {out.route!r}" if out.route else ""
     lines = [head]
     for step in out.steps:

@@ -18,6 +18,7 @@ HANDSHAKE = 22
 CHANGE_CIPHER_SPEC = 20
 CERTIFICATE = 11
 MAX_CERTIFICATES = 10  # a client chain longer than this is not logged whole
+MAX_FRAGMENT = 16384  # the largest record plaintext (RFC 5246 §6.2.1)
 
 
 def handshake_messages(data: bytes) -> list[tuple[int, bytes]]:
@@ -61,3 +62,43 @@ def client_certificates(data: bytes) -> list[bytes]:
             at += 3 + length
         return certs
     return []
+
+
+def certificate_message(chain: list[bytes]) -> bytes:
+    """A TLS 1.2 Certificate handshake message carrying `chain` (DER, leaf first)."""
+    entries = b"".join(len(der).to_bytes(3, "big") + der for der in chain)
+    body = len(entries).to_bytes(3, "big") + entries
+    return bytes([CERTIFICATE]) + len(body).to_bytes(3, "big") + body
+
+
+def with_certificate(flight: bytes, chain: list[bytes]) -> bytes | None:
+    """`flight` (a TLS 1.2 client's second flight: Certificate, ClientKeyExchange, ..., then
+    ChangeCipherSpec and its encrypted Finished) with the Certificate message replaced by one
+    carrying `chain`, re-framed into records; the bytes from ChangeCipherSpec on unchanged.
+    None when `flight` holds no cleartext Certificate message."""
+    at = 0
+    version = b"\x03\x03"
+    messages = bytearray()
+    while at + 5 <= len(flight) and flight[at] == HANDSHAKE:
+        version = flight[at + 1 : at + 3]
+        length = int.from_bytes(flight[at + 3 : at + 5], "big")
+        messages += flight[at + 5 : at + 5 + length]
+        at += 5 + length
+    rest = flight[at:]
+    out = bytearray()
+    found = False
+    pos = 0
+    while pos + 4 <= len(messages):
+        length = int.from_bytes(messages[pos + 1 : pos + 4], "big")
+        message = bytes(messages[pos : pos + 4 + length])
+        if messages[pos] == CERTIFICATE and not found:
+            message, found = certificate_message(chain), True
+        out += message
+        pos += 4 + length
+    if not found:
+        return None
+    records = bytearray()
+    for start in range(0, len(out), MAX_FRAGMENT):
+        fragment = out[start : start + MAX_FRAGMENT]
+        records += bytes([HANDSHAKE]) + version + len(fragment).to_bytes(2, "big") + fragment
+    return bytes(records) + rest

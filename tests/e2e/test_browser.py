@@ -161,7 +161,8 @@ def test_status_page_in_the_browser(
     url = f"http://127.0.0.1:{gateway.admin_port}/"
     dom = _chromium(tmp_path, "--dump-dom", url)
     for text in ("mtls-gateway", "Listeners", "browser", "allows SAN URI spiffe://dev.local/*",
-                 "Certificates", "Recent rejections", "no_client_cert"):  # fmt: skip
+                 "Certificates", "Recent rejections", "no_client_cert", "Upstreams, ", "p99",
+                 "1 of 1 healthy"):  # fmt: skip
         assert text in dom, text
     shot = tmp_path / "status-page.png"
     _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,1000", "--hide-scrollbars", url)

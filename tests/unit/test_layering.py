@@ -40,6 +40,7 @@ LAYER = {
     "http1": 3,
     "listener": 3,
     "ocsp": 3,
+    "opensslcheck": 3,
     "admission": 3,
     "echo": 3,
     "watch": 3,

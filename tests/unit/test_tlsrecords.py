@@ -4,15 +4,17 @@ corrupted byte by byte."""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway import devcerts
-from gateway.tlsrecords import client_certificates, handshake_messages
+from gateway.tlsrecords import client_certificates, handshake_messages, with_certificate
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,42 @@ def test_cut_or_corrupted_flights_never_raise(pki: tuple[Path, x509.Certificate]
     message = bytes([11]) + len(body).to_bytes(3, "big") + body
     record = bytes([22, 3, 3]) + len(message).to_bytes(2, "big") + message
     assert client_certificates(record) == []
+
+
+def _empty_certificate_flight(out: Path) -> bytes:
+    """A TLS 1.2 client's second flight with no certificate (an empty Certificate message)."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(out / "server.pem", out / "server.key")
+    server_ctx.load_verify_locations(out / "ca.pem")
+    server_ctx.verify_mode = ssl.CERT_OPTIONAL
+    client_ctx = ssl.create_default_context(cafile=str(out / "ca.pem"))
+    client_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    pipes = [ssl.MemoryBIO() for _ in range(4)]
+    client = client_ctx.wrap_bio(pipes[0], pipes[1], server_hostname="localhost")
+    server = server_ctx.wrap_bio(pipes[2], pipes[3], server_side=True)
+    for side, feed_from, feed_to in ((client, 1, 2), (server, 3, 0), (client, 1, 2)):
+        with contextlib.suppress(ssl.SSLWantReadError):
+            side.do_handshake()
+        pipes[feed_to].write(pipes[feed_from].read())
+    return pipes[2].read()
+
+
+def test_the_certificate_message_is_replaced_and_the_rest_kept(
+    pki: tuple[Path, x509.Certificate],
+) -> None:
+    out, leaf = pki
+    flight = _empty_certificate_flight(out)
+    assert handshake_messages(flight)[0][0] == 11
+    assert client_certificates(flight) == []  # sent empty
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    forged = with_certificate(flight, [der])
+    assert forged is not None and client_certificates(forged) == [der]
+    kinds = [kind for kind, _ in handshake_messages(forged)]
+    assert kinds == [kind for kind, _ in handshake_messages(flight)]  # ClientKeyExchange kept
+    tail = flight[flight.index(bytes([20, 3, 3])) :]  # ChangeCipherSpec on: unchanged
+    assert forged.endswith(tail)
+    # a chain over one record's 16 KiB is split across records and read back whole
+    big = [der] * 9 + [b"\x30" + b"\x00" * 16000]
+    forged = with_certificate(flight, big)
+    assert forged is not None and client_certificates(forged) == big[:10]
+    assert with_certificate(_client_flight(out, ssl.TLSVersion.TLSv1_3), [der]) is None
