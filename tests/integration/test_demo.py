@@ -67,7 +67,7 @@ def test_every_command_the_demo_prints_works_pasted(tmp_path: Path) -> None:
         out = paste(refused + " -sS")
         assert out.returncode != 0 and "alert" in out.stderr, out
         out = paste(explain)
-        assert out.returncode == 1 and "DENIED at handshake (revoked)" in out.stdout, out
+        assert out.returncode == 1 and "DENIED at handshake by OpenSSL (revoked)" in out.stdout, out
         assert shlex.split(explain)[0] != "mtls-gateway"  # not on a fresh shell's PATH
         out = paste(metrics)
         assert re.search(
