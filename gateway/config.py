@@ -117,8 +117,9 @@ class TlsConfig(Model):
     )
     ocsp: OcspConfig = Field(default=OcspConfig(), description="OCSP for client certificates")
     verify_profile: Literal["openssl", "strict"] = Field(
-        default="openssl",
-        description="strict: re-verify each new client chain with gateway.verify's profile",
+        default="strict",
+        description="strict (default): after OpenSSL accepted a new client chain, verify it "
+        "again with gateway.verify's stricter profile; openssl: OpenSSL's verdict alone",
     )
     expiry_warning: Duration = Field(
         default=28 * 86400.0, description="warn when the server certificate has less than this left"

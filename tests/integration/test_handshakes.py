@@ -24,7 +24,8 @@ from tests.harness import (
 CERT_CASES = {
     "client": ("ok", True),
     "client-intermediate": ("ok", True),
-    "client-noeku": ("ok", True),  # OpenSSL accepts a leaf without EKU; policy may not
+    # OpenSSL accepts a leaf without EKU; the strict profile (the default) does not
+    "client-noeku": ("bad_eku", False),
     "client-revoked": ("ok", True),  # no CRL configured on this listener
     "client-servereku": ("bad_eku", False),
     "client-expired": ("expired", False),

@@ -15,7 +15,8 @@ from tests.harness import base_config, request, running, sample
 
 
 def _config(pki: Path, port: int) -> dict[str, Any]:
-    cfg = base_config(pki, port, client_auth="optional")
+    # the OpenSSL profile alone: a leaf without EKU reaches the routes' required_eku check
+    cfg = base_config(pki, port, client_auth="optional", verify_profile="openssl")
     fp = hashlib.sha256(
         x509.load_pem_x509_certificate((pki / "client.pem").read_bytes()).public_bytes(Encoding.DER)
     ).hexdigest()
