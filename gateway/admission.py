@@ -31,6 +31,9 @@ def load_bundle(paths: tuple[str, ...], where: str) -> list[x509.Certificate]:
     return certs
 
 
+_UNSEEN = object()
+
+
 class Admission:
     """What one listener checks on each new client identity; verdicts cached by fingerprint."""
 
@@ -45,6 +48,16 @@ class Admission:
         self._ocsp = ocsp
         self._metrics = metrics
         self._verdicts: OrderedDict[str, Failure | None] = OrderedDict()
+
+    def settled(self, identity: Identity) -> tuple[Failure | None] | None:
+        """The decision when it is known without waiting (strict profile alone, a certificate
+        seen before): `(None,)` passes, `(failure,)` rejects; None: `check` must run."""
+        if not self.strict or self._ocsp_cfg.mode != "off":
+            return None
+        verdict = self._verdicts.get(identity.sha256, _UNSEEN)
+        if verdict is _UNSEEN:
+            return None
+        return (verdict,)  # type: ignore[return-value]
 
     async def check(self, identity: Identity, chain: tuple[bytes, ...]) -> Failure | None:
         """None when the client may proceed, else why not. Never raises."""

@@ -66,7 +66,7 @@ def signed_by(crl: x509.CertificateRevocationList, ca: x509.Certificate) -> bool
 class Status:
     """A certificate's revocation status from the CRLs at hand."""
 
-    state: str  # good | revoked | no_crl | crl_expired | crl_not_yet_valid
+    state: str  # good | revoked | no_crl | crl_expired | crl_not_yet_valid | crl_invalid
     detail: str
 
 
@@ -80,6 +80,9 @@ def status(
     for crl in crls:
         if not signed_by(crl, issuer):
             continue
+        problems = rfc5280_problems(crl, issuer)
+        if problems:  # (the gateway refuses such a CRL at load; verify_chain may be handed one)
+            return Status("crl_invalid", f"the CRL of {issuer_name(crl)!r} {problems[0]}")
         if crl.last_update_utc > at:
             return Status("crl_not_yet_valid", f"the CRL of {issuer_name(crl)!r} is not valid yet")
         nxt = crl.next_update_utc
@@ -102,10 +105,18 @@ def status(
 def covers(
     crls: Iterable[x509.CertificateRevocationList], bundle: Sequence[x509.Certificate]
 ) -> bool:
-    """Whether every CA of the trust bundle has a CRL it signed: then every certificate of a
-    chain is checked (OpenSSL's VERIFY_CRL_CHECK_CHAIN), else only the leaf."""
+    """Whether every CA of the trust bundle has a CRL it signed, and every CA that is not a
+    self-signed root has its issuer in the bundle too: then every certificate of a chain is
+    checked (OpenSSL's VERIFY_CRL_CHECK_CHAIN), else only the leaf. (An issuing CA trusted
+    without its root has no CRL OpenSSL could check it against: whole-chain checking would
+    fail all of its clients with crl_error.)"""
     crls = list(crls)
-    return bool(bundle) and all(any(signed_by(c, ca) for c in crls) for ca in bundle)
+    subjects = {ca.subject for ca in bundle}
+    return (
+        bool(bundle)
+        and all(any(signed_by(c, ca) for c in crls) for ca in bundle)
+        and all(ca.issuer == ca.subject or ca.issuer in subjects for ca in bundle)
+    )
 
 
 # critical CRL extensions the gateway (and OpenSSL's CRL check) understands

@@ -47,7 +47,7 @@ class ConnInfo:
     identity: Identity | None
     chain: tuple[bytes, ...]
     # post-handshake checks (strict profile, OCSP): requests wait for it; None = nothing to wait for
-    gate: asyncio.Task[Failure | None] | None = None
+    gate: asyncio.Future[Failure | None] | None = None
 
     def passed(self) -> bool:
         """Nothing to wait for: no post-handshake check, or one that passed."""
@@ -121,7 +121,13 @@ class ConnectionTracker(Http1Server):
         admission = self._admission()
         if identity is not None and admission is not None and admission.needed:
             loop = asyncio.get_running_loop()
-            info.gate = loop.create_task(admission.check(identity, chain))
+            known = admission.settled(identity)
+            if known is None:
+                info.gate = loop.create_task(admission.check(identity, chain))
+            elif known[0] is not None:  # a returning client already rejected: no task
+                info.gate = loop.create_future()
+                info.gate.set_result(known[0])
+            # else: a returning client already admitted, nothing to wait for
         self.conns[conn] = info
         self._active.inc()
 
@@ -389,7 +395,7 @@ class Listener:
         addr: Any,
         sni: str | None,
         started: float,
-        gate: asyncio.Task[Failure | None],
+        gate: asyncio.Future[Failure | None],
     ) -> None:
         """Rejected after the handshake: the same metric and log as a failed handshake."""
         if gate.cancelled():

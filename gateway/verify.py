@@ -1,7 +1,7 @@
 """Client chain verification on `cryptography`: the verdict behind `explain` and the strict profile.
 
 `verify_chain` reproduces, step by step and with a reason from the fixed set, what OpenSSL's
-handshake check decides (chain to a trusted self-signed root, EKU of every certificate in the
+handshake check decides (chain to a CA of the trust bundle, EKU of every certificate in the
 chain, the leaf's CRL, then signatures and validity windows, in OpenSSL's order), and with
 `profile="strict"` adds the rules OpenSSL does not enforce: the leaf must carry each required
 EKU, must not be a CA, keys must be strong, key identifiers present; finally the chain must pass
@@ -144,14 +144,17 @@ def verify_chain(
     crls: bytes | Iterable[x509.CertificateRevocationList] | None = None,
     *,
     profile: Profile = "strict",
+    max_depth: int = MAX_DEPTH,
 ) -> Verdict:
     """Verify a client certificate chain; PEM or DER bytes (or parsed objects) in.
 
     `trusted` is the trust bundle (client_ca), `intermediates` what the client sent, `crls` the
-    listener's CRLs (None: no revocation check), `at` the moment (default now). `profile`
-    "openssl" reproduces the handshake's verdict; "strict" adds the profile rules."""
+    listener's CRLs (None: no revocation check), `at` the moment (default now), `max_depth`
+    the most intermediates a chain may have. `profile` "openssl" follows the handshake's
+    checks; "strict" adds the profile rules. Every input gets a verdict: nothing raises."""
     steps: list[Step] = []
-    at = at or dt.datetime.now(dt.UTC)
+    # certificate times have whole seconds: a fraction past notAfter is still inside it
+    at = (at or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     try:
         try:
             leaf_cert = _certs(leaf)[0]
@@ -167,9 +170,9 @@ def verify_chain(
                 f"leaf {describe(leaf_cert)}, {len(inter)} intermediate(s) sent, {len(anchors)} trusted CA(s)",
             )
         )
-        path, bad_sig = _build(leaf_cert, inter, anchors)
+        path, bad_sig = _build(leaf_cert, inter, anchors, max_depth)
         steps.append(
-            Step("chain", True, " -> ".join(describe(c) for c in path) + " (trusted root)")
+            Step("chain", True, " -> ".join(describe(c) for c in path) + " (trust anchor)")
         )
         _openssl_eku(path, steps, [_oid(e) for e in required_ekus])
         _key_level(path, steps)
@@ -177,23 +180,75 @@ def verify_chain(
             _revocation(path, crl_list, anchors, at, steps)
         _signatures_and_times(path, bad_sig, at, steps)
         if profile == "strict":
-            _strict(path, inter, anchors, at, [_oid(e) for e in required_ekus], steps)
+            required = [_oid(e) for e in required_ekus]
+            _strict(path, inter, anchors, at, required, max_depth, steps)
     except _Fail as fail:
         steps.append(fail.step)
         return Verdict(False, fail.reason, tuple(steps))
+    except Exception as exc:  # a certificate cryptography cannot read (duplicate extensions...)
+        steps.append(Step("parse", False, f"unreadable certificate: {type(exc).__name__}: {exc}"))
+        return Verdict(False, R.BAD_CERT, tuple(steps))
     return Verdict(True, None, tuple(steps), tuple(path))
 
 
+MAX_CANDIDATES = 256  # issuer candidates tried while building one chain (pathological graphs)
+
+
 def _build(
-    leaf: x509.Certificate, inter: list[x509.Certificate], anchors: list[x509.Certificate]
+    leaf: x509.Certificate,
+    inter: list[x509.Certificate],
+    anchors: list[x509.Certificate],
+    max_depth: int = MAX_DEPTH,
 ) -> tuple[list[x509.Certificate], x509.Certificate | None]:
-    """Issuer by name up to a trusted self-signed root, as OpenSSL builds it (no partial
-    chains). Returns the path and the first certificate whose signature does not verify."""
+    """Issuer by name up to a CA of the trust bundle, as OpenSSL builds it with partial chains
+    allowed (the gateway's contexts): first through issuers whose signatures verify, backtracking from dead ends (a
+    cross-signed CA, an alternative chain); else along names alone, to report the first
+    certificate whose signature does not verify. Returns the path and that certificate."""
     pool = anchors + [c for c in inter if c not in anchors]
+    budget = [MAX_CANDIDATES]
+
+    def walk(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
+        cur = path[-1]
+        if cur in anchors:  # a trust anchor as listed (partial chains)
+            return path
+        if cur.issuer == cur.subject and (cur in anchors or _self_signed(cur)):
+            return path if cur in anchors else None
+        if _depth(path) > max_depth:  # cur would be one intermediate too many
+            return None
+        for nxt in pool:
+            if nxt.subject != cur.issuer or nxt in path or budget[0] <= 0:
+                continue
+            budget[0] -= 1
+            if _issued_by(cur, nxt) and (found := walk([*path, nxt])) is not None:
+                return found
+        return None
+
+    found = walk([leaf])
+    if found is not None:
+        return found, None
+    return _build_by_name(leaf, inter, anchors, pool, max_depth)
+
+
+def _depth(path: list[x509.Certificate]) -> int:
+    """Intermediates in `path` after the leaf, the self-issued ones not counted (RFC 5280
+    4.2.1.9: a CA's re-keying certificate does not lengthen a path)."""
+    return sum(1 for c in path[1:] if c.issuer != c.subject)
+
+
+def _build_by_name(
+    leaf: x509.Certificate,
+    inter: list[x509.Certificate],
+    anchors: list[x509.Certificate],
+    pool: list[x509.Certificate],
+    max_depth: int,
+) -> tuple[list[x509.Certificate], x509.Certificate | None]:
+    """No chain verifies: follow names (a verifying issuer first) to say what is wrong."""
     path = [leaf]
     bad_sig: x509.Certificate | None = None
     cur = leaf
-    for _ in range(MAX_DEPTH):
+    for _ in range(max_depth + 2):
+        if cur in anchors:
+            return path, bad_sig
         if cur.issuer == cur.subject and (cur in anchors or _self_signed(cur)):
             if cur in anchors:
                 return path, bad_sig
@@ -218,7 +273,7 @@ def _build(
             bad_sig = cur
         path.append(nxt)
         cur = nxt
-    raise _fail(R.BAD_CERT, "chain", f"chain longer than {MAX_DEPTH} certificates")
+    raise _fail(R.BAD_CERT, "chain", f"no chain within {max_depth} intermediate certificates")
 
 
 def _openssl_eku(
@@ -370,6 +425,8 @@ def _weak_key(cert: x509.Certificate) -> str | None:
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         return f"RSA {key.key_size} bits (minimum {MIN_RSA_BITS})"
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size % 8:
+        return f"RSA {key.key_size} bits (not a whole number of bytes)"
     if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < MIN_EC_BITS:
         return f"EC {key.curve.name} (minimum {MIN_EC_BITS} bits)"
     if _is_dsa(cert):
@@ -391,57 +448,50 @@ def _strict(
     anchors: list[x509.Certificate],
     at: dt.datetime,
     required: list[x509.ObjectIdentifier],
+    max_depth: int,
     steps: list[Step],
 ) -> None:
     leaf = path[0]
-    ekus = _ekus(leaf)
-    if ekus is None:
-        raise _fail(
-            R.BAD_EKU,
-            "profile",
-            "the leaf has no extendedKeyUsage extension; the strict profile requires "
-            + ", ".join(eku_name(e) for e in required),
-        )
-    missing = [eku_name(e) for e in required if e not in ekus]
-    if missing:
-        raise _fail(R.BAD_EKU, "profile", f"the leaf's extendedKeyUsage lacks {', '.join(missing)}")
-    try:
-        bc = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if bc.ca:
-            raise _fail(
-                R.BAD_CERT, "profile", "the leaf is marked as a CA (basicConstraints CA:TRUE)"
-            )
-    except x509.ExtensionNotFound:
-        pass
-    for cert in path:
-        weak = _weak_key(cert)
-        if weak:
-            raise _fail(R.BAD_CERT, "profile", f"{describe(cert)} has a weak key: {weak}")
-    if not _has(leaf, x509.AuthorityKeyIdentifier):
-        raise _fail(R.BAD_CERT, "profile", "the leaf has no authorityKeyIdentifier")
-    for cert in path[1:]:
-        if not _has(cert, x509.SubjectKeyIdentifier):
-            raise _fail(R.BAD_CERT, "profile", f"CA {describe(cert)} has no subjectKeyIdentifier")
+    _strict_leaf(leaf, path, required)
+    _strict_chain(path)
 
     def eku_ok(_policy: object, _cert: x509.Certificate, ext: x509.ExtendedKeyUsage | None) -> None:
         if ext is None or any(e not in ext for e in required):
             raise ValueError("required extendedKeyUsage missing")
 
-    ee = (
-        xv.ExtensionPolicy.webpki_defaults_ee()
-        .require_present(x509.ExtendedKeyUsage, xv.Criticality.AGNOSTIC, eku_ok)
-        .may_be_present(x509.SubjectAlternativeName, xv.Criticality.AGNOSTIC, None)
+    def ca_eku_ok(
+        _policy: object, _cert: x509.Certificate, ext: x509.ExtendedKeyUsage | None
+    ) -> None:  # a CA that lists EKUs constrains its chain to them (as OpenSSL does)
+        if ext is not None and ANY_EKU not in ext and any(e not in ext for e in required):
+            raise ValueError("a CA's extendedKeyUsage excludes the purpose")
+
+    ee = xv.ExtensionPolicy.webpki_defaults_ee().may_be_present(
+        x509.SubjectAlternativeName, xv.Criticality.AGNOSTIC, None
+    )
+    if required:
+        ee = ee.require_present(x509.ExtendedKeyUsage, xv.Criticality.AGNOSTIC, eku_ok)
+    else:
+        ee = ee.may_be_present(x509.ExtendedKeyUsage, xv.Criticality.AGNOSTIC, None)
+
+    def ca_usage_ok(_policy: object, _cert: x509.Certificate, ext: x509.KeyUsage | None) -> None:
+        if ext is not None and not ext.key_cert_sign:  # absent: RFC 5280 6.1 lets it pass
+            raise ValueError("a CA's keyUsage lacks keyCertSign")
+
+    ca = (
+        xv.ExtensionPolicy.webpki_defaults_ca()
+        .may_be_present(x509.ExtendedKeyUsage, xv.Criticality.AGNOSTIC, ca_eku_ok)
+        .may_be_present(x509.KeyUsage, xv.Criticality.AGNOSTIC, ca_usage_ok)
     )
     verifier = (
         xv.PolicyBuilder()
-        .store(xv.Store([c for c in anchors if _self_signed(c)]))
+        .store(xv.Store(anchors))
         .time(at)
-        .max_chain_depth(MAX_DEPTH)
-        .extension_policies(ca_policy=xv.ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee)
+        .max_chain_depth(max_depth)
+        .extension_policies(ca_policy=ca, ee_policy=ee)
         .build_client_verifier()
     )
     try:
-        verifier.verify(leaf, inter)
+        verifier.verify(leaf, [*path[1:-1], *(c for c in inter if c not in path)])
     except xv.VerificationError as exc:
         message = (
             str(exc).split(" (encountered processing", 1)[0].removeprefix("validation failed: ")
@@ -454,3 +504,119 @@ def _strict(
             "strict profile: EKU, CA flags, key strength, key identifiers and the RFC 5280 profile hold",
         )
     )
+
+
+ANY_EKU = ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE
+
+
+def _strict_leaf(
+    leaf: x509.Certificate, path: list[x509.Certificate], required: list[x509.ObjectIdentifier]
+) -> None:
+    """The end-entity rules OpenSSL lets pass."""
+    ekus = _ekus(leaf)
+    if ekus is None and required:
+        raise _fail(
+            R.BAD_EKU,
+            "profile",
+            "the leaf has no extendedKeyUsage extension; the strict profile requires "
+            + ", ".join(eku_name(e) for e in required),
+        )
+    missing = [eku_name(e) for e in required if e not in (ekus or [])]
+    if missing:
+        raise _fail(R.BAD_EKU, "profile", f"the leaf's extendedKeyUsage lacks {', '.join(missing)}")
+    if required and ANY_EKU in (ekus or []):
+        raise _fail(
+            R.BAD_EKU, "profile", "the leaf lists anyExtendedKeyUsage: its purposes are unbounded"
+        )
+    try:
+        bc = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            raise _fail(
+                R.BAD_CERT, "profile", "the leaf is marked as a CA (basicConstraints CA:TRUE)"
+            )
+    except x509.ExtensionNotFound:
+        pass
+    if not leaf.subject:
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        except x509.ExtensionNotFound:
+            san = None
+        if san is None or not san.critical:
+            raise _fail(
+                R.BAD_CERT,
+                "profile",
+                "the leaf has an empty subject and no critical subjectAltName (RFC 5280 4.2.1.6)",
+            )
+    if not _has(leaf, x509.SubjectAlternativeName) and any(
+        _has(ca, x509.NameConstraints) for ca in path[1:]
+    ):  # OpenSSL then holds the CN to the DNS constraints; the RFC 5280 verifier would not
+        raise _fail(
+            R.BAD_CERT,
+            "profile",
+            "the leaf has no subjectAltName under a name-constrained CA: its names cannot be "
+            "checked against the constraints",
+        )
+
+
+def _strict_chain(path: list[x509.Certificate]) -> None:
+    """Rules for every certificate of the chain: keys, serials, key identifiers, and the
+    extensions RFC 5280 requires to be critical."""
+    root = path[-1]
+    for cert in path:
+        weak = _weak_key(cert)
+        if weak:
+            raise _fail(R.BAD_CERT, "profile", f"{describe(cert)} has a weak key: {weak}")
+        serial = cert.serial_number
+        if (
+            cert is not root and serial <= 0 or serial.bit_length() > 159
+        ):  # positive, at most 20 octets (4.1.2.2)
+            raise _fail(
+                R.BAD_CERT,
+                "profile",
+                f"{describe(cert)} has serial number {serial}: RFC 5280 requires a positive "
+                "one of at most 20 octets",
+            )
+        if cert is not root and not _has(cert, x509.AuthorityKeyIdentifier):
+            raise _fail(R.BAD_CERT, "profile", f"{describe(cert)} has no authorityKeyIdentifier")
+    for cert in path[1:]:
+        if not _has(cert, x509.SubjectKeyIdentifier):
+            raise _fail(R.BAD_CERT, "profile", f"CA {describe(cert)} has no subjectKeyIdentifier")
+        for ext_type in (x509.NameConstraints, x509.PolicyConstraints):
+            try:
+                ext = cert.extensions.get_extension_for_class(ext_type)
+            except x509.ExtensionNotFound:
+                continue
+            if not ext.critical:
+                raise _fail(
+                    R.BAD_CERT,
+                    "profile",
+                    f"CA {describe(cert)} has a non-critical {ext.oid._name} extension "
+                    "(RFC 5280 requires it critical)",
+                )
+    if _self_signed(root):
+        _strict_anchor_aki(root)
+
+
+def _strict_anchor_aki(root: x509.Certificate) -> None:
+    """A self-signed root's authorityKeyIdentifier, when present, names its own key and
+    nothing else (Web PKI)."""
+    try:
+        aki = root.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return
+    try:
+        ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        ski = None
+    if (
+        aki.key_identifier is None
+        or aki.authority_cert_issuer is not None
+        or aki.authority_cert_serial_number is not None
+        or (ski is not None and aki.key_identifier != ski)
+    ):
+        raise _fail(
+            R.BAD_CERT,
+            "profile",
+            f"root {describe(root)} has an authorityKeyIdentifier that is not its own key "
+            "identifier alone",
+        )

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from gateway import devcerts
-from gateway.verify import verify_chain
+from gateway.verify import load_certs, verify_chain
 from tests.harness import dev_root
 
 
@@ -69,11 +69,34 @@ def test_missing_intermediate_is_unknown_ca_and_says_so(pki: Path) -> None:
     assert "client sent no intermediates" in v.detail
 
 
-def test_trusting_only_the_intermediate_is_not_enough(pki: Path) -> None:
-    """OpenSSL without PARTIAL_CHAIN needs the self-signed root; so do we."""
-    data = _pem(pki, "client-intermediate.pem")
-    v = verify_chain(data, data, _pem(pki, "intermediate.pem"))
-    assert v.reason == "unknown_ca"
+def test_an_issuing_ca_is_a_trust_anchor_as_listed(pki: Path) -> None:
+    """The gateway's contexts allow partial chains (RFC 5280 6.1): a bundle holding only the
+    intermediate trusts its clients without the root, in OpenSSL and here alike, and still
+    not the root's other clients."""
+    from gateway.config import TlsConfig
+    from gateway.opensslcheck import openssl_verdict
+
+    listener = TlsConfig.model_validate(
+        {"cert": str(pki / "server.pem"), "key": str(pki / "server.key"),
+         "client_ca": [str(pki / "intermediate.pem")]}
+    )  # fmt: skip
+    for name, ok in (("client-intermediate", True), ("client", False)):
+        certs = load_certs(_pem(pki, f"{name}.pem"))
+        for profile in ("openssl", "strict"):
+            v = verify_chain(certs[0], certs[1:], _pem(pki, "intermediate.pem"), profile=profile)
+            assert v.ok is ok and (ok or v.reason == "unknown_ca"), (name, profile, v.detail)
+        assert openssl_verdict(listener, "listeners[0].tls", certs[0], certs[1:]).ok is ok
+    # with CRLs: the intermediate's clients are checked against its CRL, and it is trusted as
+    # listed (its root's CRL could not be checked without the root): OpenSSL and here agree
+    with_crl = listener.model_copy(update={"crl": (str(pki / "crl.pem"),)})
+    certs = load_certs(_pem(pki, "client-intermediate.pem"))
+    real = openssl_verdict(with_crl, "listeners[0].tls", certs[0], certs[1:])
+    model = verify_chain(
+        certs[0], certs[1:], _pem(pki, "intermediate.pem"), crls=_pem(pki, "crl.pem"),
+        profile="openssl",
+    )  # fmt: skip
+    assert real.ok and model.ok, (real, model.detail)
+    assert "only the leaf" in str(model.steps)
 
 
 def test_forged_issuer_name_is_bad_signature(pki: Path) -> None:
