@@ -120,7 +120,8 @@ def _key(kind: str) -> devcerts.PrivateKey:
     """One key per kind for the whole session (RSA generation is slow)."""
     if kind.startswith("rsa"):
         return rsa.generate_private_key(65537, int(kind[3:]))
-    curves = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1(), "p192": ec.SECP192R1()}
+    curves = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1(), "p192": ec.SECP192R1(),
+              "ca": ec.SECP256R1()}  # fmt: skip
     return ec.generate_private_key(curves[kind])
 
 
@@ -193,11 +194,26 @@ def _usage(*, digital_signature: bool, key_cert_sign: bool) -> x509.KeyUsage:
     )  # fmt: skip
 
 
+INTERMEDIATE = _name("chains intermediate")
+
+
+def intermediate_crl(revoked: list[int] = []) -> x509.CertificateRevocationList:  # noqa: B006
+    """The CRL of every intermediate `build` makes (they share their name and key)."""
+    issuer = devcerts.Issued(
+        x509.CertificateBuilder()
+        .subject_name(INTERMEDIATE).issuer_name(INTERMEDIATE).public_key(_key("ca").public_key())
+        .serial_number(1).not_valid_before(NOW - DAY).not_valid_after(NOW + DAY)
+        .sign(_key("ca"), hashes.SHA256()),
+        _key("ca"),
+    )  # fmt: skip
+    return devcerts.make_crl(issuer, revoked)
+
+
 def _intermediate(spec: Spec, anchor: devcerts.Issued) -> devcerts.Issued:
-    key = _key("p256") if not spec.wrong_signer else ec.generate_private_key(ec.SECP256R1())
+    key = _key("ca")  # one intermediate key: one CRL of "chains intermediate" covers them all
     b = (
         x509.CertificateBuilder()
-        .subject_name(_name("chains intermediate"))
+        .subject_name(INTERMEDIATE)
         .issuer_name(anchor.cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
