@@ -567,9 +567,8 @@ def _strict_chain(path: list[x509.Certificate]) -> None:
         if weak:
             raise _fail(R.BAD_CERT, "profile", f"{describe(cert)} has a weak key: {weak}")
         serial = cert.serial_number
-        if (
-            cert is not root and serial <= 0 or serial.bit_length() > 159
-        ):  # positive, at most 20 octets (4.1.2.2)
+        # positive, at most 20 octets (RFC 5280 4.1.2.2); a trust anchor is trusted as it is
+        if cert is not root and (serial <= 0 or serial.bit_length() > 159):
             raise _fail(
                 R.BAD_CERT,
                 "profile",
