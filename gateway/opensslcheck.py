@@ -48,40 +48,54 @@ class OpenSslVerdict:
     detail: str
 
 
+class OpenSslJudge:
+    """OpenSSL's verdicts for one listener: its context is built once, each verdict is one
+    in-memory handshake on it."""
+
+    def __init__(self, tls: TlsConfig, where: str) -> None:
+        self._server_ctx = _listener_context(tls, where)
+        self._client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self._client_ctx.check_hostname = False
+        self._client_ctx.verify_mode = ssl.CERT_NONE
+        for ctx in (self._server_ctx, self._client_ctx):
+            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def verdict(
+        self, leaf: x509.Certificate, intermediates: list[x509.Certificate]
+    ) -> OpenSslVerdict:
+        """OpenSSL's verdict on `leaf` sent with `intermediates`, now."""
+        c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+        client = self._client_ctx.wrap_bio(c_in, c_out)
+        server = self._server_ctx.wrap_bio(s_in, s_out, server_side=True)
+        _step(client)  # ClientHello
+        s_in.write(c_out.read())
+        _step(server)  # ServerHello ... CertificateRequest, ServerHelloDone
+        c_in.write(s_out.read())
+        _step(client)  # (empty) Certificate, ClientKeyExchange, ChangeCipherSpec, Finished
+        der = serialization.Encoding.DER
+        chain = [c.public_bytes(der) for c in [leaf, *intermediates]]
+        forged = with_certificate(c_out.read(), chain)
+        if forged is None:
+            return OpenSslVerdict(False, R.OTHER, None, "no Certificate message to replace")
+        s_in.write(forged)
+        try:
+            server.do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            failure = classify(exc)
+            return OpenSslVerdict(False, failure.reason, failure.verify_code, failure.detail)
+        except ssl.SSLError as exc:
+            if str(exc.reason) in _ACCEPTED:
+                return OpenSslVerdict(True, None, 0, "OpenSSL verified the chain")
+            failure = classify(exc)
+            return OpenSslVerdict(False, failure.reason, None, f"OpenSSL: {failure.detail}")
+        return OpenSslVerdict(False, R.OTHER, None, "the handshake finished without a signature")
+
+
 def openssl_verdict(
     tls: TlsConfig, where: str, leaf: x509.Certificate, intermediates: list[x509.Certificate]
 ) -> OpenSslVerdict:
     """OpenSSL's verdict on `leaf` sent with `intermediates`, by a listener with `tls`, now."""
-    server_ctx = _listener_context(tls, where)
-    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_ctx.check_hostname = False
-    client_ctx.verify_mode = ssl.CERT_NONE
-    for ctx in (server_ctx, client_ctx):
-        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    client = client_ctx.wrap_bio(c_in, c_out)
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    _step(client)  # ClientHello
-    s_in.write(c_out.read())
-    _step(server)  # ServerHello ... CertificateRequest, ServerHelloDone
-    c_in.write(s_out.read())
-    _step(client)  # (empty) Certificate, ClientKeyExchange, ChangeCipherSpec, Finished
-    der = serialization.Encoding.DER
-    forged = with_certificate(c_out.read(), [c.public_bytes(der) for c in [leaf, *intermediates]])
-    if forged is None:
-        return OpenSslVerdict(False, R.OTHER, None, "no Certificate message to replace")
-    s_in.write(forged)
-    try:
-        server.do_handshake()
-    except ssl.SSLCertVerificationError as exc:
-        failure = classify(exc)
-        return OpenSslVerdict(False, failure.reason, failure.verify_code, failure.detail)
-    except ssl.SSLError as exc:
-        if str(exc.reason) in _ACCEPTED:
-            return OpenSslVerdict(True, None, 0, "OpenSSL verified the chain")
-        failure = classify(exc)
-        return OpenSslVerdict(False, failure.reason, None, f"OpenSSL: {failure.detail}")
-    return OpenSslVerdict(False, R.OTHER, None, "the handshake finished without a signature")
+    return OpenSslJudge(tls, where).verdict(leaf, intermediates)
 
 
 def _step(side: ssl.SSLObject) -> None:

@@ -1,53 +1,61 @@
 """Revocation that reaches open connections: after a reload (a new CRL, trust bundle or
-config), every open connection's client certificate is verified again against the new state,
-and a connection whose client is no longer accepted is closed (after the answer in progress),
-counted and logged with the identity."""
+config), every open connection's client certificate is judged again as a new handshake would
+be, and a connection whose client is no longer accepted is closed (after the answer in
+progress), counted and logged with the identity. Listeners with OCSP are also asked again as
+cached answers expire (`ocsp.cache_ttl`, at least every `OCSP_RECHECK_SECONDS`): a revocation
+published by the responder reaches open connections.
+
+"As a new handshake would be": OpenSSL itself on the listener's new context (trust bundle,
+CRLs; `opensslcheck`), then the listener's post-handshake checks (strict profile, OCSP;
+`admission`)."""
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 
 from cryptography import x509
 
-from gateway import crl as crls
-from gateway.admission import load_bundle
+from gateway.admission import Admission
 from gateway.config import TlsConfig
 from gateway.errors import ConfigError
+from gateway.identity import Identity
 from gateway.listener import Listener
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
-from gateway.verify import Verdict, verify_chain
+from gateway.opensslcheck import OpenSslJudge
+from gateway.tls import Failure
+
+OCSP_RECHECK_SECONDS = 300.0
 
 
-def _crls(tls: TlsConfig) -> list[x509.CertificateRevocationList] | None:
-    if not crls.has_crls(tls):
-        return None
-    found: list[x509.CertificateRevocationList] = []
-    for source in tls.crl:
-        with open(crls.source_path(source), "rb") as fh:
-            found += crls.parse_crls(fh.read())
-    return found
-
-
-async def recheck(listener: Listener, tls: TlsConfig, where: str, metrics: Metrics) -> int:
-    """Verify every open connection of `listener` with a client certificate against `tls` as
-    it now is; close the ones no longer accepted. Returns how many were closed. Each distinct
-    certificate is verified once, and the loop yields between batches so that many open
-    connections do not stall the requests of the others."""
+async def recheck(
+    listener: Listener,
+    tls: TlsConfig,
+    where: str,
+    metrics: Metrics,
+    admission: Admission | None,
+    *,
+    handshake: bool = True,
+) -> int:
+    """Judge every open connection of `listener` with a client certificate against `tls` as it
+    now is (`handshake=False`: the post-handshake checks only, for the OCSP round); close the
+    ones no longer accepted. Returns how many were closed. Each distinct certificate is judged
+    once, and the loop yields between batches so that many open connections do not stall the
+    requests of the others."""
     conns = [(conn, info) for conn, info in listener.server.conns.items() if info.identity]
     if not conns or tls.client_auth == "none":
         return 0
-    try:
-        bundle = load_bundle(tls.client_ca, where)
-        crl_list = _crls(tls)
-    except (OSError, ValueError, ConfigError) as exc:  # the reload checked them: a race
-        tls_log.warning(
-            "open connections not re-checked", extra=event(listener=listener.name, error=str(exc))
-        )
-        return 0
-    now = dt.datetime.now(dt.UTC)
-    verdicts: dict[tuple[str, tuple[bytes, ...]], Verdict] = {}
+    judge: OpenSslJudge | None = None
+    if handshake:
+        try:
+            judge = OpenSslJudge(tls, where)
+        except (OSError, ValueError, ConfigError) as exc:  # the reload checked them: a race
+            tls_log.warning(
+                "open connections not re-checked",
+                extra=event(listener=listener.name, error=str(exc)),
+            )
+            return 0
+    decided: dict[tuple[str, tuple[bytes, ...]], Failure | None] = {}
     closed = 0
     for n, (conn, info) in enumerate(conns):
         if n % 64 == 63:
@@ -57,24 +65,20 @@ async def recheck(listener: Listener, tls: TlsConfig, where: str, metrics: Metri
         ident = info.identity
         assert ident is not None
         key = (ident.sha256, info.chain)
-        verdict = verdicts.get(key)
-        if verdict is None:
-            verdict = verdicts[key] = verify_chain(
-                ident.der, list(info.chain), bundle, at=now, crls=crl_list,
-                profile=tls.verify_profile,
-            )  # fmt: skip
-        if verdict.ok:
+        if key not in decided:
+            decided[key] = await _judge(judge, admission, ident, info.chain)
+        failure = decided[key]
+        if failure is None:
             continue
-        assert verdict.reason is not None
         closed += 1
-        metrics.connections_rechecked.labels(listener.name, verdict.reason.value).inc()
+        metrics.connections_rechecked.labels(listener.name, failure.reason.value).inc()
         tls_log.info(
             "open connection closed: its client is no longer accepted",
             extra=event(
                 listener=listener.name,
                 peer=info.peer_ip,
-                reason=verdict.reason.value,
-                detail=verdict.detail,
+                reason=failure.reason.value,
+                detail=failure.detail,
                 client_subject=ident.subject,
                 client_issuer=ident.issuer,
                 client_serial=ident.serial,
@@ -83,3 +87,22 @@ async def recheck(listener: Listener, tls: TlsConfig, where: str, metrics: Metri
         )
         conn.close_when_answered()
     return closed
+
+
+async def _judge(
+    judge: OpenSslJudge | None,
+    admission: Admission | None,
+    ident: Identity,
+    chain: tuple[bytes, ...],
+) -> Failure | None:
+    """The failure a new handshake with this certificate would meet, or None."""
+    if judge is not None:
+        leaf = x509.load_der_x509_certificate(ident.der)
+        sent = [x509.load_der_x509_certificate(c) for c in chain]
+        real = judge.verdict(leaf, sent)
+        if not real.ok:
+            assert real.reason is not None
+            return Failure(real.reason, real.verify_code, real.detail)
+    if admission is not None and admission.needed:
+        return await admission.check(ident, chain)
+    return None

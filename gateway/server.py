@@ -32,7 +32,7 @@ from gateway.log import access_log, config_log, event, server_log
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker
 from gateway.proxy import Upstream
-from gateway.recheck import recheck
+from gateway.recheck import OCSP_RECHECK_SECONDS, recheck
 from gateway.runtime import ReloadResult, Snapshot, build_snapshot
 from gateway.watch import FileWatcher
 
@@ -201,6 +201,7 @@ class Gateway:
             upstream.start()
         self._publish_held()
         self._spawn(self._expiry_loop(), "expiry-check")
+        self._spawn(self._ocsp_recheck_loop(), "ocsp-recheck")
         if self._state_file is not None:
             self._spawn(self._share_state(self._state_file), "share-state")
         self._restart_watcher()
@@ -343,10 +344,11 @@ class Gateway:
             if lst.name in self._listeners and lst.name not in {x.name for x in opened}:
                 self._spawn(
                     recheck(
-                        self._listeners[lst.name], lst.tls, f"listeners[{i}].tls", self.metrics
+                        self._listeners[lst.name], lst.tls, f"listeners[{i}].tls", self.metrics,
+                        self._snapshot.admissions.get(lst.name),
                     ),
                     f"recheck-{lst.name}",
-                )
+                )  # fmt: skip
         self._held = held
         self._publish_held()
         access_log.disabled = not cfg.logging.access_log
@@ -441,3 +443,18 @@ class Gateway:
         while True:
             await asyncio.sleep(EXPIRY_CHECK_SECONDS)
             self._warn_expiring()
+
+    async def _ocsp_recheck_loop(self) -> None:
+        """Open connections of listeners with OCSP are asked about again as cached answers
+        expire (every `ocsp.cache_ttl`, at most every OCSP_RECHECK_SECONDS): a revocation the
+        responder publishes closes them."""
+        while True:
+            ttls = [lst.tls.ocsp.cache_ttl for lst in self.config.listeners]
+            await asyncio.sleep(max(1.0, min([*ttls, OCSP_RECHECK_SECONDS])))
+            for lst in self.config.listeners:
+                listener = self._listeners.get(lst.name)
+                if listener is not None and lst.tls.ocsp.mode != "off":
+                    admission = self._snapshot.admissions.get(lst.name)
+                    await recheck(
+                        listener, lst.tls, lst.name, self.metrics, admission, handshake=False
+                    )

@@ -252,3 +252,51 @@ def test_explain_online_asks_the_responder(
     assert any(s["name"] == "ocsp" and s["detail"].startswith("OCSP good") for s in steps)
     code, doc_out = explain("client-revoked")  # without --online: a note, no network
     assert code == 0 and any("--online" in n for n in doc_out["notes"])  # type: ignore[union-attr]
+
+
+def test_a_revocation_the_responder_publishes_closes_the_open_connection(
+    pki: Path, ocsp_env: tuple[Path, Responder], tmp_path: Path
+) -> None:
+    """The client's keep-alive connection was admitted on a good answer; the responder then
+    says revoked: once the cached answer expires, the connection is closed, counted and logged."""
+    import http.client
+    import ssl
+
+    from tests.harness import client_context
+
+    certs, responder = ocsp_env
+    client = x509.load_pem_x509_certificates((certs / "client.pem").read_bytes())[0]
+    index = certs / "index.txt"
+    good = index.read_text()
+    ocsp = {"mode": "hard", "timeout": "1s", "cache_ttl": "1s", "responder_url": responder.url}
+    with running(lambda port: base_config(pki, port, ocsp=ocsp), pki) as gw:
+        conn = http.client.HTTPSConnection(
+            "localhost", gw.port, context=client_context(certs, "client"), timeout=10
+        )
+        try:
+            conn.request("GET", "/before")
+            before = conn.getresponse()
+            assert before.status == 200 and before.read()
+            lines = [_index_line(client, True) if f"\t{client.serial_number:X}\t" in line else line
+                     for line in good.splitlines()]  # fmt: skip
+            responder.stop()  # the CA publishes the revocation: the responder's new index
+            index.write_text("\n".join(lines) + "\n")
+            responder.start()
+            metric = "mtls_gateway_connections_closed_on_recheck_total"
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if sample(gw.metrics(), metric, listener="public", reason="revoked") == 1:
+                    break
+                time.sleep(0.2)
+            m = gw.metrics()
+            assert sample(m, metric, listener="public", reason="revoked") == 1, [
+                (k, v) for k, v in m.items() if "ocsp" in k[0]
+            ]
+            with pytest.raises((ConnectionError, http.client.HTTPException, ssl.SSLError, OSError)):
+                conn.request("GET", "/after")
+                conn.getresponse().read()
+        finally:
+            conn.close()
+            responder.stop()
+            index.write_text(good)
+            responder.start()
