@@ -74,15 +74,19 @@ def test_explain_and_the_running_gateway_agree_on_every_chain(
     with EchoServer() as echo:
         config, port, admin = write_config(tmp_path, certs, echo.port, reload={"watch": False})
         doc = yaml.safe_load(config.read_text())
-        doc["listeners"][0]["tls"].update(crl=[str(certs / "crl.pem")], verify_profile=profile)
+        doc["listeners"][0]["tls"]["crl"] = [str(certs / "crl.pem")]
+        if profile == "openssl":  # strict is the default: left unsaid
+            doc["listeners"][0]["tls"]["verify_profile"] = profile
         config.write_text(yaml.safe_dump(doc))
         disagreements: list[dict[str, Any]] = []
         seen = set()
+        outcome: dict[str, tuple[bool, str]] = {}
         with GatewayProcess(config, admin):
             for name in names:
                 real = _gateway_outcome(port, admin, certs, name, "/")
                 allowed, reason, by = _explained(config, certs, name)
                 seen.add(real[1])
+                outcome[name] = real
                 if (allowed, reason) != real:
                     disagreements.append(
                         {"chain": name, "gateway": real, "explain": [allowed, reason, by]}
@@ -90,3 +94,10 @@ def test_explain_and_the_running_gateway_agree_on_every_chain(
         assert disagreements == [], json.dumps(disagreements, indent=1)
     # the corpus reaches both verdicts and the reasons that matter, under each profile
     assert {"ok", "revoked", "bad_cert", "bad_eku", "expired", "not_yet_valid"} <= seen
+    assert outcome["revoked-intermediate"] == (False, "revoked")  # the whole chain is checked
+    if profile == "strict":  # by default, what OpenSSL alone lets through is refused
+        assert outcome["leaf-is-ca"] == (False, "bad_cert")
+        assert outcome["no-eku"] == (False, "bad_eku")
+        assert outcome["dns-constraint-cn-only"] == (False, "bad_cert")
+    else:
+        assert outcome["leaf-is-ca"] == outcome["no-eku"] == (True, "ok")
