@@ -171,6 +171,15 @@ class ListenerLimits(Model):
     header_timeout: Duration = Field(
         default=10.0, description="a request head must arrive completely within this (408)"
     )
+    body_timeout: Duration = Field(
+        default=20.0,
+        description="a request body must arrive within this, plus a second for every "
+        "body_min_rate bytes received (408)",
+    )
+    body_min_rate: Size = Field(
+        default=500,
+        description="bytes per second that extend body_timeout (0: the body_timeout alone)",
+    )
     keepalive_timeout: Duration = Field(
         default=75.0, description="idle keep-alive connections are closed after this"
     )

@@ -87,6 +87,13 @@ class MethodNotAllowed(DownstreamError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(DownstreamError):
+    """The request body did not arrive in time (limits.body_timeout, body_min_rate)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class PayloadTooLarge(DownstreamError):
     status = 413
     code = "request_too_large"

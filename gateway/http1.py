@@ -23,6 +23,7 @@ import httptools
 from multidict import CIMultiDict
 
 from gateway.bytestream import ByteStream, FlowControl, chunk, last_chunk
+from gateway.errors import RequestTimeout
 from gateway.log import event, server_log
 from gateway.metrics import Metrics
 from gateway.tlsconn import TlsTransport
@@ -93,9 +94,16 @@ class Limits:
         max_header_size: int = 8190,
         max_headers: int = 100,
         max_connection_age: float = 3600.0,
+        body_timeout: float = 20.0,
+        body_min_rate: float = 500.0,
     ) -> None:
         self.listener = listener
         self.max_connection_age = max_connection_age
+        # a request body must arrive within body_timeout, extended by a second for every
+        # body_min_rate bytes received (Apache mod_reqtimeout's rule): a fast upload of any
+        # size passes, a body that never comes or trickles is cut with 408
+        self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
         self.metrics = metrics
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
@@ -424,7 +432,10 @@ class Http1Connection(FlowControl):
         self._closing = False  # no new requests: close after the current answer
         self._refused = False  # the parser refused a request: nothing after it is read
         self.deadline = 0.0
-        self.deadline_kind: str | None = None  # new | head | idle
+        self.deadline_kind: str | None = None  # new | head | body | idle
+        self._body_started = 0.0
+        self._body_bytes = 0
+        self._line_run = 0  # bytes of the head's unfinished line (request line or field)
         # after an upgrade the bytes belong to the tunnel's other end
         self._tunnel_peer: asyncio.Transport | None = None
         self._upgraded = False  # the parser stopped after an upgrade request
@@ -448,6 +459,8 @@ class Http1Connection(FlowControl):
             return
         try:
             self._parser.feed_data(data)
+            if self._in_head:
+                self._head_line(data)
         except httptools.HttpParserUpgrade as exc:
             offset = exc.args[0] if exc.args else len(data)
             self._upgraded = True
@@ -460,6 +473,20 @@ class Http1Connection(FlowControl):
                 self._refuse(_Refused(400, "bad_request", None, str(cause or exc)))
         except httptools.HttpParserError as exc:
             self._refuse(_Refused(400, "bad_request", None, str(exc) or type(exc).__name__))
+
+    def _head_line(self, data: bytes) -> None:
+        """An unfinished line of the head is held to the limits as its bytes arrive: the
+        parser hands a field over only once it ends, and a field that never ends would grow
+        without bound until the head deadline."""
+        cut = data.rfind(b"\n")
+        run = self._line_run + len(data) if cut < 0 else len(data) - cut - 1
+        self._line_run = run
+        limits = self._limits
+        if run > limits.max_header_size and run > limits.max_request_line:
+            self._in_head = False
+            self._refuse(
+                _Refused(431, "header_too_large", "header_size", "a head line over the limit")
+            )
 
     def eof_received(self) -> bool:
         return False
@@ -530,6 +557,9 @@ class Http1Connection(FlowControl):
 
     def expire(self) -> None:
         kind, self.deadline_kind = self.deadline_kind, None
+        if kind == "body":
+            self._body_expired()
+            return
         if self.closed or self.transport is None or self._busy:
             return  # a pipelined head waits behind an answer: re-armed when that is done
         if kind == "idle":
@@ -558,6 +588,28 @@ class Http1Connection(FlowControl):
         self.write(serialize_head(408, "Request Timeout", error.headers, _length_close(error.body)))
         self.write(error.body)
         self.transport.close()
+
+    def _body_expired(self) -> None:
+        """The body deadline passed: extended for what arrived since, or the body is cut."""
+        request = self._parsing
+        if request is None or self.closed:
+            return
+        limits = self._limits
+        allowed = self._body_started + limits.body_timeout
+        if limits.body_min_rate > 0:
+            allowed += self._body_bytes / limits.body_min_rate
+        if self._loop.time() < allowed:
+            self.deadline_kind, self.deadline = "body", allowed
+            return
+        limits.hit("body_timeout")
+        self._parsing = None
+        self._refused = True  # nothing more is read: the stream cannot be trusted past here
+        request.content.fail(
+            RequestTimeout(
+                f"request body not received in time ({self._body_bytes} bytes in "
+                f"{self._loop.time() - self._body_started:.1f} s)"
+            )
+        )
 
     # ------------------------------------------------------------ parser callbacks
 
@@ -596,6 +648,7 @@ class Http1Connection(FlowControl):
     def on_headers_complete(self) -> None:
         parser = self._parser
         self._in_head = False
+        self._line_run = 0
         if self.deadline_kind == "head":
             self.deadline_kind = None
         version = parser.get_http_version()
@@ -609,6 +662,10 @@ class Http1Connection(FlowControl):
             parser.should_upgrade(),
         )
         self._parsing = request
+        if request.chunked or request.content_length:  # a body to wait for: its deadline
+            self._body_bytes = 0
+            self._body_started = self._loop.time()
+            self._set_deadline("body", self._limits.body_timeout)
         self._queue.append(request)
         if len(self._queue) > MAX_QUEUED:
             self._hold_reading()  # the rest of this read is parsed; nothing more is read
@@ -617,6 +674,7 @@ class Http1Connection(FlowControl):
 
     def on_body(self, body: bytes) -> None:
         if self._parsing is not None:
+            self._body_bytes += len(body)
             self._parsing.content.feed(body)
 
     def on_message_complete(self) -> None:
@@ -624,6 +682,8 @@ class Http1Connection(FlowControl):
         if request is not None:
             request.end()
             self._parsing = None
+        if self.deadline_kind == "body":
+            self.deadline_kind = None
 
     # ------------------------------------------------------------ answering, in order
 

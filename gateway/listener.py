@@ -95,6 +95,8 @@ class ConnectionTracker(Http1Server):
             max_header_size=limits.max_header_size,
             max_headers=limits.max_headers,
             max_connection_age=limits.max_connection_age,
+            body_timeout=limits.body_timeout,
+            body_min_rate=float(limits.body_min_rate),
         )
 
     def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:

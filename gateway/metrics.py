@@ -159,7 +159,8 @@ class Metrics:
         self.limits_hit = Counter(
             PREFIX + "limits_hit_total",
             "Times a resource limit bit, by listener and limit (connections, handshakes, "
-            "request_line, header_size, header_count, body_size, header_timeout).",
+            "handshakes_per_address, request_line, header_size, header_count, body_size, "
+            "header_timeout, body_timeout).",
             ["listener", "limit"],
             registry=r,
         )

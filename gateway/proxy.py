@@ -319,12 +319,19 @@ class Upstream:
         for target in self.targets:
             await target.close()
 
-    async def close_when_idle(self, deadline: float) -> None:
-        """Close the pools once no request uses them (retired by a reload), at most `deadline` s."""
-        waited = 0.0
-        while self.inflight and waited < deadline:
+    async def close_when_idle(self) -> None:
+        """Retired by a reload: no new request comes here. Health checks stop and idle
+        connections close now; the pools close once the last request in flight has ended
+        (each bounded by its own timeouts; the gateway's stop closes whatever is left)."""
+        if self._health is not None:
+            await self._health.stop()
+            self._health = None
+        for target in self.targets:
+            target.pool.close_idle()
+        while True:  # (inflight changes on the request path: polled, not signalled)
+            if not self.inflight:
+                break
             await asyncio.sleep(0.1)
-            waited += 0.1
         await self.close()
 
     def healthy(self) -> bool:

@@ -285,6 +285,7 @@ class Gateway:
                 )
                 return ReloadResult(False, trigger, problems, time.perf_counter() - started)
             self._swap(new, held, opened)
+            await self._recheck_open({x.name for x in opened})
             seconds = time.perf_counter() - started
             self.metrics.config_reloads.labels("success").inc()
             self.last_reload = time.time()
@@ -339,22 +340,23 @@ class Gateway:
                 upstream.start()
         for upstream in old.retired_by(new):
             self._retired_upstreams.append(upstream)
-            self._spawn(upstream.close_when_idle(cfg.shutdown_timeout), f"retire-{upstream.name}")
-        for i, lst in enumerate(cfg.listeners):  # revocation reaches open connections
-            if lst.name in self._listeners and lst.name not in {x.name for x in opened}:
-                self._spawn(
-                    recheck(
-                        self._listeners[lst.name], lst.tls, f"listeners[{i}].tls", self.metrics,
-                        self._snapshot.admissions.get(lst.name),
-                    ),
-                    f"recheck-{lst.name}",
-                )  # fmt: skip
+            self._spawn(upstream.close_when_idle(), f"retire-{upstream.name}")
         self._held = held
         self._publish_held()
         access_log.disabled = not cfg.logging.access_log
         logging.getLogger().setLevel(cfg.logging.level.upper())
         self._restart_watcher()
         self._restart_refresher()
+
+    async def _recheck_open(self, opened: set[str]) -> None:
+        """Revocation reaches open connections: each listener kept across the reload judges
+        its open connections again before the reload is reported done."""
+        for i, lst in enumerate(self.config.listeners):
+            if lst.name in self._listeners and lst.name not in opened:
+                await recheck(
+                    self._listeners[lst.name], lst.tls, f"listeners[{i}].tls", self.metrics,
+                    self._snapshot.admissions.get(lst.name),
+                )  # fmt: skip
 
     async def _retire_listener(self, listener: Listener) -> None:
         await listener.stop_accepting()

@@ -474,6 +474,12 @@ class Pool:
                 self._idle.remove(conn)
             self._slot_freed()
 
+    def close_idle(self) -> None:
+        """Close the connections no request is using (a retired pool takes no new ones)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
     async def close(self) -> None:
         for conn in list(self._all):
             conn.close()

@@ -51,6 +51,8 @@ LIMITS = {
     "max_request_body": "4KiB",
     "header_timeout": "1s",
     "keepalive_timeout": "2s",
+    "body_timeout": "1s",
+    "body_min_rate": 1000,
 }
 
 
@@ -331,3 +333,82 @@ def test_expect_100_continue_is_answered_before_the_body(gw: RunningGateway, pki
         tls.sendall(b"hello")
         status, _, body = _read_response(tls)
     assert status == 200 and json.loads(body)["body_bytes"] == 5
+
+
+def _limit_hits(gw: RunningGateway, limit: str) -> float:
+    return sample(gw.metrics(), "mtls_gateway_limits_hit_total", listener="public", limit=limit)
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["body-never-sent", "body-trickled"])
+def test_a_body_that_does_not_come_gets_408_and_the_connection_closes(
+    gw: RunningGateway, pki: Path, trickle: bool
+) -> None:
+    """A head promising a body that never comes (or comes a byte at a time) held its
+    connection slot with no deadline: now body_timeout plus a second per body_min_rate bytes
+    received, then 408 and the connection closes."""
+    before = _limit_hits(gw, "body_timeout")
+    seen = len(gw.echo_seen)
+    with _tls(gw.port, pki) as tls:
+        tls.settimeout(10)
+        tls.sendall(f"POST /slow-body HTTP/1.1\r\n{H}Content-Length: 100\r\n\r\n".encode())
+        started = time.monotonic()
+        if trickle:  # 1 byte every 0.3 s: far below body_min_rate, never done in time
+            tls.setblocking(False)
+            answer = b""
+            while time.monotonic() - started < 8 and not answer:
+                try:
+                    tls.sendall(b"x")
+                except (ssl.SSLWantWriteError, OSError):
+                    break
+                time.sleep(0.3)
+                try:
+                    answer = tls.recv(65536)
+                except ssl.SSLWantReadError:
+                    continue
+                except OSError:
+                    break
+            tls.setblocking(True)
+            status = int(answer.split(b" ", 2)[1]) if answer else 0
+            body = answer.partition(b"\r\n\r\n")[2]
+        else:
+            status, _, body = _read_response(tls)
+        elapsed = time.monotonic() - started
+        assert status == 408 and json.loads(body)["error"] == "request_timeout", body
+        assert 0.8 < elapsed < 4, elapsed
+    assert _limit_hits(gw, "body_timeout") == before + 1
+    assert not any("/slow-body" in line for line in gw.echo_seen[seen:])
+
+
+def test_a_fast_body_is_not_cut_by_the_body_deadline(gw: RunningGateway, pki: Path) -> None:
+    """The deadline grows with what arrives: 4 KiB sent over 1.6 s (2.5 KB/s, above
+    body_min_rate) passes although body_timeout is 1 s."""
+    with _tls(gw.port, pki) as tls:
+        tls.sendall(f"POST /steady HTTP/1.1\r\n{H}Content-Length: 4000\r\n\r\n".encode())
+        for _ in range(8):
+            tls.sendall(b"y" * 500)
+            time.sleep(0.2)
+        status, _, body = _read_response(tls)
+    assert status == 200 and json.loads(body)["body_bytes"] == 4000
+
+
+def test_a_header_that_never_ends_is_refused_as_its_bytes_arrive(
+    gw: RunningGateway, pki: Path
+) -> None:
+    """The parser hands a field over only once it ends: a value without end used to be read
+    for megabytes until the head deadline. Now the unfinished line is held to the limit."""
+    before = _limit_hits(gw, "header_size")
+    with _tls(gw.port, pki) as tls:
+        tls.settimeout(5)
+        tls.sendall(f"GET /endless HTTP/1.1\r\n{H}X-Endless: ".encode())
+        sent = 0
+        started = time.monotonic()
+        try:
+            while sent < 4 * 1024 * 1024 and time.monotonic() - started < 5:
+                tls.sendall(b"a" * 16384)
+                sent += 16384
+        except OSError:
+            pass  # the gateway answered and closed
+        status, _, body = _read_response(tls)
+    assert status == 431 and json.loads(body)["error"] == "header_too_large"
+    assert time.monotonic() - started < 3  # not after the head deadline
+    assert _limit_hits(gw, "header_size") == before + 1

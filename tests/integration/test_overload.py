@@ -269,3 +269,39 @@ def test_pipelining_is_bounded_by_answers_not_by_memory(tmp_path: Path, pki: Pat
                 assert sent < 8 * 1024 * 1024, "the gateway read everything it was sent"
             finally:
                 tls.close()
+
+
+def test_heads_that_never_end_cost_no_memory_and_no_one_else(tmp_path: Path, pki: Path) -> None:
+    """40 clients each send a header value without end (up to 2 MiB each): every one is
+    refused within max_header_size, the gateway's peak memory barely moves (such clients used
+    to grow it by 67 to 238 MiB, never returned), and another client is served meanwhile."""
+    with EchoServer() as echo:
+        path, port, admin = _config(tmp_path, pki, echo.port)
+        with GatewayProcess(path, admin) as gw:
+            assert request(port, "/warm", pki).status == 200
+            before = gw.peak_rss_kib()
+            refused = 0
+
+            def endless() -> None:
+                nonlocal refused
+                with contextlib.closing(_tls(port, pki)) as tls:
+                    tls.sendall(b"GET /endless HTTP/1.1\r\nHost: localhost\r\nX-Endless: ")
+                    try:
+                        for _ in range(128):
+                            tls.sendall(b"a" * 16384)
+                    except OSError:
+                        pass  # refused and closed: as it should
+                    with contextlib.suppress(OSError):
+                        if tls.recv(65536).startswith(b"HTTP/1.1 431"):
+                            refused += 1
+
+            threads = [threading.Thread(target=endless) for _ in range(40)]
+            for t in threads:
+                t.start()
+            assert request(port, "/meanwhile", pki).status == 200
+            for t in threads:
+                t.join(30)
+            grown = (gw.peak_rss_kib() - before) / 1024
+            print(f"\n40 endless heads: {refused} refused with 431, peak RSS grew {grown:.1f} MiB")
+            assert refused >= 30  # (a few may see the reset before the answer)
+            assert grown < 20, f"peak RSS grew {grown:.0f} MiB"

@@ -377,3 +377,31 @@ def _unwatched_gateway(
         path, port, admin = write_config(tmp_path, pki, echo.port, reload={"watch": False})
         with GatewayProcess(path, admin):
             yield path, port, admin, yaml.safe_load(path.read_text())
+
+
+def test_a_replaced_pool_finishes_its_requests_in_flight(tmp_path: Path, pki: Path) -> None:
+    """A reload that changes an upstream retires its pool: a request already on it gets its
+    whole answer, however long past shutdown_timeout (which bounds only a stop), and new
+    requests go to the new pool."""
+    with EchoServer() as old, EchoServer() as new:
+        path, port, admin = write_config(
+            tmp_path, pki, old.port, reload={"watch": False}, shutdown_timeout="1s"
+        )
+        doc = yaml.safe_load(path.read_text())
+        with GatewayProcess(path, admin):
+            answers: list[int] = []
+
+            def slow() -> None:
+                answers.append(request(port, "/slow?seconds=3", pki).status)
+
+            waiting = threading.Thread(target=slow)
+            waiting.start()
+            assert wait_for(lambda: any("/slow" in line for line in old.seen), 5)
+            doc["upstreams"][0]["url"] = f"http://127.0.0.1:{new.port}"
+            path.write_text(yaml.safe_dump(doc))
+            status, body = post_reload(admin)
+            assert (status, body["result"]) == (200, "success"), body
+            assert request(port, "/after", pki).status == 200
+            assert any("/after" in line for line in new.seen)
+            waiting.join(10)
+            assert answers == [200]  # 3 s: past shutdown_timeout, still answered
