@@ -13,6 +13,7 @@ from setuptools import setup
 
 # the modules every proxied request runs through
 COMPILED = [
+    "accesslog",
     "bytestream",
     "deadlines",
     "handler",

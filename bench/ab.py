@@ -11,7 +11,9 @@ OLD is a git revision of this checkout (exported and compiled in a temporary dir
 tree: a checkout with the package compiled in place (`make compile`). NEW defaults to this
 checkout, compiled by `make ab`.
 usage: python bench/ab.py OLD [NEW_TREE]
-env: AB_RATE (requests/s each, default 2000), AB_ROUNDS (default 6), AB_SECONDS (default 6)."""
+env: AB_RATE (requests/s each, default 2000), AB_ROUNDS (default 6), AB_SECONDS (default 6),
+AB_LOG (off: no access log, the default; on: both log every request; new: only NEW does, to
+price the access log: `AB_LOG=new make ab OLD=HEAD`). Logged lines go to a file."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from run import (
 )
 
 RATE = float(os.environ.get("AB_RATE", "2000"))
+LOG = os.environ.get("AB_LOG", "off")
 ROUNDS = int(os.environ.get("AB_ROUNDS", "6"))
 SECONDS = float(os.environ.get("AB_SECONDS", "6"))
 
@@ -92,7 +95,10 @@ def main(argv: list[str]) -> int:
         for name, tree in trees.items():
             port, admin = free_port(), free_port()
             config = work / f"{name}.yaml"
-            config.write_text(json.dumps(gateway_config(pki, port, admin, origin_port)))
+            doc = gateway_config(pki, port, admin, origin_port)
+            if LOG == "on" or (LOG == "new" and name == "new"):
+                doc["logging"] = {"level": "info", "access_log": True}
+            config.write_text(json.dumps(doc))
             # run from the tree, with it first on the path: `-m` puts the working directory
             # before PYTHONPATH, so the tree's own (compiled) package is the one that runs
             cmd = ["env", "-C", str(tree), f"PYTHONPATH={tree}", sys.executable, "-m", "gateway"]

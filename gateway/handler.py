@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
+from gateway.accesslog import access_lines
 from gateway.activity import Activity
 from gateway.errors import (
     BadRequest,
@@ -17,7 +18,7 @@ from gateway.errors import (
 from gateway.headers import IDENTITY, ClientContext, HeaderRules, upstream_headers
 from gateway.http1 import Answer, Request, Response, StreamResponse, json_error, request_ids
 from gateway.listener import ConnectionTracker, ConnInfo
-from gateway.log import access_log, event, policy_log, proxy_log, server_log
+from gateway.log import event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
 from gateway.policy import Decision
 from gateway.proxy import BodyLimit, Upstream
@@ -312,28 +313,25 @@ class Pipeline:
             )
         series[0]()
         series[1](elapsed)
-        if access_log.disabled:  # logging would still build the record before dropping it
+        if not access_lines.enabled():
             return
-        access_log.info(
-            "request",
-            extra=event(
-                request_id=job.request_id,
-                listener=conn.listener if conn else "",
-                route=route_name,
-                method=request.method,
-                path=request.raw_path[:2048],
-                status=response.status,
-                upstream=job.upstream.name if job.upstream else "",
-                duration_ms=round(elapsed * 1000, 3),
-                upstream_ms=_ms(upstream_seconds),
-                **({"dropped_headers": job.dropped} if job.dropped else {}),
-                **(_client_fields(conn) if conn else {}),
-            ),
+        ident = conn.identity if conn else None
+        access_lines.request(
+            job.request_id,
+            conn.listener if conn else "",
+            route_name,
+            request.method,
+            request.raw_path[:2048],
+            response.status,
+            job.upstream.name if job.upstream else "",
+            round(elapsed * 1000, 3),
+            None if upstream_seconds is None else round(upstream_seconds * 1000, 3),
+            job.dropped or None,
+            conn.peer_ip if conn else None,
+            conn.sni if conn else None,
+            ident.subject if ident else None,
+            ident.sha256 if ident else None,
         )
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
 
 
 def _client_fields(conn: ConnInfo) -> dict[str, str | None]:

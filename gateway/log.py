@@ -59,6 +59,10 @@ def setup(level: str = "info", stream: Any = None) -> None:
     """Send every gateway log (and aiohttp's) to `stream` (stdout) as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
+    from gateway.accesslog import access_lines  # (it imports this module)
+
+    access_lines.flush()
+    access_lines.stream, access_lines.lock = handler.stream, handler
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

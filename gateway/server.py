@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import compiled
+from gateway.accesslog import access_lines
 from gateway.activity import Activity
 from gateway.admin import Admin
 from gateway.admission import Admission
@@ -247,6 +248,7 @@ class Gateway:
         if self.admin is not None:
             await self.admin.stop()
         self.metrics.tally.flush()  # a worker's last counts reach the supervisor's files
+        access_lines.flush()  # every access line before the last log line
         server_log.info(
             "gateway stopped", extra=event(drain_seconds=round(time.monotonic() - started, 3))
         )

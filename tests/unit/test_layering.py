@@ -34,6 +34,7 @@ LAYER = {
     "bytestream": 2,
     "deadlines": 2,
     "tally": 2,
+    "accesslog": 0,
     "procstats": 2,
     "tlsrecords": 1,
     "traffic": 2,
