@@ -18,6 +18,8 @@ LAYER = {
     "certfiles": 1,
     "crl": 1,
     "verify": 2,
+    "chainsteps": 2,
+    "strictprofile": 2,
     "routing": 2,
     "policy": 2,
     "tls": 2,
@@ -61,7 +63,7 @@ LAYER = {
     "__main__": 6,
     "__init__": 0,
 }
-PURE = {"tlsrecords", "config", "configtypes", "identity", "routing", "policy", "reasons", "errors"}
+PURE = {"tlsrecords", "chainsteps", "strictprofile", "config", "configtypes", "identity", "routing", "policy", "reasons", "errors"}
 IO_MODULES = {"asyncio", "ssl", "aiohttp", "socket", "uvloop"}
 
 
