@@ -4,7 +4,7 @@ holds and written in batches off the request path.
 Through `logging`, a line cost a LogRecord, a dict, `json.dumps` and a write system call per
 request: about as much CPU as the request itself. Here the line is one f-string whose strings
 go through the C JSON string encoder, the lines wait in a list, and they are written to the
-same stream as every other log line once the batch is `FLUSH_BYTES` long or `FLUSH_SECONDS`
+same stream as every other log line (`log.HANDLER`'s) once the batch is `FLUSH_BYTES` long or `FLUSH_SECONDS`
 after its first line, and at stop (`flush`, also at exit): nothing is lost.
 
 The line is the same JSON the logging formatter writes (`ts`, `level`, `logger`, `msg`, then
@@ -20,6 +20,7 @@ import time
 from json.encoder import encode_basestring
 from typing import TextIO
 
+from gateway import log
 from gateway.log import ACCESS, access_log, event
 
 FLUSH_SECONDS = 0.2
@@ -44,8 +45,8 @@ class AccessLog:
         self._armed = False
         self._second = -1
         self._stamp = ""
-        self.stream: TextIO | None = None  # set by log.setup; None: through logging only
-        self.lock: logging.Handler | None = None  # the handler whose lock guards the stream
+        # where to write: log.setup's handler's stream (None: through logging only)
+        self.stream: TextIO | None = None
         atexit.register(self.flush)
 
     def enabled(self) -> bool:
@@ -69,7 +70,7 @@ class AccessLog:
         sha256: str | None,
     ) -> None:
         """Log one answered request (the caller checked `enabled`)."""
-        if self.stream is None or access_log.handlers:
+        if access_log.handlers or (self.stream is None and log.HANDLER is None):
             self._through_logging(
                 request_id, listener, route, method, path, status, upstream, duration_ms,
                 upstream_ms, dropped, peer, sni, subject, sha256,
@@ -130,19 +131,20 @@ class AccessLog:
         data = "".join(self._lines)
         self._lines.clear()
         self._size = 0
-        stream, lock = self.stream, self.lock
+        handler = log.HANDLER
+        stream = self.stream or (handler.stream if handler is not None else None)
         if stream is None:
             return
-        if lock is not None:
-            lock.acquire()
+        if handler is not None:
+            handler.acquire()  # its lock guards the stream the other log lines share
         try:
             stream.write(data)
             stream.flush()
         except (OSError, ValueError):  # a closed or broken stream: as logging would, go on
             pass
         finally:
-            if lock is not None:
-                lock.release()
+            if handler is not None:
+                handler.release()
 
     def _through_logging(
         self,

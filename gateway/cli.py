@@ -6,15 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import sys
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 from gateway import __version__, devcerts
 from gateway.certfiles import HeldCert, load_checked
 from gateway.config import GatewayConfig
 from gateway.crlfetch import fetch_missing
 from gateway.errors import ConfigError
+from gateway.eventloop import run_loop
 from gateway.log import setup as setup_logging
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
@@ -29,19 +29,6 @@ def _config_error(path: str, exc: ConfigError) -> int:
     lines = [f"{path}: invalid configuration ({len(exc.problems)} problem(s)):"]
     lines += [f"  {p}" for p in exc.problems]
     return _fail("\n".join(lines), EXIT_CONFIG)
-
-
-def _run_loop(coro: Coroutine[Any, Any, None], loop_kind: str) -> None:
-    if loop_kind in ("auto", "uvloop"):
-        try:
-            import uvloop
-        except ImportError:
-            if loop_kind == "uvloop":
-                raise
-        else:
-            uvloop.run(coro)
-            return
-    asyncio.run(coro)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -80,7 +67,7 @@ def _serve(args: argparse.Namespace, cfg: GatewayConfig, held: list[HeldCert]) -
             await Supervisor(cfg, args.config, args.workers, args.loop, held).run()
 
         try:
-            _run_loop(supervise(), args.loop)
+            run_loop(supervise(), args.loop)
         except OSError as exc:
             return _fail(f"error: {exc.strerror or exc}", EXIT_RUNTIME)
         return EXIT_OK
@@ -105,7 +92,7 @@ def _serve(args: argparse.Namespace, cfg: GatewayConfig, held: list[HeldCert]) -
                 orphan_watch.cancel()
 
     try:
-        _run_loop(main(), args.loop)
+        run_loop(main(), args.loop)
     except OSError as exc:
         return _fail(f"error: {exc.strerror or exc}", EXIT_RUNTIME)
     except ConfigError as exc:
@@ -269,7 +256,10 @@ def cmd_dev_certs(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
-    return run_demo(args.config, args.certs, args.loop)
+    try:
+        return run_demo(args.config, args.certs, args.loop)
+    except ConfigError as exc:
+        return _config_error(args.config, exc)
 
 
 def build_parser() -> argparse.ArgumentParser:

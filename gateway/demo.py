@@ -11,7 +11,7 @@ from yarl import URL
 
 from gateway import devcerts
 from gateway.echo import start_echo
-from gateway.errors import ConfigError
+from gateway.eventloop import run_loop
 from gateway.log import setup as setup_logging
 
 
@@ -43,7 +43,6 @@ def _reachable(host: str) -> str:
 
 def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
     from gateway.certfiles import load_checked
-    from gateway.cli import _config_error, _run_loop
     from gateway.crlfetch import fetch_missing
     from gateway.server import Gateway
 
@@ -51,10 +50,7 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
     if devcerts.missing(certs):
         devcerts.generate(certs)
         print(f"wrote the dev PKI to {_rel(certs)}/", file=sys.stderr)
-    try:
-        cfg, held = load_checked(config_path, fetch_missing)
-    except ConfigError as exc:
-        return _config_error(config_path, exc)
+    cfg, held = load_checked(config_path, fetch_missing)  # a ConfigError is cli's to print
     setup_logging(cfg.logging.level)
     upstream = URL(cfg.upstreams[0].target_specs()[0].url)
 
@@ -101,7 +97,7 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
             await runner.cleanup()
 
     try:
-        _run_loop(main(), loop_kind)
+        run_loop(main(), loop_kind)
     except OSError as exc:
         print(f"error: {exc.strerror or exc}", file=sys.stderr)
         return 1

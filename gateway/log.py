@@ -24,6 +24,7 @@ config_log = logging.getLogger(CONFIG)
 server_log = logging.getLogger(SERVER)
 
 EVENT_KEY = "event"  # pass structured fields as `extra={EVENT_KEY: {...}}`
+HANDLER: logging.StreamHandler[Any] | None = None  # where `setup` sends the logs
 
 
 def event(**fields: Any) -> dict[str, dict[str, Any]]:
@@ -57,12 +58,10 @@ class JsonFormatter(logging.Formatter):
 
 def setup(level: str = "info", stream: Any = None) -> None:
     """Send every gateway log (and aiohttp's) to `stream` (stdout) as JSON lines."""
+    global HANDLER
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
-    from gateway.accesslog import access_lines  # (it imports this module)
-
-    access_lines.flush()
-    access_lines.stream, access_lines.lock = handler.stream, handler
+    HANDLER = handler  # the access log (accesslog.py) writes its batches to its stream
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -56,6 +56,7 @@ LAYER = {
     "statuspage": 4,
     "server": 5,
     "supervisor": 5,
+    "eventloop": 5,
     "demo": 6,
     "explain": 5,
     "schema": 5,
@@ -63,7 +64,18 @@ LAYER = {
     "__main__": 6,
     "__init__": 0,
 }
-PURE = {"tlsrecords", "chainsteps", "strictprofile", "config", "configtypes", "identity", "routing", "policy", "reasons", "errors"}
+PURE = {
+    "tlsrecords",
+    "chainsteps",
+    "strictprofile",
+    "config",
+    "configtypes",
+    "identity",
+    "routing",
+    "policy",
+    "reasons",
+    "errors",
+}
 IO_MODULES = {"asyncio", "ssl", "aiohttp", "socket", "uvloop"}
 
 
@@ -103,3 +115,41 @@ def test_every_module_has_a_docstring() -> None:
         assert ast.get_docstring(ast.parse(path.read_text())), (
             f"{path.name} needs a one-line docstring"
         )
+
+
+def _gateway_imports(path: Path) -> set[str]:
+    """The package's modules `path` imports, at the top or inside a function alike."""
+    out = set()
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "gateway":
+            out |= {a.name for a in node.names if a.name in LAYER}  # from gateway import x
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names = (
+                [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+            )
+            out |= {n.split(".")[1] for n in names if n and n.startswith("gateway.")}
+    return out - {path.stem}
+
+
+def test_no_import_cycle() -> None:
+    """No two modules import each other, directly or round a loop (function-level imports
+    count: a cycle hidden in a function is still one)."""
+    graph = {p.stem: _gateway_imports(p) for p in PKG.glob("*.py") if p.stem != "__init__"}
+    graph = {me: deps - {"__init__"} for me, deps in graph.items()}
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+
+    def visit(me: str, path: list[str]) -> None:
+        seen[me] = 1
+        for dep in sorted(graph.get(me, ())):
+            if seen.get(dep) == 1:
+                cycles.append([*path[path.index(dep) :], dep])
+            elif dep not in seen:
+                visit(dep, [*path, dep])
+        seen[me] = 2
+
+    for module in sorted(graph):
+        if module not in seen:
+            visit(module, [module])
+    assert cycles == []
