@@ -142,14 +142,47 @@ def _strict_leaf(
                 "profile",
                 "the leaf has an empty subject and no critical subjectAltName (RFC 5280 4.2.1.6)",
             )
-    if not has(leaf, x509.SubjectAlternativeName) and any(
-        has(ca, x509.NameConstraints) for ca in path[1:]
-    ):  # OpenSSL then holds the CN to the DNS constraints; the RFC 5280 verifier would not
+    _strict_cn_under_constraints(leaf, path)
+
+
+def _dns_subtrees(ca: x509.Certificate) -> bool:
+    try:
+        nc = ca.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        return False
+    trees = [*(nc.permitted_subtrees or ()), *(nc.excluded_subtrees or ())]
+    return any(isinstance(t, x509.DNSName) for t in trees)
+
+
+def _strict_cn_under_constraints(leaf: x509.Certificate, path: list[x509.Certificate]) -> None:
+    """A leaf's names must be where the RFC 5280 verifier checks them against name
+    constraints: in its subjectAltName. OpenSSL also holds a CN to DNS constraints when the
+    SAN has no DNS name; the RFC 5280 verifier never looks at the CN, so such a leaf is
+    refused here rather than judged by half the rules."""
+    try:
+        sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        sans = None
+    constrained = [ca for ca in path[1:] if has(ca, x509.NameConstraints)]
+    if sans is None and constrained:
         raise fail(
             R.BAD_CERT,
             "profile",
             "the leaf has no subjectAltName under a name-constrained CA: its names cannot be "
             "checked against the constraints",
+        )
+    has_cn = bool(leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME))
+    if (
+        sans is not None
+        and has_cn
+        and not sans.get_values_for_type(x509.DNSName)
+        and any(_dns_subtrees(ca) for ca in constrained)
+    ):
+        raise fail(
+            R.BAD_CERT,
+            "profile",
+            "the leaf's CN falls under DNS name constraints but its subjectAltName has no DNS "
+            "name: name the host in the subjectAltName",
         )
 
 

@@ -105,6 +105,9 @@ NAMED: dict[str, Spec] = {
     "dns-constraint-cn-only": replace(
         GOOD, intermediate=True, constraint="dns", san="none", cn="out"
     ),
+    "dns-constraint-cn-beside-email-san": replace(
+        GOOD, intermediate=True, constraint="dns", san="email-in", cn="out"
+    ),
     "email-constraint-violated": replace(
         GOOD, intermediate=True, constraint="email", san="email-out"
     ),

@@ -72,9 +72,10 @@ def test_an_own_handler_on_the_logger_gets_records() -> None:
         def emit(self, record: logging.LogRecord) -> None:
             records.append(record)
 
-    keep, old = Keep(), access_log.level
+    keep, old, was_disabled = Keep(), access_log.level, access_log.disabled
     access_log.addHandler(keep)
     access_log.setLevel(logging.INFO)
+    access_log.disabled = False  # (a gateway built by another test may have turned it off)
     try:
         stream = io.StringIO()
         lines = _log(stream)
@@ -84,6 +85,7 @@ def test_an_own_handler_on_the_logger_gets_records() -> None:
     finally:
         access_log.removeHandler(keep)
         access_log.setLevel(old)
+        access_log.disabled = was_disabled
     assert stream.getvalue() == ""
     (record,) = records
     assert getattr(record, EVENT_KEY)["client_subject"] == ARGS["subject"]

@@ -41,7 +41,10 @@ def _both(spec: chains.Spec, listener: TlsConfig) -> tuple[object, object]:
 
 
 @settings(
-    max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=2000,
+    deadline=None,
+    derandomize=True,  # the same chains every run, so CI cannot flake; explore with more
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(spec=chains.specs())
 def test_strict_never_accepts_what_openssl_rejects(spec: chains.Spec, listener: TlsConfig) -> None:
