@@ -104,7 +104,8 @@ def _worker_state_file() -> Path | None:
     """Where this worker shares what it serves with the supervisor's admin port."""
     import os
 
-    from gateway.supervisor import MULTIPROC_ENV, state_file
+    from gateway.supervisor import MULTIPROC_ENV
+    from gateway.workerstate import state_file
 
     metrics_dir = os.environ.get(MULTIPROC_ENV)
     return state_file(metrics_dir, os.getpid()) if metrics_dir else None

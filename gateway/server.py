@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
-import json
 import logging
 import os
 import signal
@@ -17,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from gateway import compiled
+from gateway import compiled, expiry
 from gateway.accesslog import access_lines
 from gateway.activity import Activity
 from gateway.admin import Admin
@@ -36,9 +34,7 @@ from gateway.proxy import Upstream
 from gateway.recheck import OCSP_RECHECK_SECONDS, recheck
 from gateway.runtime import ReloadResult, Snapshot, build_snapshot
 from gateway.watch import FileWatcher
-
-EXPIRY_CHECK_SECONDS = 3600.0
-STATE_SHARE_SECONDS = 1.0
+from gateway.workerstate import share_state
 
 
 async def wait_for_stop_signal(on_signal: Callable[[], None] | None = None) -> None:
@@ -98,7 +94,7 @@ class Gateway:
         self._refresher: CrlRefresher | None = None
         self._retired_upstreams: list[Upstream] = []  # closed once idle, or at stop
         self._retired_listeners: list[Listener] = []
-        self._warned: set[tuple[str, str, int]] = set()
+        self._expiry_warnings = expiry.ExpiryWarnings()
         access_log.disabled = not cfg.logging.access_log
 
     @property
@@ -204,7 +200,10 @@ class Gateway:
         self._spawn(self._expiry_loop(), "expiry-check")
         self._spawn(self._ocsp_recheck_loop(), "ocsp-recheck")
         if self._state_file is not None:
-            self._spawn(self._share_state(self._state_file), "share-state")
+            shared = share_state(
+                self._state_file, self.activity, self.held_certs, lambda: self.last_reload
+            )
+            self._spawn(shared, "share-state")
         self._restart_watcher()
         self._restart_refresher()
         self._ready = True
@@ -394,59 +393,14 @@ class Gateway:
     # ------------------------------------------------------------------ expiry
 
     def _publish_held(self) -> None:
-        gauge = self.metrics.certificate_expiry
-        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # workers cannot clear; they overwrite
-            gauge.clear()
-        for cert in self._held:
-            gauge.labels(cert.kind, cert.name, cert.serial).set(cert.not_after)
-        self._warn_expiring()
-
-    def _warn_expiring(self) -> None:
-        """One warning per certificate per remaining day once inside its warning window."""
-        now = time.time()
-        for cert in self._held:
-            left = cert.not_after - now
-            if left >= cert.warn_before:
-                continue
-            key = (cert.kind, cert.name, int(left // 86400))
-            if key in self._warned:
-                continue
-            self._warned.add(key)
-            what = "CRL next update" if cert.kind == "crl" else "certificate expiry"
-            server_log.warning(
-                f"{what} is near" if left > 0 else f"{what} has passed",
-                extra=event(
-                    kind=cert.kind,
-                    name=cert.name,
-                    subject=cert.subject,
-                    not_after=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cert.not_after)),
-                    days_left=round(left / 86400, 2),
-                ),
-            )
-
-    async def _share_state(self, path: Path) -> None:
-        """Write what this worker serves for the supervisor's admin port (recent activity, the
-        certificates held, the last reload), each second it changed; atomically, so the
-        supervisor never reads half a file."""
-        written: tuple[int, float | None] | None = None
-        tmp = path.with_suffix(".tmp")
-        while True:
-            now = (self.activity.version, self.last_reload)  # held changes only by reload
-            if now != written:
-                written = now
-                state = {
-                    "activity": self.activity.snapshot(),
-                    "held": [dataclasses.asdict(h) for h in self._held],
-                    "last_reload": self.last_reload,
-                }
-                tmp.write_text(json.dumps(state))
-                os.replace(tmp, path)
-            await asyncio.sleep(STATE_SHARE_SECONDS)
+        multiproc = "PROMETHEUS_MULTIPROC_DIR" in os.environ  # workers cannot clear: they overwrite
+        expiry.publish(self.metrics.certificate_expiry, self._held, clear=not multiproc)
+        self._expiry_warnings.check(self._held)
 
     async def _expiry_loop(self) -> None:
         while True:
-            await asyncio.sleep(EXPIRY_CHECK_SECONDS)
-            self._warn_expiring()
+            await asyncio.sleep(expiry.CHECK_SECONDS)
+            self._expiry_warnings.check(self._held)
 
     async def _ocsp_recheck_loop(self) -> None:
         """Open connections of listeners with OCSP are asked about again as cached answers

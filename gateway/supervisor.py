@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -33,6 +32,7 @@ from gateway.errors import ConfigError
 from gateway.log import config_log, event, server_log
 from gateway.procstats import Process, ProcessCollector, resident_bytes
 from gateway.runtime import ReloadResult
+from gateway.workerstate import read_state, state_file
 
 READY_FD_ENV = "MTLS_GATEWAY_READY_FD"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -40,19 +40,6 @@ RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)
 RELOAD_WAIT_SECONDS = 15.0  # for every worker to report its reload in the metrics
 RELOADS = "mtls_gateway_config_reloads_total"
 RETIRED_KEEP = 4  # activity of a slot's exited workers, kept for the status page's window
-
-
-def state_file(metrics_dir: str | Path, pid: int) -> Path:
-    """Where a worker leaves its view (activity, certificates held, last reload)."""
-    return Path(metrics_dir) / f"worker-{pid}.json"
-
-
-def read_state(path: Path) -> dict[str, Any] | None:
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
 
 
 class Worker:

@@ -56,6 +56,8 @@ LAYER = {
     "statuspage": 4,
     "server": 5,
     "supervisor": 5,
+    "workerstate": 4,
+    "expiry": 3,
     "eventloop": 5,
     "demo": 6,
     "explain": 5,
