@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway import crl as crls
-from gateway.config import GatewayConfig, ListenerConfig, load_config
+from gateway.config import GatewayConfig, ListenerConfig
+from gateway.configload import load_config
 from gateway.errors import ConfigError, ConfigProblem
 
 

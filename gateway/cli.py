@@ -144,7 +144,7 @@ def _default_workers() -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from gateway.certfiles import check_files, key_permission_problems
-    from gateway.config import load_config
+    from gateway.configload import load_config
 
     try:
         cfg = load_config(args.config)
@@ -194,7 +194,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import datetime as dt
     import json
 
-    from gateway.config import load_config
+    from gateway.configload import load_config
     from gateway.explain import InputError, explain, read_client_cert, render
 
     try:

@@ -21,7 +21,8 @@ from gateway.activity import Activity
 from gateway.admin import Admin
 from gateway.admission import Admission
 from gateway.certfiles import HeldCert, load_checked
-from gateway.config import GatewayConfig, ListenerConfig, check_admin_unchanged
+from gateway.config import GatewayConfig, ListenerConfig
+from gateway.configload import check_admin_unchanged
 from gateway.crlfetch import CrlRefresher, fetch_missing
 from gateway.errors import ConfigError
 from gateway.handler import Pipeline

@@ -26,7 +26,8 @@ from prometheus_client.samples import Sample
 from gateway.activity import Activity
 from gateway.admin import Admin
 from gateway.certfiles import HeldCert, load_checked
-from gateway.config import GatewayConfig, check_admin_unchanged
+from gateway.config import GatewayConfig
+from gateway.configload import check_admin_unchanged
 from gateway.crlfetch import fetch_missing
 from gateway.errors import ConfigError
 from gateway.log import config_log, event, server_log

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import devcerts
 from gateway.certfiles import check_files
-from gateway.config import parse_config
+from gateway.configload import parse_config
 from gateway.echo import SEEN, start_echo
 from gateway.server import Gateway
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import parse_config
+from gateway.configload import parse_config
 from gateway.headers import sf_binary
 from gateway.routing import Router
 from tests.differential.corpus import FORGED, Case, corpus

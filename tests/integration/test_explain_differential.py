@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway import devcerts
-from gateway.config import load_config
+from gateway.configload import load_config
 from gateway.explain import explain
 from gateway.verify import load_certs
 from tests import chains

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway import devcerts
 from gateway.certfiles import check_files
-from gateway.config import parse_config
+from gateway.configload import parse_config
 from tests.harness import (
     EchoServer,
     GatewayProcess,

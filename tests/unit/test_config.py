@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.config import load_config, parse_config, parse_duration
+from gateway.config import parse_duration
+from gateway.configload import load_config, parse_config
 from gateway.errors import ConfigError
 
 BASE: dict[str, Any] = {

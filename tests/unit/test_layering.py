@@ -12,6 +12,7 @@ LAYER = {
     "log": 0,
     "reasons": 0,
     "config": 1,
+    "configload": 1,
     "configtypes": 1,
     "identity": 1,
     "devcerts": 1,

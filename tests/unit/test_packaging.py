@@ -93,7 +93,7 @@ def test_readme_config_is_valid_and_its_links_exist() -> None:
 
     import yaml
 
-    from gateway.config import parse_config
+    from gateway.configload import parse_config
 
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)

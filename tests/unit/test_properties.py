@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import crl
-from gateway.config import parse_config
+from gateway.configload import parse_config
 from gateway.errors import ConfigError
 from gateway.identity import parse_identity
 from gateway.policy import ValueMatcher, glob_to_regex

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config import parse_config
+from gateway.configload import parse_config
 from gateway.errors import BadRequest
 from gateway.routing import (
     BadPath,

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.config import parse_config
+from gateway.configload import parse_config
 from gateway.errors import ConfigError
 from gateway.schema import config_schema, config_schema_text, duration_text
 from tests.harness import base_config
