@@ -15,6 +15,7 @@ from setuptools import setup
 COMPILED = [
     "accesslog",
     "bytestream",
+    "h1messages",
     "deadlines",
     "handler",
     "headers",

@@ -42,6 +42,7 @@ LAYER = {
     "tlsrecords": 1,
     "traffic": 2,
     "http1": 3,
+    "h1messages": 3,
     "listener": 3,
     "ocsp": 3,
     "opensslcheck": 3,
@@ -124,7 +125,15 @@ def _gateway_imports(path: Path) -> set[str]:
     """The package's modules `path` imports, at the top or inside a function alike."""
     out = set()
     tree = ast.parse(path.read_text())
+    typing_only = {  # `if TYPE_CHECKING:` imports name types; nothing is imported at run time
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test).endswith("TYPE_CHECKING")
+        for n in ast.walk(block)
+    }
     for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom) and node.module == "gateway":
             out |= {a.name for a in node.names if a.name in LAYER}  # from gateway import x
         elif isinstance(node, ast.ImportFrom | ast.Import):
