@@ -17,6 +17,7 @@ COMPILED = [
     "bytestream",
     "h1messages",
     "deadlines",
+    "exchange",
     "handler",
     "headers",
     "http1",

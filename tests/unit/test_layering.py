@@ -30,6 +30,7 @@ LAYER = {
     "targets": 3,
     "health": 3,
     "proxy": 3,
+    "exchange": 3,
     "websocket": 3,
     "tlsconn": 2,
     "sslctl": 1,
