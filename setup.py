@@ -16,6 +16,7 @@ COMPILED = [
     "accesslog",
     "bytestream",
     "h1messages",
+    "connections",
     "deadlines",
     "exchange",
     "handler",

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.accesslog import access_lines
 from gateway.activity import Activity
+from gateway.connections import ConnectionTracker, ConnInfo
 from gateway.errors import (
     BadRequest,
     DownstreamError,
@@ -17,7 +18,6 @@ from gateway.errors import (
 )
 from gateway.headers import IDENTITY, ClientContext, HeaderRules, upstream_headers
 from gateway.http1 import Answer, Request, Response, StreamResponse, json_error, request_ids
-from gateway.listener import ConnectionTracker, ConnInfo
 from gateway.log import event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
 from gateway.policy import Decision

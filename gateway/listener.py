@@ -11,15 +11,14 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
 from gateway.activity import Activity
-from gateway.admission import Admission
 from gateway.config import ListenerLimits
-from gateway.http1 import Handler, Http1Connection, Http1Server, Limits
-from gateway.identity import Identity, IdentityCache, parse_identity
+from gateway.connections import ConnectionTracker, ConnInfo
+from gateway.http1 import Http1Connection
+from gateway.identity import Identity, parse_identity
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
 from gateway.reasons import HandshakeReason
@@ -35,128 +34,6 @@ def record_sni(_ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLCo
     transport = handshaking()
     if transport is not None and server_name:
         transport.set_sni(server_name.lower().rstrip("."))
-
-
-@dataclass
-class ConnInfo:
-    """What the gateway knows about one open connection, fixed at handshake time."""
-
-    listener: str
-    peer_ip: str
-    sni: str | None
-    identity: Identity | None
-    chain: tuple[bytes, ...]
-    # post-handshake checks (strict profile, OCSP): requests wait for it; None = nothing to wait for
-    gate: asyncio.Future[Failure | None] | None = None
-
-    def passed(self) -> bool:
-        """Nothing to wait for: no post-handshake check, or one that passed."""
-        gate = self.gate
-        if gate is None:
-            return True
-        return (
-            gate.done()
-            and not gate.cancelled()
-            and gate.exception() is None
-            and gate.result() is None
-        )
-
-
-class ConnectionTracker(Http1Server):
-    """The listener's HTTP server, plus per-connection identity and the active-connection gauge."""
-
-    def __init__(
-        self,
-        handler: Handler,
-        listener: str,
-        metrics: Metrics,
-        identities: IdentityCache,
-        admission: Callable[[], Admission | None] = lambda: None,
-    ) -> None:
-        super().__init__(handler, Limits(listener, metrics))
-        self.listener = listener
-        self._metrics = metrics
-        self.apply_limits(ListenerLimits())
-        self._admission = admission
-        self.on_close: Callable[[], None] = lambda: None  # the listener's: capacity is back
-        self.conns: dict[Http1Connection, ConnInfo] = {}
-        self._identities = identities
-        self._chains: dict[str, tuple[bytes, ...]] = {}
-        self._active = metrics.connections_active.labels(listener)
-
-    def apply_limits(self, limits: ListenerLimits) -> None:
-        """HTTP limits for connections accepted from now on (a reload calls it again)."""
-        self.limits = Limits(
-            self.listener,
-            self._metrics,
-            header_timeout=limits.header_timeout,
-            keepalive_timeout=limits.keepalive_timeout,
-            max_request_line=limits.max_request_line,
-            max_header_size=limits.max_header_size,
-            max_headers=limits.max_headers,
-            max_connection_age=limits.max_connection_age,
-            body_timeout=limits.body_timeout,
-            body_min_rate=float(limits.body_min_rate),
-        )
-
-    def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:
-        super().connection_made(conn, transport)
-        ssl_obj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
-        peer = transport.get_extra_info("peername")
-        identity = None
-        chain: tuple[bytes, ...] = ()
-        sni: str | None = transport.get_extra_info("sni")
-        if ssl_obj is not None:
-            der = ssl_obj.getpeercert(binary_form=True)
-            if der:
-                try:
-                    identity = self._identities.get(der)
-                except ValueError as exc:  # OpenSSL accepted it, cryptography cannot read it
-                    tls_log.warning("client certificate unreadable", extra=event(error=str(exc)))
-                if identity is not None:
-                    chain = self._chain_of(ssl_obj, identity)
-                    if not ssl_obj.session_reused:
-                        remaining = identity.not_after - time.time()
-                        self._metrics.client_cert_remaining.observe(max(remaining, 0.0))
-
-        info = ConnInfo(self.listener, peer[0] if peer else "", sni, identity, chain)
-        admission = self._admission()
-        if identity is not None and admission is not None and admission.needed:
-            loop = asyncio.get_running_loop()
-            known = admission.settled(identity)
-            if known is None:
-                info.gate = loop.create_task(admission.check(identity, chain))
-            elif known[0] is not None:  # a returning client already rejected: no task
-                info.gate = loop.create_future()
-                info.gate.set_result(known[0])
-            # else: a returning client already admitted, nothing to wait for
-        self.conns[conn] = info
-        self._active.inc()
-
-    def _chain_of(self, ssl_obj: ssl.SSLObject, identity: Identity) -> tuple[bytes, ...]:
-        """Intermediates the client's chain verified through (private API on 3.11; cached)."""
-        cached = self._chains.get(identity.sha256)
-        if cached is not None:
-            return cached
-        getter = getattr(getattr(ssl_obj, "_sslobj", None), "get_verified_chain", None)
-        try:
-            certs = getter() if getter is not None else None
-            ders = [c.public_bytes(_DER) for c in certs[1:]] if certs else []
-        except (AttributeError, ValueError, ssl.SSLError):
-            return ()
-        if not ders:  # resumed sessions have no chain
-            return ()
-        chain = tuple(ders[:-1])  # drop the trust anchor at the end
-        if len(self._chains) > 4096:
-            self._chains.clear()
-        self._chains[identity.sha256] = chain
-        return chain
-
-    def connection_lost(self, conn: Http1Connection) -> None:
-        super().connection_lost(conn)
-        if self.conns.pop(conn, None) is not None:
-            self._active.dec()
-        self.on_close()
 
 
 class Listener:
@@ -532,3 +409,6 @@ def _from_flight(flight: bytes) -> Identity | None:
         return parse_identity(certs[0])
     except ValueError:  # not a certificate cryptography can read: nothing to name
         return None
+
+
+__all__ = ["ConnInfo", "ConnectionTracker", "Listener", "record_sni"]

@@ -23,11 +23,12 @@ from gateway.admission import Admission
 from gateway.certfiles import HeldCert, load_checked
 from gateway.config import GatewayConfig, ListenerConfig
 from gateway.configload import check_admin_unchanged
+from gateway.connections import ConnectionTracker
 from gateway.crlfetch import CrlRefresher, fetch_missing
 from gateway.errors import ConfigError
 from gateway.handler import Pipeline
 from gateway.identity import IdentityCache
-from gateway.listener import ConnectionTracker, Listener
+from gateway.listener import Listener
 from gateway.log import access_log, config_log, event, server_log
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker

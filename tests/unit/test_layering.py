@@ -45,6 +45,7 @@ LAYER = {
     "http1": 3,
     "h1messages": 3,
     "listener": 3,
+    "connections": 3,
     "ocsp": 3,
     "opensslcheck": 3,
     "admission": 3,
