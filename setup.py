@@ -30,6 +30,7 @@ COMPILED = [
     "targets",
     "tlsconn",
     "upstreamconn",
+    "upstreampool",
 ]
 
 

@@ -15,7 +15,7 @@ from gateway.config import HealthCheck, PassiveHealth, TargetSpec, UpstreamConfi
 from gateway.errors import ConfigError
 from gateway.log import event, proxy_log
 from gateway.metrics import Metrics
-from gateway.upstreamconn import Pool
+from gateway.upstreampool import Pool
 
 
 def upstream_tls_context(cfg: UpstreamConfig, where: str) -> ssl.SSLContext | None:

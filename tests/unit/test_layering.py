@@ -35,6 +35,7 @@ LAYER = {
     "tlsconn": 2,
     "sslctl": 1,
     "upstreamconn": 2,
+    "upstreampool": 2,
     "bytestream": 2,
     "deadlines": 2,
     "tally": 2,
