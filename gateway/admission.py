@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from gateway.bounded import Bounded
 from gateway.config import TlsConfig
 from gateway.errors import ConfigError
 from gateway.identity import Identity
@@ -31,9 +31,6 @@ def load_bundle(paths: tuple[str, ...], where: str) -> list[x509.Certificate]:
     return certs
 
 
-_UNSEEN = object()
-
-
 class Admission:
     """What one listener checks on each new client identity; verdicts cached by fingerprint."""
 
@@ -47,17 +44,14 @@ class Admission:
         self._trusted = load_bundle(tls.client_ca, where) if self.needed else []
         self._ocsp = ocsp
         self._metrics = metrics
-        self._verdicts: OrderedDict[str, Failure | None] = OrderedDict()
+        self._verdicts: Bounded[str, tuple[Failure | None]] = Bounded(4096)
 
     def settled(self, identity: Identity) -> tuple[Failure | None] | None:
         """The decision when it is known without waiting (strict profile alone, a certificate
         seen before): `(None,)` passes, `(failure,)` rejects; None: `check` must run."""
         if not self.strict or self._ocsp_cfg.mode != "off":
             return None
-        verdict = self._verdicts.get(identity.sha256, _UNSEEN)
-        if verdict is _UNSEEN:
-            return None
-        return (verdict,)  # type: ignore[return-value]
+        return self._verdicts.get(identity.sha256)
 
     async def check(self, identity: Identity, chain: tuple[bytes, ...]) -> Failure | None:
         """None when the client may proceed, else why not. Never raises."""
@@ -74,17 +68,15 @@ class Admission:
         return None
 
     def _strict(self, identity: Identity, chain: tuple[bytes, ...]) -> Failure | None:
-        if identity.sha256 in self._verdicts:
-            self._verdicts.move_to_end(identity.sha256)
-            return self._verdicts[identity.sha256]
+        known = self._verdicts.get(identity.sha256)
+        if known is not None:
+            return known[0]
         verdict = verify_chain(identity.der, list(chain), self._trusted, profile="strict")
         failure = None
         if not verdict.ok:
             assert verdict.reason is not None
             failure = Failure(verdict.reason, None, f"strict profile: {verdict.detail}")
-        self._verdicts[identity.sha256] = failure
-        if len(self._verdicts) > 4096:
-            self._verdicts.popitem(last=False)
+        self._verdicts.put(identity.sha256, (failure,))
         return failure
 
     def _issuer(self, leaf: x509.Certificate, chain: tuple[bytes, ...]) -> x509.Certificate | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.admission import Admission
+from gateway.bounded import Bounded
 from gateway.config import ListenerLimits
 from gateway.http1 import Handler, Http1Connection, Http1Server, Limits
 from gateway.identity import Identity, IdentityCache
@@ -66,7 +67,7 @@ class ConnectionTracker(Http1Server):
         self.on_close: Callable[[], None] = lambda: None  # the listener's: capacity is back
         self.conns: dict[Http1Connection, ConnInfo] = {}
         self._identities = identities
-        self._chains: dict[str, tuple[bytes, ...]] = {}
+        self._chains: Bounded[str, tuple[bytes, ...]] = Bounded(4096)
         self._active = metrics.connections_active.labels(listener)
 
     def apply_limits(self, limits: ListenerLimits) -> None:
@@ -132,10 +133,7 @@ class ConnectionTracker(Http1Server):
         if not ders:  # resumed sessions have no chain
             return ()
         chain = tuple(ders[:-1])  # drop the trust anchor at the end
-        if len(self._chains) > 4096:
-            self._chains.clear()
-        self._chains[identity.sha256] = chain
-        return chain
+        return self._chains.put(identity.sha256, chain)
 
     def connection_lost(self, conn: Http1Connection) -> None:
         super().connection_lost(conn)

@@ -7,6 +7,7 @@ import base64
 import re
 from collections.abc import Sequence
 
+from gateway.bounded import Bounded
 from gateway.errors import BadRequest
 from gateway.identity import Identity
 
@@ -160,7 +161,7 @@ def connection_tokens(values: Sequence[str]) -> set[str]:
     return {t.strip().lower() for v in values for t in v.split(",") if t.strip()}
 
 
-_REQUEST_DROPS: dict[tuple[str, ...], frozenset[str]] = {}
+_REQUEST_DROPS: Bounded[tuple[str, ...], frozenset[str]] = Bounded(256)  # clients choose them
 
 
 def _request_drop(conn: tuple[str, ...]) -> frozenset[str]:
@@ -168,13 +169,11 @@ def _request_drop(conn: tuple[str, ...]) -> frozenset[str]:
     ("keep-alive") are worked out once."""
     drop = _REQUEST_DROPS.get(conn)
     if drop is None:
-        drop = SKIP_REQUEST | (connection_tokens(conn) - {"host"})
-        if len(_REQUEST_DROPS) < 256:  # clients choose these strings: keep the cache small
-            _REQUEST_DROPS[conn] = drop
+        drop = _REQUEST_DROPS.put(conn, SKIP_REQUEST | (connection_tokens(conn) - {"host"}))
     return drop
 
 
-_RESPONSE_DROPS: dict[tuple[bool, tuple[str, ...]], frozenset[str]] = {}
+_RESPONSE_DROPS: Bounded[tuple[bool, tuple[str, ...]], frozenset[str]] = Bounded(256)
 
 
 def response_drop(chunked: bool, conn: tuple[str, ...]) -> frozenset[str]:
@@ -185,9 +184,7 @@ def response_drop(chunked: bool, conn: tuple[str, ...]) -> frozenset[str]:
     drop = _RESPONSE_DROPS.get(key)
     if drop is None:
         base = SKIP_RESPONSE - {"trailer"} if chunked else SKIP_RESPONSE
-        drop = base | connection_tokens(conn) | {"x-request-id"}
-        if len(_RESPONSE_DROPS) < 256:  # upstreams choose these strings: keep the cache small
-            _RESPONSE_DROPS[key] = drop
+        drop = _RESPONSE_DROPS.put(key, base | connection_tokens(conn) | {"x-request-id"})
     return drop
 
 
@@ -265,7 +262,9 @@ def upstream_headers(
     return headers
 
 
-_IDENTITY_HEADERS: dict[tuple[str, tuple[bytes, ...], tuple[str, ...]], list[tuple[str, str]]] = {}
+_IDENTITY_HEADERS: Bounded[
+    tuple[str, tuple[bytes, ...], tuple[str, ...]], list[tuple[str, str]]
+] = Bounded(4096)
 
 
 def _identity_headers(
@@ -285,7 +284,5 @@ def _identity_headers(
         for name, value in cached:  # defence in depth: built above to be safe, checked once
             if _UNSAFE.search(value):
                 raise ValueError(f"unsafe character in the {name} built for {ident.sha256}")
-        if len(_IDENTITY_HEADERS) >= 4096:
-            _IDENTITY_HEADERS.clear()
-        _IDENTITY_HEADERS[key] = cached
+        _IDENTITY_HEADERS.put(key, cached)
     return cached

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
+
+from gateway.bounded import Bounded
 
 ATTRIBUTE_NAMES: dict[x509.ObjectIdentifier, str] = {
     NameOID.COMMON_NAME: "CN",
@@ -142,22 +143,16 @@ def parse_identity(der: bytes) -> Identity:
 
 
 class IdentityCache:
-    """LRU of parsed identities keyed by the DER bytes, shared across connections."""
+    """Parsed identities keyed by the DER bytes, shared across connections (bounded)."""
 
     def __init__(self, maxsize: int = 4096) -> None:
-        self._items: OrderedDict[bytes, Identity] = OrderedDict()
-        self._maxsize = maxsize
+        self._items: Bounded[bytes, Identity] = Bounded(maxsize)
 
     def get(self, der: bytes) -> Identity:
         found = self._items.get(der)
-        if found is not None:
-            self._items.move_to_end(der)
-            return found
-        ident = parse_identity(der)
-        self._items[der] = ident
-        if len(self._items) > self._maxsize:
-            self._items.popitem(last=False)
-        return ident
+        if found is None:
+            found = self._items.put(der, parse_identity(der))
+        return found
 
     def __len__(self) -> int:
         return len(self._items)

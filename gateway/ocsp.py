@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import aiohttp
@@ -15,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from gateway.bounded import Bounded
 from gateway.config import OcspConfig
 
 ERROR_CACHE_SECONDS = 5.0
@@ -123,8 +123,7 @@ class OcspChecker:
     """Queries responders with one pooled HTTP client; results cached by issuer and serial."""
 
     def __init__(self, maxsize: int = 65536) -> None:
-        self._cache: OrderedDict[tuple[bytes, int], tuple[float, OcspResult]] = OrderedDict()
-        self._maxsize = maxsize
+        self._cache: Bounded[tuple[bytes, int], tuple[float, OcspResult]] = Bounded(maxsize)
         self._session: aiohttp.ClientSession | None = None
         self._inflight: dict[tuple[bytes, int], asyncio.Future[OcspResult]] = {}
 
@@ -146,7 +145,6 @@ class OcspChecker:
         now = time.time()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > now:
-            self._cache.move_to_end(key)
             r = hit[1]
             return OcspResult(r.status, r.detail, r.responder, cached=True)
         pending = self._inflight.get(key)
@@ -160,9 +158,7 @@ class OcspChecker:
             expires = now + ttl
             if next_update is not None:
                 expires = min(expires, next_update)
-            self._cache[key] = (expires, result)
-            if len(self._cache) > self._maxsize:
-                self._cache.popitem(last=False)
+            self._cache.put(key, (expires, result))
             fut.set_result(result)
             return result
         except BaseException as exc:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
 
+from gateway.bounded import Bounded
 from gateway.config import EKU_NAMES, Matcher, Policy
 from gateway.identity import Identity
 from gateway.reasons import PolicyReason
@@ -148,7 +149,7 @@ class RoutePolicy:
 
     def __init__(self, policy: Policy, path: str = "policy") -> None:
         self._path = path
-        self._decisions: dict[str, Decision] = {}
+        self._decisions: Bounded[str, Decision] = Bounded(4096)
         self.require_client_cert = policy.require_client_cert
         self._required_eku = policy.required_eku
         self._deny = tuple(_compile_entry(e, allow=False) for e in policy.deny)
@@ -166,9 +167,7 @@ class RoutePolicy:
             return self._decide(None)
         decision = self._decisions.get(ident.sha256)
         if decision is None:
-            if len(self._decisions) >= 4096:
-                self._decisions.clear()
-            decision = self._decisions[ident.sha256] = self._decide(ident)
+            decision = self._decisions.put(ident.sha256, self._decide(ident))
         return decision
 
     def _decide(self, ident: Identity | None) -> Decision:

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
+from gateway.bounded import Bounded
 from gateway.config import RouteConfig
 from gateway.errors import BadPath, BadRequest, MethodNotAllowed, NoRoute
 
@@ -28,10 +29,10 @@ _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 # Targets seen recently, normalised: most clients ask for the same few paths again and again.
-# Bounded in count (emptied when full: paths with ids in them cost a normalisation, never
-# memory) and in size (a long target is normalised every time): at most ~4 MiB.
-_SEEN: dict[str, Target] = {}
+# Bounded in count (paths with ids in them cost a normalisation, never memory) and in size (a
+# long target is normalised every time): at most ~4 MiB.
 _SEEN_MAX = 4096
+_SEEN: Bounded[str, Target] = Bounded(_SEEN_MAX)
 _SEEN_LONGEST = 256
 
 
@@ -41,9 +42,7 @@ def normalise_target(raw: str) -> Target:
     if target is None:
         target = _normalise(raw)
         if len(raw) <= _SEEN_LONGEST:
-            if len(_SEEN) >= _SEEN_MAX:
-                _SEEN.clear()
-            _SEEN[raw] = target
+            _SEEN.put(raw, target)
     return target
 
 

@@ -9,6 +9,7 @@ PKG = Path(__file__).resolve().parents[2] / "gateway"
 
 LAYER = {
     "errors": 0,
+    "bounded": 0,
     "log": 0,
     "reasons": 0,
     "config": 1,
