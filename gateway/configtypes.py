@@ -10,7 +10,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+)
 
 # --------------------------------------------------------------------------- value types
 
@@ -300,3 +308,10 @@ UpstreamUrl = Annotated[
         {"type": "string", "pattern": "^https?://", "examples": ["http://127.0.0.1:9000"]}
     ),
 ]
+
+
+class Model(BaseModel):
+    """The base of every section of the configuration: unknown keys are errors, and a loaded
+    configuration cannot change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

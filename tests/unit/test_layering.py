@@ -14,6 +14,7 @@ LAYER = {
     "reasons": 0,
     "config": 1,
     "configload": 1,
+    "configupstream": 1,
     "configtypes": 1,
     "identity": 1,
     "devcerts": 1,
