@@ -16,15 +16,15 @@ from typing import Any, cast
 
 from gateway.activity import Activity
 from gateway.config import ListenerLimits
-from gateway.connections import ConnectionTracker, ConnInfo
+from gateway.connections import ConnectionTracker
 from gateway.http1 import Http1Connection
-from gateway.identity import Identity, parse_identity
+from gateway.identity import Identity
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
 from gateway.reasons import HandshakeReason
 from gateway.tls import Failure, classify
 from gateway.tlsconn import TlsTransport, handshaking
-from gateway.tlsrecords import client_certificates
+from gateway.tlsrecords import client_identity
 
 _DER = getattr(_ssl, "ENCODING_DER", 1)
 
@@ -338,7 +338,7 @@ class Listener:
         peer = f"{addr[0]}:{addr[1]}" if addr else ""
         seen_in = "post_handshake"
         if identity is None and transport is not None:
-            identity = _from_flight(transport.client_flight())
+            identity = client_identity(transport.client_flight())
             seen_in = "tls12_certificate_message"
         detail = failure.detail
         if identity is not None:
@@ -398,17 +398,3 @@ def _tls_fields(transport: TlsTransport) -> dict[str, str | None]:
 
 def _ip(addr: Any) -> str:
     return str(addr[0]) if addr else ""
-
-
-def _from_flight(flight: bytes) -> Identity | None:
-    """The client's leaf certificate from its cleartext handshake bytes, if they hold one."""
-    certs = client_certificates(flight)
-    if not certs:
-        return None
-    try:
-        return parse_identity(certs[0])
-    except ValueError:  # not a certificate cryptography can read: nothing to name
-        return None
-
-
-__all__ = ["ConnInfo", "ConnectionTracker", "Listener", "record_sni"]

@@ -12,11 +12,12 @@ CRLs; `opensslcheck`), then the listener's post-handshake checks (strict profile
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from cryptography import x509
 
 from gateway.admission import Admission
-from gateway.config import TlsConfig
+from gateway.config import GatewayConfig, TlsConfig
 from gateway.errors import ConfigError
 from gateway.identity import Identity
 from gateway.listener import Listener
@@ -106,3 +107,41 @@ async def _judge(
     if admission is not None and admission.needed:
         return await admission.check(ident, chain)
     return None
+
+
+Admissions = dict[str, Admission]
+
+
+async def recheck_all(
+    listeners: dict[str, Listener],
+    cfg: GatewayConfig,
+    admissions: Admissions,
+    metrics: Metrics,
+    *,
+    skip: set[str] | frozenset[str] = frozenset(),
+    ocsp_only: bool = False,
+) -> None:
+    """`recheck` every listener of `cfg` that is open and not in `skip` (a listener opened by
+    this reload has no connection from before it); `ocsp_only`: the OCSP round, on the
+    listeners with OCSP, post-handshake checks alone."""
+    for i, lst in enumerate(cfg.listeners):
+        listener = listeners.get(lst.name)
+        if listener is None or lst.name in skip or (ocsp_only and lst.tls.ocsp.mode == "off"):
+            continue
+        await recheck(
+            listener, lst.tls, f"listeners[{i}].tls", metrics, admissions.get(lst.name),
+            handshake=not ocsp_only,
+        )  # fmt: skip
+
+
+async def ocsp_rounds(
+    state: Callable[[], tuple[dict[str, Listener], GatewayConfig, Admissions]], metrics: Metrics
+) -> None:
+    """Open connections of listeners with OCSP are asked about again as cached answers expire
+    (every `ocsp.cache_ttl`, at most every OCSP_RECHECK_SECONDS): a revocation the responder
+    publishes closes them. `state` gives the gateway's current listeners, config and checks."""
+    while True:
+        ttls = [lst.tls.ocsp.cache_ttl for lst in state()[1].listeners]
+        await asyncio.sleep(max(1.0, min([*ttls, OCSP_RECHECK_SECONDS])))
+        listeners, cfg, admissions = state()
+        await recheck_all(listeners, cfg, admissions, metrics, ocsp_only=True)

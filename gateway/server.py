@@ -33,7 +33,7 @@ from gateway.log import access_log, config_log, event, server_log
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker
 from gateway.proxy import Upstream
-from gateway.recheck import OCSP_RECHECK_SECONDS, recheck
+from gateway.recheck import ocsp_rounds, recheck_all
 from gateway.runtime import ReloadResult, Snapshot, build_snapshot
 from gateway.watch import FileWatcher
 from gateway.workerstate import share_state
@@ -200,7 +200,8 @@ class Gateway:
             upstream.start()
         self._publish_held()
         self._spawn(self._expiry_loop(), "expiry-check")
-        self._spawn(self._ocsp_recheck_loop(), "ocsp-recheck")
+        state = lambda: (self._listeners, self.config, self._snapshot.admissions)  # noqa: E731
+        self._spawn(ocsp_rounds(state, self.metrics), "ocsp-recheck")
         if self._state_file is not None:
             shared = share_state(
                 self._state_file, self.activity, self.held_certs, lambda: self.last_reload
@@ -288,7 +289,9 @@ class Gateway:
                 )
                 return ReloadResult(False, trigger, problems, time.perf_counter() - started)
             self._swap(new, held, opened)
-            await self._recheck_open({x.name for x in opened})
+            # revocation reaches open connections before the reload is reported done
+            await recheck_all(self._listeners, self.config, self._snapshot.admissions,
+                              self.metrics, skip={x.name for x in opened})  # fmt: skip
             seconds = time.perf_counter() - started
             self.metrics.config_reloads.labels("success").inc()
             self.last_reload = time.time()
@@ -351,16 +354,6 @@ class Gateway:
         self._restart_watcher()
         self._restart_refresher()
 
-    async def _recheck_open(self, opened: set[str]) -> None:
-        """Revocation reaches open connections: each listener kept across the reload judges
-        its open connections again before the reload is reported done."""
-        for i, lst in enumerate(self.config.listeners):
-            if lst.name in self._listeners and lst.name not in opened:
-                await recheck(
-                    self._listeners[lst.name], lst.tls, f"listeners[{i}].tls", self.metrics,
-                    self._snapshot.admissions.get(lst.name),
-                )  # fmt: skip
-
     async def _retire_listener(self, listener: Listener) -> None:
         await listener.stop_accepting()
         await listener.server.shutdown(self.config.shutdown_timeout)
@@ -403,18 +396,3 @@ class Gateway:
         while True:
             await asyncio.sleep(expiry.CHECK_SECONDS)
             self._expiry_warnings.check(self._held)
-
-    async def _ocsp_recheck_loop(self) -> None:
-        """Open connections of listeners with OCSP are asked about again as cached answers
-        expire (every `ocsp.cache_ttl`, at most every OCSP_RECHECK_SECONDS): a revocation the
-        responder publishes closes them."""
-        while True:
-            ttls = [lst.tls.ocsp.cache_ttl for lst in self.config.listeners]
-            await asyncio.sleep(max(1.0, min([*ttls, OCSP_RECHECK_SECONDS])))
-            for lst in self.config.listeners:
-                listener = self._listeners.get(lst.name)
-                if listener is not None and lst.tls.ocsp.mode != "off":
-                    admission = self._snapshot.admissions.get(lst.name)
-                    await recheck(
-                        listener, lst.tls, lst.name, self.metrics, admission, handshake=False
-                    )

@@ -14,6 +14,8 @@ bytes are cut short or malformed); nothing raises."""
 
 from __future__ import annotations
 
+from gateway.identity import Identity, parse_identity
+
 HANDSHAKE = 22
 CHANGE_CIPHER_SPEC = 20
 CERTIFICATE = 11
@@ -102,3 +104,15 @@ def with_certificate(flight: bytes, chain: list[bytes]) -> bytes | None:
         fragment = out[start : start + MAX_FRAGMENT]
         records += bytes([HANDSHAKE]) + version + len(fragment).to_bytes(2, "big") + fragment
     return bytes(records) + rest
+
+
+def client_identity(flight: bytes) -> Identity | None:
+    """The client's leaf certificate, parsed, from its cleartext handshake bytes: what names
+    the client of a failed TLS 1.2 handshake; None when they hold none cryptography reads."""
+    certs = client_certificates(flight)
+    if not certs:
+        return None
+    try:
+        return parse_identity(certs[0])
+    except ValueError:  # not a certificate cryptography can read: nothing to name
+        return None
