@@ -69,35 +69,48 @@ class FileWatcher:
 
     async def _run(self) -> None:
         files = self.paths
+        baseline = fingerprint(files)
         while not self._stop.is_set():
             dirs = watched_dirs(files)
-            baseline = fingerprint(files)
             if not dirs:
                 return
-            changed = False
-            changes = awatch(
-                *dirs,
-                watch_filter=None,
-                debounce=self._debounce_ms,
-                step=50,
-                stop_event=self._stop,
-                recursive=False,
-                ignore_permission_denied=True,
-            )
-            try:
-                async with contextlib.aclosing(changes):
-                    async for _ in changes:
-                        if fingerprint(files) != baseline:
-                            changed = True
-                            break
-            except (OSError, RuntimeError) as exc:  # a watched folder vanished: rebuild the watch
-                config_log.warning("file watch interrupted", extra=event(error=str(exc)))
-                await asyncio.sleep(1.0)
-                changed = fingerprint(files) != baseline
+            # a change that landed while the last reload ran (a certificate and its key written
+            # one after the other) has no event left to wait for: it is seen here
+            changed = fingerprint(files) != baseline
+            if not changed:
+                changed = await self._wait_for_change(files, dirs, baseline)
             if not changed:
                 continue
+            baseline = fingerprint(files)  # what this reload reads; later changes reload again
             config_log.info("referenced file changed, reloading", extra=event(trigger="watch"))
             try:
                 await self._on_change()
             except Exception:  # the reload itself logs and counts; keep watching regardless
                 config_log.exception("reload after a file change failed unexpectedly")
+
+    async def _wait_for_change(
+        self, files: list[str], dirs: list[str], baseline: Fingerprint
+    ) -> bool:
+        """Until the content behind `files` differs from `baseline` (True) or the watch stops
+        or its folders vanish (False: the caller looks again)."""
+        changed = False
+        changes = awatch(
+            *dirs,
+            watch_filter=None,
+            debounce=self._debounce_ms,
+            step=50,
+            stop_event=self._stop,
+            recursive=False,
+            ignore_permission_denied=True,
+        )
+        try:
+            async with contextlib.aclosing(changes):
+                async for _ in changes:
+                    if fingerprint(files) != baseline:
+                        changed = True
+                        break
+        except (OSError, RuntimeError) as exc:  # a watched folder vanished: rebuild the watch
+            config_log.warning("file watch interrupted", extra=event(error=str(exc)))
+            await asyncio.sleep(1.0)
+            changed = fingerprint(files) != baseline
+        return changed
