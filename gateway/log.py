@@ -48,12 +48,16 @@ class JsonFormatter(logging.Formatter):
             out.update(fields)
         if record.exc_info and record.levelno >= logging.ERROR:
             out["exc"] = self.formatException(record.exc_info)
-        line = json.dumps(out, default=str, ensure_ascii=False)
-        # JSON allows these raw, but line readers split on them (a certificate can carry them)
-        for sep in ("\u2028", "\u2029", "\u0085"):
-            if sep in line:
-                line = line.replace(sep, f"\\u{ord(sep):04x}")
-        return line
+        return one_line(json.dumps(out, default=str, ensure_ascii=False))
+
+
+def one_line(line: str) -> str:
+    """A JSON log line that line readers cannot split: JSON allows U+2028, U+2029 and NEL
+    raw, and a certificate (or a request path) can carry them; they become escapes."""
+    for sep in ("\u2028", "\u2029", "\u0085"):
+        if sep in line:
+            line = line.replace(sep, f"\\u{ord(sep):04x}")
+    return line
 
 
 def setup(level: str = "info", stream: Any = None) -> None:
