@@ -65,12 +65,13 @@ class Responder:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Responder:
+        # where this run's output begins: taken before it starts, or its banner may be missed
+        start = self._log.stat().st_size if self._log.exists() else 0
         with self._log.open("ab") as log:
             self.proc = subprocess.Popen(self._cmd, stdout=log, stderr=subprocess.STDOUT)
         # A probe connection would block the single-threaded responder; wait for its banner:
         # "ACCEPT <addr>" once the socket listens (stderr, unbuffered), or the stdout line,
         # which a block-buffered stdout may hold back
-        start = self._log.stat().st_size
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             out = self._log.read_bytes()[start:]
