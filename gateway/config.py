@@ -150,10 +150,12 @@ class TlsConfig(Model):
         ge=0,
         le=1_000_000,
         description="TLS sessions each worker keeps for resumption (about 12 KB each); "
-        "0: stateless session tickets instead",
+        "a full cache starts afresh; 0: stateless session tickets instead",
     )
     session_timeout: Duration = Field(
-        default=300.0, description="how long a client may resume its TLS session"
+        default=300.0,
+        description="longest time after its full handshake that a client may resume its TLS "
+        "session",
     )
 
 

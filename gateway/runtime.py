@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import ssl
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from gateway.admission import Admission
@@ -17,7 +17,7 @@ from gateway.ocsp import OcspChecker
 from gateway.policy import RoutePolicy
 from gateway.proxy import TimeoutLimits, Upstream
 from gateway.routing import Router
-from gateway.tls import server_context
+from gateway.tls import ServerContexts, server_context
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
@@ -38,7 +38,7 @@ class Snapshot:
     router: Router
     routes: dict[str, CompiledRoute]
     upstreams: dict[str, Upstream]
-    contexts: dict[str, ssl.SSLContext]
+    contexts: dict[str, ServerContexts]
     admissions: dict[str, Admission]
     limits: dict[str, ListenerLimits]
     trusted_id_sources: tuple[IPv4Network | IPv6Network, ...] = ()
@@ -89,7 +89,11 @@ def build_snapshot(
 
     Upstreams whose config did not change keep their pool (and its warm connections)."""
     contexts = {
-        lst.name: server_context(lst.tls, f"listeners[{i}].tls", sni_callback=record_sni)
+        lst.name: ServerContexts(
+            partial(server_context, lst.tls, f"listeners[{i}].tls", sni_callback=record_sni),
+            lst.tls,
+            f"listeners[{i}].tls",
+        )
         for i, lst in enumerate(cfg.listeners)
     }
     ocsp = ocsp or OcspChecker()

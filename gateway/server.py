@@ -112,7 +112,7 @@ class Gateway:
 
     def context_for(self, listener: str) -> ssl.SSLContext:
         """The current TLS context of a listener (new connections pick up a reload)."""
-        return self._snapshot.contexts[listener]
+        return self._snapshot.contexts[listener].current()
 
     def held_certs(self) -> list[HeldCert]:
         return list(self._held)

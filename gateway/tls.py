@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -15,7 +16,6 @@ from gateway.config import TlsConfig
 from gateway.errors import ConfigError
 from gateway.log import event, tls_log
 from gateway.reasons import HandshakeReason as R
-from gateway.sslctl import configure_sessions
 
 # AEAD suites with forward secrecy only (TLS 1.2); TLS 1.3 suites are all AEAD + PFS.
 TLS12_CIPHERS = ":".join(
@@ -52,8 +52,10 @@ def server_context(
     ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     try:
         ctx.load_cert_chain(cfg.cert, cfg.key)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"cannot read {exc.filename}: no such file", f"{path}.cert") from None
+    except FileNotFoundError:  # OpenSSL does not say which of the two is missing
+        key = os.path.exists(cfg.cert)
+        missing, where = (cfg.key, f"{path}.key") if key else (cfg.cert, f"{path}.cert")
+        raise ConfigError(f"cannot read {missing}: no such file", where) from None
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(
             f"cannot load certificate {cfg.cert} with key {cfg.key}: {_ssl_text(exc)}",
@@ -75,13 +77,58 @@ def server_context(
             _load_crls(ctx, cfg, path)
     if sni_callback is not None:
         ctx.sni_callback = sni_callback
-    problem = configure_sessions(ctx, cfg.session_cache, cfg.session_timeout)
-    if problem is not None:
-        tls_log.warning(
-            "TLS session cache or timeout not settable here, resuming with session tickets",
-            extra=event(config=f"{path}.session_cache", detail=problem),
-        )
+    ctx.num_tickets = 1  # clients keep the latest; OpenSSL's default of two costs a second one
+    if cfg.session_cache > 0:
+        ctx.options |= ssl.OP_NO_TICKET  # TLS 1.3 tickets become ids into the server's cache
     return ctx
+
+
+_RETRY_RENEW = 10.0  # seconds between attempts to renew a context whose files went bad
+
+
+class ServerContexts:
+    """A listener's server context, made afresh when its sessions reach their bounds.
+
+    Python's `ssl` can set neither the size of OpenSSL's session cache nor how long a session
+    resumes, and OpenSSL's defaults (20,480 sessions, two hours) are not ours. Both bounds
+    hold by replacing the context instead: a context is used for new connections for at most
+    `session_timeout`, and only until its cache holds `session_cache` sessions. A session (and
+    a ticket's key) belongs to one context, so it cannot resume on the next one: every client
+    does a full handshake at most `session_timeout` after its last one. Connections keep the
+    context they were made with."""
+
+    __slots__ = ("_born", "_build", "_ctx", "_path", "_size", "_timeout", "built")
+
+    def __init__(self, build: Callable[[], ssl.SSLContext], cfg: TlsConfig, path: str) -> None:
+        self._build = build
+        self._path = path
+        self._size = cfg.session_cache
+        self._timeout = cfg.session_timeout
+        self._ctx = build()
+        self._born = time.monotonic()
+        self.built = 1  # contexts made so far, this one included
+
+    def current(self) -> ssl.SSLContext:
+        """The context for a new connection."""
+        if time.monotonic() - self._born >= self._timeout or (
+            self._size and self._ctx.session_stats()["number"] >= self._size
+        ):
+            self._renew()
+        return self._ctx
+
+    def _renew(self) -> None:
+        now = time.monotonic()
+        try:
+            ctx = self._build()
+        except ConfigError as exc:  # a file changed under it: the reload that triggers decides
+            self._born = now - self._timeout + min(self._timeout, _RETRY_RENEW)
+            tls_log.error(
+                "cannot renew the TLS context for its session bounds; keeping the current one",
+                extra=event(config=self._path, detail=str(exc)),
+            )
+            return
+        self._ctx, self._born = ctx, now
+        self.built += 1
 
 
 def _load_crls(ctx: ssl.SSLContext, cfg: TlsConfig, path: str) -> None:

@@ -1,6 +1,6 @@
 """TLS session resumption as clients see it: a resumed connection carries the same client
-identity as the full handshake, the server-side cache is bounded by `session_cache` and
-sessions expire after `session_timeout`; `session_cache: 0` resumes with stateless tickets."""
+identity as the full handshake, the server-side cache is bounded by `session_cache` (a full
+one starts afresh) and sessions expire after `session_timeout`; `session_cache: 0` resumes with stateless tickets."""
 
 from __future__ import annotations
 
@@ -125,10 +125,12 @@ def test_resumed_connection_is_denied_like_its_full_handshake(
         assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"] == "client_cert_not_allowed"
 
 
-def test_the_cache_keeps_the_newest_sessions_only(gateway: RunningGateway, pki: Path) -> None:
-    sessions = [fetch(gateway.port, pki, "tls1.3")[1] for _ in range(5)]  # session_cache: 3
-    assert not fetch(gateway.port, pki, "tls1.3", sessions[0])[2], "evicted session resumed"
-    assert fetch(gateway.port, pki, "tls1.3", sessions[-1])[2], "newest session not resumed"
+def test_a_full_cache_starts_afresh_and_drops_older_sessions(pki: Path) -> None:
+    with running(lambda port: _config(pki, port, session_cache=3), pki) as gw:
+        # three sessions fill the first context's cache; the fourth connection gets a new one
+        sessions = [fetch(gw.port, pki, "tls1.3")[1] for _ in range(5)]
+        assert fetch(gw.port, pki, "tls1.3", sessions[-1])[2], "newest session not resumed"
+        assert not fetch(gw.port, pki, "tls1.3", sessions[0])[2], "dropped session resumed"
 
 
 def test_openssl_client_resumes_from_a_saved_session(

@@ -35,7 +35,6 @@ LAYER = {
     "exchange": 3,
     "websocket": 3,
     "tlsconn": 2,
-    "sslctl": 1,
     "upstreamconn": 2,
     "upstreampool": 2,
     "bytestream": 2,
