@@ -17,6 +17,8 @@ COMPILED = [
     "bounded",
     "bytestream",
     "h1messages",
+    "h1reader",
+    "h1response",
     "connections",
     "deadlines",
     "exchange",

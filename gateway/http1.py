@@ -1,7 +1,8 @@
-"""HTTP/1.1 on the proxy listeners, on llhttp (httptools) (the messages: `h1messages`): requests parsed by callbacks and
-answered in order, with the gateway's limits (request line, header size and count, the deadline
-for a request head, keep-alive idle time), a JSON error for whatever the parser refuses, request
-trailers kept, and the connection handed over whole after a WebSocket upgrade.
+"""HTTP/1.1 on the proxy listeners, the I/O around `h1reader`'s sans-IO core (the messages:
+`h1messages`): requests read from the connection, answered in order, with the deadlines for a
+request head, a body and keep-alive idle time, pipelining bounded by queued answers, a JSON
+error for whatever the reader refuses, and the connection handed over whole after a WebSocket
+upgrade.
 
 It replaced aiohttp's server on the request path, which costs more CPU per request and
 discards request trailers (BENCHMARKS.md); the admin port stays on aiohttp."""
@@ -13,8 +14,6 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable
 from typing import cast
-
-import httptools
 
 from gateway.bytestream import FlowControl
 from gateway.errors import RequestTimeout
@@ -33,6 +32,7 @@ from gateway.h1messages import (
     request_ids,
     serialize_head,
 )
+from gateway.h1reader import Refused, RequestReader
 from gateway.log import event, server_log
 from gateway.metrics import Metrics
 from gateway.tlsconn import TlsTransport
@@ -83,16 +83,6 @@ class Limits:
         self.metrics.limits_hit.labels(self.listener, limit).inc()
 
 
-class _Refused(Exception):
-    """Raised in a parser callback: the request is refused before routing."""
-
-    def __init__(self, status: int, code: str, limit: str | None, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.limit = limit
-
-
 # --------------------------------------------------------------------------- connections
 
 
@@ -104,31 +94,26 @@ class Http1Connection(FlowControl):
         self._server = server
         self._limits = server.limits
         self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpRequestParser(self)
-        # parsing
-        self._url = b""
-        self._headers: list[tuple[str, str]] = []
-        self._parsing: Request | None = None  # headers done, body still arriving
-        self._in_head = False
+        limits = self._limits
+        self._reader = RequestReader(
+            self, self, limits.max_request_line, limits.max_header_size, limits.max_headers
+        )
         # answering
-        self._queue: deque[Request | _Refused] = deque()
+        self._queue: deque[Request | Refused] = deque()
         self._busy = False
         # reading held back: too many requests wait for their answers, or the client does not
         # read the answers it has (pipelining is bounded by queued answers, not by memory)
         self._held = False
         self._born = self._loop.time()
         self._serving: Request | None = None  # handed to the pipeline, not answered yet
+        self._dropped: Request | None = None  # refused by the reader before it was handled
         self._closing = False  # no new requests: close after the current answer
-        self._refused = False  # the parser refused a request: nothing after it is read
         self.deadline = 0.0
         self.deadline_kind: str | None = None  # new | head | body | idle
         self._body_started = 0.0
         self._body_bytes = 0
-        self._line_run = 0  # bytes of the head's unfinished line (request line or field)
         # after an upgrade the bytes belong to the tunnel's other end
         self._tunnel_peer: asyncio.Transport | None = None
-        self._upgraded = False  # the parser stopped after an upgrade request
-        self._upgrade_tail = b""  # bytes after it, kept until the handler decides
 
     # ------------------------------------------------------------ transport events
 
@@ -141,41 +126,8 @@ class Http1Connection(FlowControl):
         if self._tunnel_peer is not None:
             self._tunnel_peer.write(data)
             return
-        if self._closing or self._refused:
-            return
-        if self._upgraded:
-            self._upgrade_tail += data
-            return
-        try:
-            self._parser.feed_data(data)
-            if self._in_head:
-                self._head_line(data)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
-            self._upgraded = True
-            self._upgrade_tail = data[offset:]
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Refused):
-                self._refuse(cause)
-            else:
-                self._refuse(_Refused(400, "bad_request", None, str(cause or exc)))
-        except httptools.HttpParserError as exc:
-            self._refuse(_Refused(400, "bad_request", None, str(exc) or type(exc).__name__))
-
-    def _head_line(self, data: bytes) -> None:
-        """An unfinished line of the head is held to the limits as its bytes arrive: the
-        parser hands a field over only once it ends, and a field that never ends would grow
-        without bound until the head deadline."""
-        cut = data.rfind(b"\n")
-        run = self._line_run + len(data) if cut < 0 else len(data) - cut - 1
-        self._line_run = run
-        limits = self._limits
-        if run > limits.max_header_size and run > limits.max_request_line:
-            self._in_head = False
-            self._refuse(
-                _Refused(431, "header_too_large", "header_size", "a head line over the limit")
-            )
+        if not self._closing:
+            self._reader.feed(data)
 
     def eof_received(self) -> bool:
         return False
@@ -187,8 +139,10 @@ class Http1Connection(FlowControl):
         if serving is not None and serving.on_gone is not None:
             gone, serving.on_gone = serving.on_gone, None
             gone()
-        if self._parsing is not None:
-            self._parsing.content.fail(ConnectionResetError("the client closed the connection"))
+        if self._reader.parsing is not None:
+            self._reader.parsing.content.fail(
+                ConnectionResetError("the client closed the connection")
+            )
         self._wake_drain()
         if self._tunnel_peer is not None:
             self._tunnel_peer.close()
@@ -280,7 +234,7 @@ class Http1Connection(FlowControl):
 
     def _body_expired(self) -> None:
         """The body deadline passed: extended for what arrived since, or the body is cut."""
-        request = self._parsing
+        request = self._reader.parsing
         if request is None or self.closed:
             return
         limits = self._limits
@@ -291,8 +245,7 @@ class Http1Connection(FlowControl):
             self.deadline_kind, self.deadline = "body", allowed
             return
         limits.hit("body_timeout")
-        self._parsing = None
-        self._refused = True  # nothing more is read: the stream cannot be trusted past here
+        self._reader.stop()  # nothing more is read: the stream cannot be trusted past here
         request.content.fail(
             RequestTimeout(
                 f"request body not received in time ({self._body_bytes} bytes in "
@@ -300,57 +253,17 @@ class Http1Connection(FlowControl):
             )
         )
 
-    # ------------------------------------------------------------ parser callbacks
+    # ------------------------------------------------------------ the reader's events
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._in_head = True
+    def head_started(self) -> None:
         if self.deadline_kind == "new":
             self.deadline_kind = "head"  # still counted from the connection's start
         elif self.deadline_kind != "head":
             self._set_deadline("head", self._limits.header_timeout)
 
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        # the request line: method, target, " HTTP/1.1" and two spaces
-        if len(self._url) + len(self._parser.get_method()) + 10 > self._limits.max_request_line:
-            raise _Refused(
-                414, "request_line_too_long", "request_line", "request line over the limit"
-            )
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        limits = self._limits
-        if len(name) + len(value) > limits.max_header_size:
-            raise _Refused(431, "header_too_large", "header_size", f"header {pair[0]} too large")
-        if self._parsing is not None:  # after the body: a trailer
-            trailers = self._parsing.trailers
-            trailers.append(pair)
-            if len(trailers) > limits.max_headers:
-                raise _Refused(431, "too_many_headers", "header_count", "too many trailers")
-            return
-        self._headers.append(pair)
-        if len(self._headers) > limits.max_headers:
-            raise _Refused(431, "too_many_headers", "header_count", "too many headers")
-
-    def on_headers_complete(self) -> None:
-        parser = self._parser
-        self._in_head = False
-        self._line_run = 0
+    def request(self, request: Request) -> None:
         if self.deadline_kind == "head":
             self.deadline_kind = None
-        version = parser.get_http_version()
-        request = Request(
-            self,
-            parser.get_method().decode("ascii"),
-            self._url.decode("utf-8", "surrogateescape"),
-            (1, 1) if version == "1.1" else (1, 0) if version == "1.0" else (0, 9),
-            self._headers,
-            parser.should_keep_alive(),
-            parser.should_upgrade(),
-        )
-        self._parsing = request
         if request.chunked or request.content_length:  # a body to wait for: its deadline
             self._body_bytes = 0
             self._body_started = self._loop.time()
@@ -361,39 +274,34 @@ class Http1Connection(FlowControl):
         if not self._busy:
             self._next()
 
-    def on_body(self, body: bytes) -> None:
-        if self._parsing is not None:
-            self._body_bytes += len(body)
-            self._parsing.content.feed(body)
+    def body(self, request: Request, data: bytes) -> None:
+        self._body_bytes += len(data)
+        request.content.feed(data)
 
-    def on_message_complete(self) -> None:
-        request = self._parsing
-        if request is not None:
-            request.end()
-            self._parsing = None
+    def request_end(self, request: Request) -> None:
+        request.end()
         if self.deadline_kind == "body":
             self.deadline_kind = None
 
-    # ------------------------------------------------------------ answering, in order
-
-    def _refuse(self, refused: _Refused) -> None:
-        """A request the parser refused: its error follows the answers already owed, then the
+    def refused(self, refused: Refused, request: Request | None) -> None:
+        """A request the reader refused: its error follows the answers already owed, then the
         connection closes (the stream cannot be trusted past this point)."""
-        self._refused = True
         self.deadline_kind = None
-        if self._parsing is not None:
-            self._parsing.content.fail(ConnectionResetError("malformed request"))
-            self._parsing = None
+        if request is not None:
+            request.content.fail(ConnectionResetError("malformed request"))
+            self._dropped = request  # if it waits for its turn, the refusal takes its place
         self._queue.append(refused)
         if not self._busy:
             self._next()
+
+    # ------------------------------------------------------------ answering, in order
 
     def _next(self) -> None:
         if not self._queue:
             return
         item = self._queue.popleft()
         self._busy = True
-        if isinstance(item, _Refused):
+        if isinstance(item, Refused):
             self._write_refusal(item)
             return
         # handled after the bytes read in this loop iteration are parsed, as a task would be:
@@ -402,6 +310,10 @@ class Http1Connection(FlowControl):
         self._loop.call_soon(self._handle, item)
 
     def _handle(self, item: Request) -> None:
+        if item is self._dropped:  # refused before its turn came: nothing of it goes anywhere
+            self._busy = False
+            self._next()
+            return
         self._serving = item
         try:
             pending = self._server.handler(item)
@@ -465,19 +377,17 @@ class Http1Connection(FlowControl):
             return
         if self._queue:
             self._next()
-        elif self._upgraded:  # an upgrade request answered as a plain one: parse on
-            self._upgraded = False
-            tail, self._upgrade_tail = self._upgrade_tail, b""
-            if tail:
-                self.data_received(tail)
-            elif not self._in_head:
+        elif self._reader.upgraded:  # an upgrade request answered as a plain one: read on
+            had_tail = bool(self._reader.tail)
+            self._reader.resume_after_upgrade()
+            if not had_tail and not self._reader.in_head:
                 self._set_deadline("idle", self._limits.keepalive_timeout)
-        elif self._in_head:
+        elif self._reader.in_head:
             self._set_deadline("head", self._limits.header_timeout)
         else:
             self._set_deadline("idle", self._limits.keepalive_timeout)
 
-    def _write_refusal(self, refused: _Refused) -> None:
+    def _write_refusal(self, refused: Refused) -> None:
         limits = self._limits
         if refused.limit is not None:
             limits.hit(refused.limit)
@@ -512,8 +422,7 @@ class Http1Connection(FlowControl):
         pauses reading from `peer`."""
         self.deadline_kind = None
         self._tunnel_peer = peer
-        self._upgraded = False
-        tail, self._upgrade_tail = self._upgrade_tail, b""
+        tail = self._reader.take_tail()
         if tail:
             peer.write(tail)
         if self.closed:
@@ -529,7 +438,7 @@ class Http1Connection(FlowControl):
 
     @property
     def idle(self) -> bool:
-        return not self._busy and not self._queue and not self._in_head
+        return not self._busy and not self._queue and not self._reader.in_head
 
     def close_when_answered(self) -> None:
         """No more requests: close now if idle, else after the answer in progress."""

@@ -35,6 +35,7 @@ from gateway.exchange import (
     ssl_cause,
     tls_reason,
 )
+from gateway.h1response import BadResponse
 from gateway.headers import DEFAULT_RULES, HeaderRules
 from gateway.health import HealthChecker
 from gateway.http1 import Request, Response, StreamResponse
@@ -42,7 +43,6 @@ from gateway.log import event, proxy_log
 from gateway.metrics import Metrics
 from gateway.targets import Balancer, Target, upstream_tls_context
 from gateway.upstreamconn import (
-    BadResponse,
     Connection,
     ConnectionLost,
     ConnectTimeout,

@@ -1,6 +1,6 @@
-"""HTTP/1.1 to one upstream target: a lean client connection on llhttp (httptools), kept
-alive in a pool (`upstreampool`). The request head goes out in one write, the response streams back with flow
-control, and trailers are kept.
+"""HTTP/1.1 to one upstream target: the I/O around `h1response`'s sans-IO core, a connection
+kept alive in a pool (`upstreampool`). The request head goes out in one write, the response
+streams back with flow control, and trailers are kept.
 
 aiohttp's client was the largest part of the gateway's per-request CPU (BENCHMARKS.md); this
 is the small part of it a reverse proxy needs."""
@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Protocol, cast
 
-import httptools
-
 from gateway.bytestream import ByteStream, FlowControl, chunk, last_chunk
+from gateway.h1response import ResponseHead, ResponseReader
 from gateway.headers import DEFAULT_RULES, HeaderRules
 
 if TYPE_CHECKING:
@@ -29,28 +28,8 @@ class ConnectionLost(Exception):
         self.cause = cause
 
 
-class BadResponse(Exception):
-    """The upstream's bytes are not a valid HTTP/1.1 response."""
-
-
 class ConnectTimeout(Exception):
     """No connection within the connect timeout."""
-
-
-# An upstream answer's head, held to aiohttp's client limits: a status line or field of at
-# most 8190 bytes, at most 128 fields (trailers alike). The head's bytes are counted as they
-# arrive, so an endless field costs at most MAX_HEAD of memory before the 502.
-MAX_LINE = 8190
-MAX_FIELDS = 128
-MAX_HEAD = MAX_FIELDS * (MAX_LINE + 4) + MAX_LINE
-
-
-class _NoBody(Exception):
-    """Stops the parser after the headers of a response that has no body (HEAD)."""
-
-
-class _Surplus(Exception):
-    """Stops the parser at a message that follows the complete answer of an exchange."""
 
 
 class Chunks(Protocol):
@@ -84,14 +63,14 @@ class UpstreamResponse:
         "trailers",
     )
 
-    def __init__(self, conn: Connection, status: int, reason: str) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers: list[tuple[str, str]] = []
-        self.trailers: list[tuple[str, str]] = []
-        self.content_length: int | None = None
-        self.chunked = False  # the body came in chunks: it may end with trailers
-        self.connection: tuple[str, ...] = ()  # the values of its Connection header(s)
+    def __init__(self, conn: Connection, head: ResponseHead) -> None:
+        self.status = head.status
+        self.reason = head.reason
+        self.headers = head.fields
+        self.trailers = head.trailers  # filled in by the reader after the body
+        self.content_length = head.content_length
+        self.chunked = head.chunked  # the body came in chunks: it may end with trailers
+        self.connection = head.connection  # the values of its Connection header(s)
         self._conn = conn
         self.body = ByteStream(conn)
 
@@ -121,22 +100,12 @@ class Connection(FlowControl):
         super().__init__()
         self._pool = pool
         self.loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpResponseParser(self)
+        self._reader = ResponseReader(self)
         self.idle_since = 0.0
         self._lost: BaseException | None = None
         # the exchange in progress
         self._waiter: Waiter | None = None
         self._response: UpstreamResponse | None = None
-        self._expect_body = True
-        self._status = 0
-        self._reason = b""
-        self._headers: list[tuple[str, str]] = []
-        self._headers_done = False
-        self._head_bytes = 0  # of the head being read
-        self._chunked = False
-        self._keep_alive = False
-        self._answered = False  # the exchange's final answer is complete
-        self._surplus = False  # bytes came beyond it: the connection is never reused
         # the client's body failed (malformed, over its limit, the client gone): the upstream
         # connection was closed for it, and the exchange's failure is the client's, not the
         # upstream's
@@ -152,25 +121,12 @@ class Connection(FlowControl):
         if self._waiter is None and self._response is None:
             # nothing was asked (idle in the pool): these bytes would be taken for the answer
             # to the next client's request
-            self._surplus = True
+            self._reader.surplus = True
             self.close()
             return
-        if not self._headers_done:
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:
-                self._broken(BadResponse(f"response head over {MAX_HEAD} bytes"))
-                return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _Surplus):
-                self._surplus = True  # the answer stands; the connection goes when it ends
-                self._keep_alive = False
-            elif not isinstance(exc.__context__, _NoBody):
-                self._broken(BadResponse(str(exc.__context__ or exc)))
-                return
-        except httptools.HttpParserError as exc:
-            self._broken(BadResponse(str(exc) or type(exc).__name__))
+        bad = self._reader.feed(data)
+        if bad is not None:
+            self._broken(bad)
             return
         if self._response is not None and self._waiter is not None:
             self._tell(None)
@@ -183,8 +139,8 @@ class Connection(FlowControl):
         self._lost = exc
         self._pool.gone(self)
         response = self._response
-        if response is not None and self._headers_done and not response.complete:
-            if exc is None and response.content_length is None and not self._chunked:
+        if response is not None and self._reader.head_done and not response.complete:
+            if exc is None and response.content_length is None and not response.chunked:
                 response.body.feed_eof()  # a body delimited by the end of the connection
             else:
                 response.body.fail(ConnectionLost(exc))
@@ -221,73 +177,16 @@ class Connection(FlowControl):
             self.closed = True
             self.transport.abort()
 
-    # ------------------------------------------------------------ parser callbacks
+    # ------------------------------------------------------------ the reader's events
 
-    def on_message_begin(self) -> None:
-        if self._answered:
-            raise _Surplus()
-        self._headers = []
-        self._headers_done = False
-        self._head_bytes = 0
-        self._chunked = False
+    def response_head(self, head: ResponseHead) -> None:
+        self._response = UpstreamResponse(self, head)
 
-    def on_status(self, status: bytes) -> None:
-        if len(status) > MAX_LINE:
-            raise BadResponse(f"status line over {MAX_LINE} bytes")
-        self._reason = status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) + len(value) > MAX_LINE:
-            raise BadResponse(f"field {name[:64]!r} over {MAX_LINE} bytes")
-        # as the bytes came: serialize_head encodes them back the same way, byte for byte
-        pair = (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        if self._headers_done:
-            if self._response is not None:
-                trailers = self._response.trailers
-                if len(trailers) >= MAX_FIELDS:
-                    raise BadResponse(f"more than {MAX_FIELDS} trailer fields")
-                trailers.append(pair)
-            return
-        if len(self._headers) >= MAX_FIELDS:
-            raise BadResponse(f"more than {MAX_FIELDS} fields")
-        self._headers.append(pair)
-
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        self._headers_done = True
-        if 100 <= status < 200:
-            return  # 100 Continue and friends: the real answer follows
-        response = UpstreamResponse(self, status, self._reason.decode("utf-8", "surrogateescape"))
-        response.headers = self._headers
-        connection: list[str] = []
-        for name, value in self._headers:
-            lower = name.lower()
-            if lower == "content-length" and value.strip().isdigit():
-                response.content_length = int(value)
-            elif lower == "transfer-encoding":
-                self._chunked = value.rsplit(",", 1)[-1].strip().lower() == "chunked"
-            elif lower == "connection":
-                connection.append(value)
-        if connection:
-            response.connection = tuple(connection)
-        if self._chunked:
-            response.content_length = None
-            response.chunked = True
-        self._response = response
-        if not self._expect_body:
-            self._keep_alive = False
-            response.body.feed_eof()
-            raise _NoBody()
-
-    def on_body(self, body: bytes) -> None:
+    def response_body(self, data: bytes) -> None:
         if self._response is not None:
-            self._response.body.feed(body)
+            self._response.body.feed(data)
 
-    def on_message_complete(self) -> None:
-        if self._parser.get_status_code() < 200:
-            return
-        self._keep_alive = self._parser.should_keep_alive()
-        self._answered = True
+    def response_end(self) -> None:
         if self._response is not None:
             self._response.body.feed_eof()
 
@@ -298,9 +197,7 @@ class Connection(FlowControl):
         assert self.transport is not None
         self._waiter = waiter
         self._response = None
-        self._expect_body = expect_body
-        self._keep_alive = False
-        self._answered = False
+        self._reader.expect(expect_body)
         self.transport.write(head + body if body else head)
 
     def stream_body(
@@ -341,7 +238,8 @@ class Connection(FlowControl):
 
     def finished(self, response: UpstreamResponse) -> None:
         task = self._body_task
-        reuse = response.complete and self._keep_alive and not self._surplus and not self.closed
+        reader = self._reader
+        reuse = response.complete and reader.keep_alive and not reader.surplus and not self.closed
         if task is not None:
             self._body_task = None
             if not task.done():

@@ -46,6 +46,8 @@ LAYER = {
     "traffic": 2,
     "http1": 3,
     "h1messages": 3,
+    "h1reader": 3,
+    "h1response": 2,
     "listener": 3,
     "connections": 3,
     "ocsp": 3,
@@ -73,6 +75,8 @@ LAYER = {
     "__init__": 0,
 }
 PURE = {
+    "h1reader",
+    "h1response",
     "tlsrecords",
     "chainsteps",
     "strictprofile",
