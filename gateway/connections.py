@@ -1,11 +1,14 @@
-"""The open client connections of one listener after their handshake: what the gateway knows
-about each (its listener, peer, SNI, the client's identity and verified chain, the gate of its
-post-handshake checks) and the active-connection gauge. It is the listener's HTTP server."""
+"""The open client connections of one listener after their handshake: the listener's HTTP
+server (the protocol factory, its limits, the deadline sweep and the drain), what the gateway
+knows about each connection (its listener, peer, SNI, the client's identity and verified chain,
+the gate of its post-handshake checks; it travels with the connection as `conn.info`), and the
+active-connection gauge."""
 
 from __future__ import annotations
 
 import _ssl
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Callable
@@ -14,13 +17,104 @@ from dataclasses import dataclass
 from gateway.admission import Admission
 from gateway.bounded import Bounded
 from gateway.config import ListenerLimits
-from gateway.http1 import Handler, Http1Connection, Http1Server, Limits
+from gateway.h1messages import Handler
+from gateway.http1 import Http1Connection
 from gateway.identity import Identity, IdentityCache
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
 from gateway.tls import Failure
 
 _DER = getattr(_ssl, "ENCODING_DER", 1)
+
+SWEEP_SECONDS = 0.25  # resolution of the head deadline and the keep-alive idle timeout
+
+
+class Limits:
+    """A listener's HTTP limits (a reload replaces them for new connections)."""
+
+    def __init__(
+        self,
+        listener: str,
+        metrics: Metrics,
+        header_timeout: float = 10.0,
+        keepalive_timeout: float = 60.0,
+        max_request_line: int = 8190,
+        max_header_size: int = 8190,
+        max_headers: int = 100,
+        max_connection_age: float = 3600.0,
+        body_timeout: float = 20.0,
+        body_min_rate: float = 500.0,
+    ) -> None:
+        self.listener = listener
+        self.max_connection_age = max_connection_age
+        # a request body must arrive within body_timeout, extended by a second for every
+        # body_min_rate bytes received (Apache mod_reqtimeout's rule): a fast upload of any
+        # size passes, a body that never comes or trickles is cut with 408
+        self.body_timeout = body_timeout
+        self.body_min_rate = body_min_rate
+        self.metrics = metrics
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.max_request_line = max_request_line
+        self.max_header_size = max_header_size
+        self.max_headers = max_headers
+
+    def hit(self, limit: str) -> None:
+        self.metrics.limits_hit.labels(self.listener, limit).inc()
+
+
+class Http1Server:
+    """The connections of one listener: the protocol factory, their deadlines, and a drain."""
+
+    def __init__(self, handler: Handler, limits: Limits) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.connections: set[Http1Connection] = set()
+        self.closing = False
+        self._sweeper: asyncio.Task[None] | None = None
+        self._all_closed: asyncio.Event | None = None
+
+    def __call__(self) -> Http1Connection:
+        return Http1Connection(self)
+
+    def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:
+        self.connections.add(conn)
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def connection_lost(self, conn: Http1Connection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._all_closed is not None:
+            self._all_closed.set()
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = loop.time()
+            for conn in [c for c in self.connections if c.deadline_kind and c.deadline <= now]:
+                conn.expire()
+
+    async def shutdown(self, drain_seconds: float) -> None:
+        """Idle connections close now, busy ones after their answer; after `drain_seconds` the
+        rest (long downloads, WebSocket tunnels) are cut."""
+        self.closing = True
+        self._all_closed = asyncio.Event()
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.close()
+        if self.connections:
+            try:
+                async with asyncio.timeout(drain_seconds):
+                    await self._all_closed.wait()
+            except TimeoutError:
+                for conn in list(self.connections):
+                    conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
 
 
 @dataclass
@@ -117,6 +211,7 @@ class ConnectionTracker(Http1Server):
                 info.gate.set_result(known[0])
             # else: a returning client already admitted, nothing to wait for
         self.conns[conn] = info
+        conn.info = info
         self._active.inc()
 
     def _chain_of(self, ssl_obj: ssl.SSLObject, identity: Identity) -> tuple[bytes, ...]:

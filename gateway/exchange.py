@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.config import RouteTimeouts, UpstreamConfig
 from gateway.errors import BadRequest, DownstreamError, PayloadTooLarge, UpstreamError
+from gateway.h1messages import Body, Request, Response, StreamResponse
 from gateway.headers import DEFAULT_RULES, response_drop
-from gateway.http1 import Body, Request, Response, StreamResponse
 from gateway.targets import Target
 from gateway.upstreamconn import Connection, UpstreamResponse
 

@@ -344,3 +344,10 @@ def json_error(status: int, code: str, request_id: str, route: str | None = None
         content_type="application/json",
         headers={"X-Request-Id": request_id, "Cache-Control": "no-store"},
     )
+
+
+def closing_error(status: int, code: str, request_id: str) -> bytes:
+    """A JSON error answer after which the connection closes, ready for the wire."""
+    error = json_error(status, code, request_id)
+    framing = f"Content-Length: {len(error.body)}\r\nConnection: close\r\n"
+    return serialize_head(status, reason_phrase(status), error.headers, framing) + error.body

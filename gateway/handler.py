@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.accesslog import access_lines
 from gateway.activity import Activity
-from gateway.connections import ConnectionTracker, ConnInfo
+from gateway.connections import ConnInfo
 from gateway.errors import (
     BadRequest,
     DownstreamError,
@@ -16,8 +16,15 @@ from gateway.errors import (
     PayloadTooLarge,
     PolicyDenied,
 )
+from gateway.h1messages import (
+    Answer,
+    Request,
+    Response,
+    StreamResponse,
+    json_error,
+    request_ids,
+)
 from gateway.headers import IDENTITY, ClientContext, HeaderRules, upstream_headers
-from gateway.http1 import Answer, Request, Response, StreamResponse, json_error, request_ids
 from gateway.log import event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
 from gateway.policy import Decision
@@ -115,15 +122,14 @@ class Pipeline:
         self._snapshot = snapshot
         self._metrics = metrics
         self._activity = activity or Activity()
-        self.tracker: ConnectionTracker | None = None  # set once the listener is wired
         self._series: dict[
             tuple[str, str, int], tuple[Callable[[], None], Callable[[float], None]]
         ] = {}
         self._body_limit_hits: dict[str, Callable[[], None]] = {}
 
     def __call__(self, request: Request) -> Awaitable[Answer] | None:
-        assert self.tracker is not None
-        conn = self.tracker.conns.get(request.protocol)
+        protocol = request.protocol
+        conn = None if protocol.closed else protocol.info  # None: gone while it was queued
         job = _Job(self, request, conn)
         if conn is None or not conn.passed():
             return self._serve(job, fronted=False)

@@ -10,77 +10,33 @@ discards request trailers (BENCHMARKS.md); the admin port stays on aiohttp."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from gateway.bytestream import FlowControl
 from gateway.errors import RequestTimeout
 from gateway.h1messages import (
     NO_BODY,
     Answer,
-    Body,
-    Fields,
-    Handler,
     Hijacked,
     Request,
     Response,
     StreamResponse,
+    closing_error,
     json_error,
-    reason_phrase,
     request_ids,
     serialize_head,
 )
 from gateway.h1reader import Refused, RequestReader
 from gateway.log import event, server_log
-from gateway.metrics import Metrics
 from gateway.tlsconn import TlsTransport
 
-__all__ = [  # the messages, for the modules that take them from here
-    "Answer", "Body", "Fields", "Handler", "Hijacked", "Http1Connection", "Http1Server",
-    "Limits", "Request", "Response", "StreamResponse", "json_error", "request_ids",
-    "serialize_head",
-]  # fmt: skip
-
-SWEEP_SECONDS = 0.25  # resolution of the head deadline and the keep-alive idle timeout
+if TYPE_CHECKING:
+    from gateway.connections import ConnInfo, Http1Server
 
 # pipelined requests waiting for their answers before the connection stops being read
 MAX_QUEUED = 16
-
-
-class Limits:
-    """A listener's HTTP limits (a reload replaces them for new connections)."""
-
-    def __init__(
-        self,
-        listener: str,
-        metrics: Metrics,
-        header_timeout: float = 10.0,
-        keepalive_timeout: float = 60.0,
-        max_request_line: int = 8190,
-        max_header_size: int = 8190,
-        max_headers: int = 100,
-        max_connection_age: float = 3600.0,
-        body_timeout: float = 20.0,
-        body_min_rate: float = 500.0,
-    ) -> None:
-        self.listener = listener
-        self.max_connection_age = max_connection_age
-        # a request body must arrive within body_timeout, extended by a second for every
-        # body_min_rate bytes received (Apache mod_reqtimeout's rule): a fast upload of any
-        # size passes, a body that never comes or trickles is cut with 408
-        self.body_timeout = body_timeout
-        self.body_min_rate = body_min_rate
-        self.metrics = metrics
-        self.header_timeout = header_timeout
-        self.keepalive_timeout = keepalive_timeout
-        self.max_request_line = max_request_line
-        self.max_header_size = max_header_size
-        self.max_headers = max_headers
-
-    def hit(self, limit: str) -> None:
-        self.metrics.limits_hit.labels(self.listener, limit).inc()
 
 
 # --------------------------------------------------------------------------- connections
@@ -93,6 +49,8 @@ class Http1Connection(FlowControl):
         super().__init__()
         self._server = server
         self._limits = server.limits
+        # what the gateway knows of the connection (set by the server once it is open)
+        self.info: ConnInfo | None = None
         self._loop = asyncio.get_running_loop()
         limits = self._limits
         self._reader = RequestReader(
@@ -227,9 +185,7 @@ class Http1Connection(FlowControl):
             # client is sending at this moment, so the connection just closes
             self.transport.close()
             return
-        error = json_error(408, "request_timeout", request_ids.next())
-        self.write(serialize_head(408, "Request Timeout", error.headers, _length_close(error.body)))
-        self.write(error.body)
+        self.write(closing_error(408, "request_timeout", request_ids.next()))
         self.transport.close()
 
     def _body_expired(self) -> None:
@@ -405,11 +361,7 @@ class Http1Connection(FlowControl):
                 detail=str(refused)[:300],
             ),
         )
-        error = json_error(refused.status, refused.code, request_id)
-        head = serialize_head(
-            refused.status, reason_phrase(refused.status), error.headers, _length_close(error.body)
-        )
-        self.write(head + error.body)
+        self.write(closing_error(refused.status, refused.code, request_id))
         self._busy = False
         if self.transport is not None:
             self.transport.close()
@@ -452,61 +404,3 @@ def _internal_error() -> Response:
     answer = json_error(500, "internal_error", request_ids.next())
     answer.force_close()
     return answer
-
-
-def _length_close(body: bytes) -> str:
-    return f"Content-Length: {len(body)}\r\nConnection: close\r\n"
-
-
-class Http1Server:
-    """The connections of one listener: the protocol factory, their deadlines, and a drain."""
-
-    def __init__(self, handler: Handler, limits: Limits) -> None:
-        self.handler = handler
-        self.limits = limits
-        self.connections: set[Http1Connection] = set()
-        self.closing = False
-        self._sweeper: asyncio.Task[None] | None = None
-        self._all_closed: asyncio.Event | None = None
-
-    def __call__(self) -> Http1Connection:
-        return Http1Connection(self)
-
-    def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:
-        self.connections.add(conn)
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-
-    def connection_lost(self, conn: Http1Connection) -> None:
-        self.connections.discard(conn)
-        if not self.connections and self._all_closed is not None:
-            self._all_closed.set()
-
-    async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            now = loop.time()
-            for conn in [c for c in self.connections if c.deadline_kind and c.deadline <= now]:
-                conn.expire()
-
-    async def shutdown(self, drain_seconds: float) -> None:
-        """Idle connections close now, busy ones after their answer; after `drain_seconds` the
-        rest (long downloads, WebSocket tunnels) are cut."""
-        self.closing = True
-        self._all_closed = asyncio.Event()
-        for conn in list(self.connections):
-            if conn.idle:
-                conn.close()
-        if self.connections:
-            try:
-                async with asyncio.timeout(drain_seconds):
-                    await self._all_closed.wait()
-            except TimeoutError:
-                for conn in list(self.connections):
-                    conn.abort()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None

@@ -35,10 +35,10 @@ from gateway.exchange import (
     ssl_cause,
     tls_reason,
 )
+from gateway.h1messages import Request, Response, StreamResponse
 from gateway.h1response import BadResponse
 from gateway.headers import DEFAULT_RULES, HeaderRules
 from gateway.health import HealthChecker
-from gateway.http1 import Request, Response, StreamResponse
 from gateway.log import event, proxy_log
 from gateway.metrics import Metrics
 from gateway.targets import Balancer, Target, upstream_tls_context

@@ -9,8 +9,8 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from gateway.admission import Admission
 from gateway.config import GatewayConfig, ListenerLimits, RouteConfig
+from gateway.h1messages import Request
 from gateway.headers import DEFAULT_RULES, HeaderRules
-from gateway.http1 import Request
 from gateway.listener import record_sni
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker

@@ -159,7 +159,6 @@ class Gateway:
             self.identities,
             admission=partial(self._admission_for, lst.name),
         )
-        pipeline.tracker = tracker
         listener = Listener(
             lst.name,
             lst.bind,

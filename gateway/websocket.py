@@ -12,7 +12,8 @@ import httptools
 
 from gateway.bytestream import expire
 from gateway.errors import NoHealthyTarget, UpstreamError, UpstreamTimeout
-from gateway.http1 import Hijacked, Http1Connection, Request, serialize_head
+from gateway.h1messages import Hijacked, Request, serialize_head
+from gateway.http1 import Http1Connection
 from gateway.proxy import Upstream
 from gateway.upstreamconn import ConnectTimeout
 

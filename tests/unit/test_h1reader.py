@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gateway.connections import Http1Server, Limits
 from gateway.h1messages import Request
 from gateway.h1reader import Refused, RequestReader
-from gateway.http1 import Http1Connection, Http1Server, Limits
+from gateway.http1 import Http1Connection
 from gateway.metrics import Metrics
 
 
