@@ -14,6 +14,7 @@ from setuptools import setup
 # the modules every proxied request runs through
 COMPILED = [
     "accesslog",
+    "attempts",
     "bounded",
     "bytestream",
     "h1messages",

@@ -1,81 +1,50 @@
-"""One request on its way upstream, and what every attempt at it shares: its limits and
-clock, the waiter of the attempt in progress, the retry budget, the faults an attempt meets
-and how they are told apart (the client's or the upstream's), and the request head an
-attempt sends. `proxy.Upstream` runs the attempts."""
+"""One request on its way upstream, from its head to the last byte of its answer: the one state
+machine every proxied request goes through.
+
+`Exchange.start` counts it in flight and makes the first attempt: a target from the balancer,
+a kept-alive connection from its pool (or one opened by a task), the request sent, the answer's
+head awaited under a shared deadline (`deadlines`). The upstream connection tells the exchange
+what happened (`response`, `error`), and so does the deadline (`expire`). A failure is
+classified once (`attempts.classify`): the client's own fault or departure ends the exchange
+as the client's outcome; an upstream fault that another target may fix is retried while the
+policy and the budget allow; any other is answered. A whole answer is handed on at once; one
+that streams is relayed by a task. However it ends, `finish` is told once and every counter
+(the upstream's and the target's requests in flight, the client's departure hook) is undone in
+one place. The usual request runs without a task; `proxy.Upstream.forward` awaits the same
+machine for requests that need one."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from gateway.config import RouteTimeouts, UpstreamConfig
-from gateway.errors import BadRequest, DownstreamError, PayloadTooLarge, UpstreamError
-from gateway.h1messages import Body, Request, Response, StreamResponse
-from gateway.headers import DEFAULT_RULES, response_drop
+from gateway.attempts import (
+    IDEMPOTENT,
+    ConnectFailed,
+    HeadersLate,
+    Retryable,
+    TimeoutLimits,
+    classify,
+    client_fault,
+    head_of,
+    response_headers,
+)
+from gateway.errors import ClientClosed, NoHealthyTarget, UpstreamError
+from gateway.h1messages import Request, Response, StreamResponse
+from gateway.h1response import BadResponse
+from gateway.headers import DEFAULT_RULES
+from gateway.log import event, proxy_log
 from gateway.targets import Target
-from gateway.upstreamconn import Connection, UpstreamResponse
+from gateway.upstreamconn import Connection, ConnectionLost, ConnectTimeout, UpstreamResponse
 
 if TYPE_CHECKING:
     from gateway.proxy import Upstream
 
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-
-
-class BodyLimit:
-    """Counts a streamed request body; stops it (and remembers) past `limit` bytes."""
-
-    def __init__(self, limit: int, on_hit: Callable[[], None]) -> None:
-        self.limit = limit
-        self.exceeded = False
-        self._on_hit = on_hit
-        self._stream: Body | None = None
-        self._total = 0
-
-    def wrap(self, stream: Body) -> BodyLimit:
-        """`stream`, read through this limit."""
-        self._stream = stream
-        return self
-
-    async def readany(self) -> bytes:
-        """The next chunk, b"" at the end. (No async-iterator protocol: mypyc's compiled
-        `raise StopAsyncIteration` crashes the process.)"""
-        assert self._stream is not None, "wrap() first"
-        chunk = await self._stream.readany()
-        self._total += len(chunk)
-        if self._total > self.limit:
-            self.exceeded = True
-            self._on_hit()
-            raise PayloadTooLarge(f"request body over {self.limit} bytes")
-        return chunk
-
-
-@dataclass(frozen=True)
-class TimeoutLimits:
-    """The timeouts of an upstream with a route's overrides, worked out once per route."""
-
-    connect: float
-    headers: float
-    idle: float
-    total: float | None
-
-    @classmethod
-    def of(cls, cfg: UpstreamConfig, route: RouteTimeouts | None) -> TimeoutLimits:
-        t = cfg.timeouts
-        r = route or RouteTimeouts()
-        return cls(
-            connect=r.connect or t.connect,
-            headers=r.headers or t.headers or t.read,
-            idle=r.idle or t.idle or t.read,
-            total=r.total or t.total,
-        )
-
 
 class Finish(Protocol):
-    """Who is told how a request sent at once (`Upstream.send_now`) ended."""
+    """Who is told, once, how an exchange ended."""
 
     def done(self, answer: Response | StreamResponse, upstream_seconds: float) -> None: ...
 
@@ -83,23 +52,24 @@ class Finish(Protocol):
 
 
 class Exchange:
-    """One request on its way upstream, shared by every attempt: its clock against its limits,
-    and the waiter of the attempt in progress (a future on the general path; the upstream's own
-    callbacks when it was sent at once)."""
+    """One request on its way upstream, shared by every attempt (see the module's text)."""
 
     __slots__ = (
+        "_task",
         "conn",
         "data",
+        "ended",
         "finish",
         "headers",
         "kind",
+        "last",
         "limits",
         "path",
-        "pending",
         "query",
         "replayable",
         "request",
         "request_id",
+        "sent_at",
         "started",
         "target",
         "trailer_rules",
@@ -118,6 +88,7 @@ class Exchange:
         data: Any,
         replayable: bool,  # the body can be sent again (none, or buffered)
         limits: TimeoutLimits,
+        finish: Finish,
     ) -> None:
         self.upstream = upstream
         self.request = request
@@ -125,18 +96,21 @@ class Exchange:
         self.query = query
         self.headers = headers
         self.request_id = request_id
-        self.data = data
+        self.data = data  # None, the whole body, or a stream of it
         self.replayable = replayable
         self.limits = limits
-        self.started = time.perf_counter()
+        self.finish = finish
+        self.started = time.perf_counter()  # the total timeout counts from here
+        self.sent_at = 0.0  # when the attempt in progress began
         self.tried: list[Target] = []
         self.trailer_rules = DEFAULT_RULES  # which request trailers may go upstream
-        self.pending: asyncio.Future[UpstreamResponse] | None = None
-        # sent at once: the attempt in progress, its header deadline's kind, whom to tell
+        self.last: UpstreamError | None = None  # the failure of the attempt before
+        # the attempt in progress: its target and connection, its header deadline's kind
         self.target: Target | None = None
         self.conn: Connection | None = None
         self.kind = "headers"
-        self.finish: Finish | None = None
+        self._task: asyncio.Task[None] | None = None  # a connection opening or a body relayed
+        self.ended = False
 
     # ------------------------------------------------------------ the clock
 
@@ -157,164 +131,240 @@ class Exchange:
         """How long to wait for the next body chunk, and which limit that is."""
         return self.stage(self.limits.idle, "idle")
 
-    # ------------------------------------------------------------ the attempt's waiter
+    # ------------------------------------------------------------ attempts
 
-    def response(self, response: UpstreamResponse) -> None:
-        pending = self.pending
-        if pending is not None:
-            if not pending.done():
-                pending.set_result(response)
-        elif self.finish is not None:
-            self.upstream.answered(self, response)
+    def start(self) -> None:
+        """Counted in flight from here until `finish` is told; then the first attempt."""
+        self.upstream.began()
+        self._attempt()
+
+    def _attempt(self) -> None:
+        upstream = self.upstream
+        target = upstream.balancer.pick(exclude=self.tried)
+        if target is None:
+            self._fail(self.last or NoHealthyTarget(f"{upstream.name}: no healthy target"))
+            return
+        if self.tried:
+            upstream.count("retry")
+        self.tried.append(target)
+        self.target = target
+        self.sent_at = time.perf_counter()
+        target.inflight += 1
+        conn = target.pool.take_idle()
+        if conn is not None:
+            self._send(conn)
+        else:
+            self._task = asyncio.get_running_loop().create_task(self._connect(target))
+
+    async def _connect(self, target: Target) -> None:
+        wait, kind = self.stage(self.limits.connect, "connect")
+        failure: BaseException | None = None
+        # (a name per clause: mypyc types a shared one by the first clause)
+        try:
+            conn = await target.pool.acquire(wait)
+        except ConnectTimeout as late:
+            failure = HeadersLate("total") if kind == "total" else late
+        except ssl.SSLError as tls:  # an OSError too, but a TLS failure, not a refusal
+            failure = tls
+        except OSError as refused:
+            failure = ConnectFailed(refused)
+        except Exception as bug:  # a gateway bug: answered as one
+            failure = bug
+        self._task = None
+        if failure is not None:
+            self._attempt_failed(failure)
+            return
+        if self.ended:  # stopped while the connection opened
+            target.pool.release(conn, reuse=True)
+            return
+        if self.request.protocol.closed:  # the client left while its connection was found
+            target.pool.release(conn, reuse=True)
+            self._detach()
+            self._fail(ClientClosed("the client left before the request was sent"))
+            return
+        self._send(conn)
+
+    def _send(self, conn: Connection) -> None:
+        target = self.target
+        assert target is not None
+        request = self.request
+        self.conn = conn
+        request.on_gone = conn.close  # the client leaving ends the exchange upstream
+        data = self.data
+        streamed = data is not None and not isinstance(data, bytes)
+        conn.send(head_of(target, self), None if streamed else data, request.method != "HEAD", self)
+        if streamed:
+            chunked = request.content_length is None
+            conn.stream_body(data, chunked, request.trailers, self.trailer_rules)
+        wait, self.kind = self.stage(self.limits.headers, "headers")
+        self.upstream.deadlines(conn.loop).add(self, wait)
+
+    # ------------------------------------------------------------ what the attempt meets
+
+    def response(self, upstream: UpstreamResponse) -> None:
+        """The answer's head is in (after the bytes that carried it: a small answer is whole)."""
+        target = self.target
+        assert target is not None and self.conn is not None
+        self.upstream.deadlines(self.conn.loop).discard(self)
+        headers_after = time.perf_counter() - self.sent_at
+        self.upstream.observe(headers_after)
+        if upstream.status >= 500:
+            target.failed(f"HTTP {upstream.status}")
+        else:
+            target.succeeded()
+        self.conn = None
+        whole = self._whole(upstream)
+        if whole is None:  # a body still streaming: relayed by a task
+            self._task = asyncio.get_running_loop().create_task(
+                self._relay_task(upstream, headers_after)
+            )
+            return
+        self.request.on_gone = None
+        upstream.release()
+        self._detach()
+        self._done(whole, headers_after)
 
     def error(self, exc: BaseException) -> None:
-        pending = self.pending
-        if pending is not None:
-            if not pending.done():
-                pending.set_exception(exc)
-        elif self.finish is not None:
-            self.upstream.attempt_failed(self, exc, close=True)
+        """The attempt failed before the answer's head was in (the connection is done for)."""
+        if self.conn is not None:
+            self.upstream.deadlines(self.conn.loop).discard(self)
+            self.conn.close()
+        self._attempt_failed(exc)
 
     def expire(self) -> None:
-        """The header deadline of a request sent at once passed."""
-        assert self.conn is not None
-        self.conn.abandon()
-        self.upstream.attempt_failed(self, HeadersLate(self.kind), close=False)
+        """The answer's head did not come in time."""
+        if self.conn is not None:
+            self.conn.abandon()
+        self._attempt_failed(HeadersLate(self.kind))
 
+    def _attempt_failed(self, exc: BaseException) -> None:
+        conn, self.conn = self.conn, None
+        self.request.on_gone = None
+        target = self.target
+        assert target is not None
+        self._detach()
+        if self.ended:
+            return
+        if self.request.protocol.closed:  # the client left: its own outcome, not the upstream's
+            self._fail(ClientClosed("the client left before the answer"))
+            return
+        if conn is not None and conn.client_fault is not None:
+            self._fail(client_fault(conn.client_fault))  # its body failed: a 4xx of its own
+            return
+        upstream = self.upstream
+        retry_safe = self.request.method in IDEMPOTENT and self.replayable
+        failure = classify(exc, upstream.name, target, retry_safe, upstream.count)
+        if isinstance(failure, Retryable):
+            upstream.count(failure.outcome)
+            self.last = failure.error
+            if len(self.tried) <= upstream.config.retries.attempts and upstream.may_retry():
+                self._attempt()
+                return
+            failure = failure.error
+        self._fail(failure if isinstance(failure, Exception) else UpstreamError(repr(failure)))
 
-class RetryBudget:
-    """Retries may add at most `ratio` of the requests of the last 10 s, plus a floor."""
+    # ------------------------------------------------------------ the answer
 
-    WINDOW = 10
+    def _whole(self, upstream: UpstreamResponse) -> Response | None:
+        """The answer in one piece when the whole of it is here already (the usual small one)."""
+        if (
+            not upstream.complete
+            or upstream.content_length is None
+            or self.request.method == "HEAD"
+        ):
+            return None
+        headers, _ = response_headers(self, upstream)
+        self.upstream.count("ok")
+        return Response(
+            upstream.status, reason=upstream.reason, headers=headers, body=upstream.take_body()
+        )
 
-    def __init__(self, ratio: float, min_per_second: float) -> None:
-        self._ratio = ratio
-        self._floor = min_per_second * self.WINDOW
-        self._requests = [0] * self.WINDOW
-        self._retries = [0] * self.WINDOW
-        self._second = 0
+    async def _relay_task(self, upstream: UpstreamResponse, headers_after: float) -> None:
+        try:
+            try:
+                answer = await self._relay(upstream)
+            finally:
+                self._task = None
+                self.request.on_gone = None  # before the connection may serve another client
+                upstream.release()
+                self._detach()
+        except asyncio.CancelledError:
+            self._fail(ClientClosed("the exchange was stopped while its answer streamed"))
+            raise
+        except Exception as exc:  # a gateway bug: the pipeline logs it
+            self._fail(exc)
+            return
+        self._done(answer, headers_after)
 
-    def _roll(self) -> int:
-        now = int(time.monotonic())
-        if now != self._second:
-            for s in range(max(self._second + 1, now - self.WINDOW + 1), now + 1):
-                self._requests[s % self.WINDOW] = 0
-                self._retries[s % self.WINDOW] = 0
-            self._second = now
-        return now % self.WINDOW
+    async def _relay(self, upstream: UpstreamResponse) -> StreamResponse:
+        request = self.request
+        headers, drop = response_headers(self, upstream)
+        out = StreamResponse(upstream.status, reason=upstream.reason, headers=headers)
+        out.content_length = upstream.content_length
+        kind = "reset"
+        try:
+            await out.prepare(request)
+            while True:
+                wait, kind = self.chunk_wait()
+                chunk = await upstream.read(wait)
+                kind = "reset"
+                if not chunk:
+                    break
+                await out.write(chunk)
+            await out.write_eof([(k, v) for k, v in upstream.trailers if k.lower() not in drop])
+        except (TimeoutError, ConnectionLost, BadResponse) as exc:
+            out.force_close()
+            out.finished = True
+            if request.protocol.closed:  # the client left: its leaving ended the upstream read
+                return out
+            # the head is gone already: the only honest signal left is to cut the connection
+            if not isinstance(exc, TimeoutError):
+                kind = "reset"
+            self.upstream.count("reset" if kind == "reset" else "timeout")
+            proxy_log.warning(
+                "upstream failed mid-response",
+                extra=event(upstream=self.upstream.name, kind=kind, error=repr(exc)),
+            )
+            if request.transport is not None:
+                request.transport.abort()
+            return out
+        self.upstream.count("ok")
+        return out
 
-    def request(self) -> None:
-        self._requests[self._roll()] += 1
+    # ------------------------------------------------------------ the end, once
 
-    def allow_retry(self) -> bool:
-        slot = self._roll()
-        if sum(self._retries) >= max(self._floor, self._ratio * sum(self._requests)):
+    def stop(self) -> None:
+        """Whoever awaited the exchange went away: whatever is in progress is dropped."""
+        if self.ended:
+            return
+        task, self._task = self._task, None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self.upstream.deadlines(conn.loop).discard(self)
+            conn.abandon()
+        self.request.on_gone = None
+        self._detach()
+        self._end()
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _detach(self) -> None:
+        """The attempt in progress is over for its target."""
+        target, self.target = self.target, None
+        if target is not None:
+            target.inflight -= 1
+
+    def _end(self) -> bool:
+        if self.ended:
             return False
-        self._retries[slot] += 1
+        self.ended = True
+        self.upstream.ended()
         return True
 
+    def _done(self, answer: Response | StreamResponse, headers_after: float) -> None:
+        if self._end():
+            self.finish.done(answer, headers_after)
 
-class ConnectFailed(Exception):
-    """No connection to the target (refused, unreachable, DNS)."""
-
-    def __init__(self, os_error: OSError) -> None:
-        self.os_error = os_error
-
-
-class HeadersLate(Exception):
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-
-class Retryable(Exception):
-    """An attempt failed in a way another target may fix."""
-
-    def __init__(self, outcome: str, error: UpstreamError) -> None:
-        self.outcome = outcome
-        self.error = error
-
-
-def ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    """The ssl.SSLError behind a connection or OS error, if there is one."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ssl.SSLError):
-            return current
-        seen.add(id(current))
-        current = (
-            getattr(current, "os_error", None)
-            or getattr(current, "cause", None)
-            or current.__cause__
-            or current.__context__
-        )
-    return None
-
-
-def tls_reason(exc: BaseException) -> str:
-    """Why TLS to the upstream failed, in words an operator can act on."""
-    cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        code = cause.verify_code
-        if code in (2, 18, 19, 20, 21):
-            return "unknown CA: the upstream's chain does not lead to upstreams[].tls.ca"
-        if code == 62:
-            return f"name mismatch: {cause.verify_message}"
-        if code == 10:
-            return "the upstream's certificate has expired"
-        if code == 9:
-            return "the upstream's certificate is not valid yet"
-        return f"verify error {code}: {cause.verify_message}"
-    text = str(cause)
-    if "ALERT" in text.upper():
-        return f"the upstream refused the gateway's TLS client: {text}"
-    return text
-
-
-def client_fault(exc: Exception) -> DownstreamError:
-    """The client's body failed while it streamed upstream: a 4xx of the client's own, never
-    an upstream failure (no retry, no passive ejection, no upstream_requests_total)."""
-    if isinstance(exc, DownstreamError):
-        return exc  # e.g. the body went over max_request_body: 413
-    return BadRequest(f"the request body failed while it was forwarded: {exc}")
-
-
-def response_headers(
-    ex: Exchange, upstream: UpstreamResponse
-) -> tuple[list[tuple[str, str]], frozenset[str]]:
-    """The response headers to send on, and the fields dropped from them (and its trailers)."""
-    # a chunked answer stays chunked (to an HTTP/1.1 client), so its trailers can follow it
-    drop = response_drop(upstream.chunked, upstream.connection)
-    pairs = [(k, v) for k, v in upstream.headers if k.lower() not in drop]
-    pairs.append(("X-Request-Id", ex.request_id))
-    return pairs, drop
-
-
-def head_of(target: Target, ex: Exchange) -> bytes:
-    """An attempt's request head, for `target`."""
-    request = ex.request
-    return request_head(
-        request.method,
-        target.base_path + ex.path,
-        ex.query,
-        ex.headers,
-        framing(ex.data, request.content_length),
-    )
-
-
-def request_head(
-    method: str, path: str, query: str, headers: list[tuple[str, str]], framing: str
-) -> bytes:
-    """The request line, the headers (the client's Host among them) and the body's framing."""
-    target = f"{path}?{query}" if query else path
-    lines = "".join([f"{k}: {v}\r\n" for k, v in headers])
-    return f"{method} {target} HTTP/1.1\r\n{lines}{framing}\r\n".encode("utf-8", "surrogateescape")
-
-
-def framing(data: Any, length: int | None) -> str:
-    """Content-Length of what is sent (buffered, or announced by the client), else chunked."""
-    if isinstance(data, bytes):
-        return f"Content-Length: {len(data)}\r\n"
-    if length is not None:
-        return f"Content-Length: {length}\r\n"
-    return "" if data is None else "Transfer-Encoding: chunked\r\n"
+    def _fail(self, exc: Exception) -> None:
+        if self._end():
+            self.finish.failed(exc)

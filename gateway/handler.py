@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway.accesslog import access_lines
 from gateway.activity import Activity
+from gateway.attempts import BodyLimit
 from gateway.connections import ConnInfo
 from gateway.errors import (
     BadRequest,
@@ -28,7 +29,7 @@ from gateway.headers import IDENTITY, ClientContext, HeaderRules, upstream_heade
 from gateway.log import event, policy_log, proxy_log, server_log
 from gateway.metrics import Metrics
 from gateway.policy import Decision
-from gateway.proxy import BodyLimit, Upstream
+from gateway.proxy import Upstream
 from gateway.reasons import POLICY_ERROR_CODES
 from gateway.routing import normalise_target, parse_host, rewrite_prefix
 from gateway.runtime import CompiledRoute, Snapshot

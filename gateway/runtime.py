@@ -8,6 +8,7 @@ from functools import partial
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from gateway.admission import Admission
+from gateway.attempts import TimeoutLimits
 from gateway.config import GatewayConfig, ListenerLimits, RouteConfig
 from gateway.h1messages import Request
 from gateway.headers import DEFAULT_RULES, HeaderRules
@@ -15,7 +16,7 @@ from gateway.listener import record_sni
 from gateway.metrics import Metrics
 from gateway.ocsp import OcspChecker
 from gateway.policy import RoutePolicy
-from gateway.proxy import TimeoutLimits, Upstream
+from gateway.proxy import Upstream
 from gateway.routing import Router
 from gateway.tls import ServerContexts, server_context
 

@@ -33,6 +33,7 @@ LAYER = {
     "health": 3,
     "proxy": 3,
     "exchange": 3,
+    "attempts": 3,
     "websocket": 3,
     "tlsconn": 2,
     "upstreamconn": 2,
