@@ -86,6 +86,7 @@ class ResponseReader:
         self._events = events
         self._parser = httptools.HttpResponseParser(self)
         self._expect_body = True
+        self._upgrade = False  # the request asked to switch protocols
         self._reason = b""
         self._fields: list[tuple[str, str]] = []
         self._head: ResponseHead | None = None
@@ -94,14 +95,18 @@ class ResponseReader:
         self.answered = False  # the exchange's final answer is complete
         self.keep_alive = False  # the answer allows another exchange on the connection
         self.surplus = False  # bytes came beyond the answer: the connection is never reused
+        self.upgraded = False  # a 101 to an upgrade: `tail` holds the bytes after its head
+        self.tail = b""
 
     @property
     def chunked(self) -> bool:
         return self._head is not None and self._head.chunked
 
-    def expect(self, body: bool) -> None:
-        """A request went out: read its answer (with a body unless it was a HEAD)."""
+    def expect(self, body: bool, upgrade: bool = False) -> None:
+        """A request went out: read its answer (with a body unless it was a HEAD; a 101 is an
+        answer, not an interim one, when the request asked to `upgrade`)."""
         self._expect_body = body
+        self._upgrade = upgrade
         self._head = None
         self.keep_alive = False
         self.answered = False
@@ -115,6 +120,9 @@ class ResponseReader:
                 return BadResponse(f"response head over {MAX_HEAD} bytes")
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as switched:  # only after a 101 it asked for
+            self.upgraded = True
+            self.tail = data[switched.args[0] if switched.args else len(data) :]
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _Surplus):
@@ -160,7 +168,9 @@ class ResponseReader:
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         self.head_done = True
-        if 100 <= status < 200:
+        if status == 101 and not self._upgrade:
+            raise BadResponse("a protocol switch (101) that the request did not ask for")
+        if 100 <= status < 200 and status != 101:
             return  # 100 Continue and friends: the real answer follows
         head = ResponseHead(status, self._reason.decode("utf-8", "surrogateescape"), self._fields)
         self._head = head

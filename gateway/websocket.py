@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-import httptools
-
 from gateway.bytestream import expire
 from gateway.errors import NoHealthyTarget, UpstreamError, UpstreamTimeout
 from gateway.h1messages import Hijacked, Request, serialize_head
+from gateway.h1response import BadResponse, ResponseHead, ResponseReader
 from gateway.http1 import Http1Connection
 from gateway.proxy import Upstream
 from gateway.upstreamconn import ConnectTimeout
@@ -23,45 +22,44 @@ def is_upgrade(request: Request) -> bool:
 
 
 class _Tunnel(asyncio.Protocol):
-    """The connection to the target: its answer to the upgrade, then the client's peer."""
+    """The connection to the target: its answer to the upgrade (read by the upstream client's
+    core, with its head limits), then the client's peer."""
 
     def __init__(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
+        self._reader = ResponseReader(self)
+        self._reader.expect(body=True, upgrade=True)
+        self._head: ResponseHead | None = None
         self.answer: asyncio.Future[tuple[int, list[tuple[str, str]], bytes]] = (
             asyncio.get_running_loop().create_future()
         )
         self.transport: asyncio.Transport | None = None
-        self._headers: list[tuple[str, str]] = []
         self._client: Http1Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        )
+    def response_head(self, head: ResponseHead) -> None:
+        self._head = head
+        if head.status != 101 and not self.answer.done():
+            self.answer.set_result((head.status, head.fields, b""))
 
-    def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
-        if status != 101 and not self.answer.done():
-            self.answer.set_result((status, self._headers, b""))
+    def response_body(self, data: bytes) -> None:
+        pass  # a refusal's body does not matter
+
+    def response_end(self) -> None:
+        pass
 
     def data_received(self, data: bytes) -> None:
         if self._client is not None:
             self._client.write(data)
             return
         if self.answer.done():
-            return  # a refusal: its body does not matter
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0] if exc.args else len(data)
-            if not self.answer.done():
-                self.answer.set_result((101, self._headers, data[offset:]))
-        except httptools.HttpParserError as exc:
-            if not self.answer.done():
-                self.answer.set_exception(exc)
+            return
+        bad = self._reader.feed(data)
+        if bad is not None:
+            self.answer.set_exception(bad)
+        elif self._reader.upgraded and self._head is not None:
+            self.answer.set_result((101, self._head.fields, self._reader.tail))
 
     def join(self, client: Http1Connection, early: bytes) -> None:
         self._client = client
@@ -124,7 +122,7 @@ async def proxy_websocket(
         raise UpstreamTimeout(
             f"{upstream.name}: no answer to the WebSocket upgrade in time", kind="headers"
         ) from None
-    except (OSError, httptools.HttpParserError) as exc:
+    except (OSError, BadResponse) as exc:
         transport.abort()
         upstream.count("bad_response")
         raise UpstreamError(

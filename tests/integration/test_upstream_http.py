@@ -516,6 +516,36 @@ def test_an_answer_head_over_the_limits_is_502_bad_response(
         assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="bad_response") == 1
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        + b"".join(b"X-F%d: v\r\n" % i for i in range(200))
+        + b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nX-Endless: " + b"a" * (4 * 1024 * 1024),
+    ],
+    ids=["200 fields", "an endless field"],
+)
+def test_an_upgrade_answer_over_the_limits_is_502(tmp_path: Path, pki: Path, head: bytes) -> None:
+    """The WebSocket upgrade's answer is read by the same core, with the same limits."""
+    with ScriptedUpstream(lambda m, p: (head, True)) as up:
+        path, port, admin = write_config(tmp_path, pki, up.port)
+        doc = yaml.safe_load(path.read_text())
+        doc["routes"][0]["websocket"] = True
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin):
+            started = time.monotonic()
+            upgrade = (
+                b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            answer = _raw_exchange(port, pki, upgrade)
+            assert answer.startswith(b"HTTP/1.1 502"), answer[:200]
+            assert time.monotonic() - started < 5
+            assert sample(scrape(admin), UP, upstream="echo", outcome="bad_response") == 1
+
+
 def test_answer_header_bytes_pass_as_they_came(tmp_path: Path, pki: Path) -> None:
     """Non-ASCII bytes in an answer's fields (UTF-8 or not) reach the client unchanged: a
     filename="café" was decoded as latin-1 and re-encoded as UTF-8 (caf\\xc3\\x83\\xc2\\xa9)."""

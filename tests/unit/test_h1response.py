@@ -198,3 +198,39 @@ def test_connection_fields_and_a_length_with_whitespace() -> None:
     head = rec.heads[0]
     assert head.connection == ("close",) and head.content_length == 2
     assert rec.body() == b"ok" and not r.keep_alive
+
+
+def test_a_protocol_switch_that_was_asked_for_keeps_its_tail() -> None:
+    rec = Recorder()
+    r = ResponseReader(rec)
+    r.expect(True, upgrade=True)
+    head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    assert r.feed(head + b"\x81\x02hi") is None
+    assert r.upgraded and r.tail == b"\x81\x02hi"
+    assert [h.status for h in rec.heads] == [101]
+
+
+def test_a_refused_upgrade_is_a_plain_answer() -> None:
+    rec = Recorder()
+    r = ResponseReader(rec)
+    r.expect(True, upgrade=True)
+    assert r.feed(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n\r\nno") is None
+    assert not r.upgraded and [h.status for h in rec.heads] == [403] and rec.body() == b"no"
+
+
+def test_a_protocol_switch_nobody_asked_for_is_a_bad_response() -> None:
+    r, rec = reader()
+    bad = r.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nxx")
+    assert isinstance(bad, BadResponse) and "101" in str(bad)
+    assert rec.heads == []  # an interim answer to this request: nothing told
+
+
+def test_the_upgrade_answer_is_held_to_the_head_limits() -> None:
+    r = ResponseReader(Recorder())
+    r.expect(True, upgrade=True)
+    bad = r.feed(
+        b"HTTP/1.1 101 Switching Protocols\r\n"
+        + b"".join(b"F%d: v\r\n" % i for i in range(129))
+        + b"\r\n"
+    )
+    assert isinstance(bad, BadResponse) and not r.upgraded
