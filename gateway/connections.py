@@ -16,15 +16,16 @@ from dataclasses import dataclass
 
 from gateway.admission import Admission
 from gateway.bounded import Bounded
-from gateway.config import ListenerLimits
+from gateway.config import ListenerConfig, ListenerLimits
 from gateway.h1messages import Handler
 from gateway.http1 import Http1Connection
 from gateway.identity import Identity, IdentityCache
 from gateway.log import event, tls_log
 from gateway.metrics import Metrics
-from gateway.tls import Failure
+from gateway.tls import Failure, ServerContexts
 
 _DER = getattr(_ssl, "ENCODING_DER", 1)
+_DEFAULT_LIMITS = ListenerLimits()
 
 SWEEP_SECONDS = 0.25  # resolution of the head deadline and the keep-alive idle timeout
 
@@ -75,7 +76,7 @@ class Http1Server:
         self._all_closed: asyncio.Event | None = None
 
     def __call__(self) -> Http1Connection:
-        return Http1Connection(self)
+        return Http1Connection(self, self.limits)
 
     def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:
         self.connections.add(conn)
@@ -117,6 +118,48 @@ class Http1Server:
             self._sweeper = None
 
 
+class ListenerSettings:
+    """What a listener's connections take from the config, read from the snapshot once, when
+    a connection is accepted, and kept for its life: the TLS context (renewed within its
+    session bounds), the handshake timeouts, the listener's limits, the HTTP limits and the
+    post-handshake checks. A reload makes new ones for the connections accepted after it."""
+
+    __slots__ = (
+        "admission",
+        "client_hello_timeout",
+        "handshake_timeout",
+        "http",
+        "limits",
+        "tls",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        cfg: ListenerConfig,
+        tls: ServerContexts,
+        admission: Admission | None,
+        metrics: Metrics,
+    ) -> None:
+        self.tls = tls
+        self.admission = admission
+        self.handshake_timeout = cfg.tls.handshake_timeout
+        self.client_hello_timeout = cfg.tls.client_hello_timeout
+        limits = self.limits = cfg.limits
+        self.http = Limits(
+            name,
+            metrics,
+            header_timeout=limits.header_timeout,
+            keepalive_timeout=limits.keepalive_timeout,
+            max_request_line=limits.max_request_line,
+            max_header_size=limits.max_header_size,
+            max_headers=limits.max_headers,
+            max_connection_age=limits.max_connection_age,
+            body_timeout=limits.body_timeout,
+            body_min_rate=float(limits.body_min_rate),
+        )
+
+
 @dataclass
 class ConnInfo:
     """What the gateway knows about one open connection, fixed at handshake time."""
@@ -128,6 +171,7 @@ class ConnInfo:
     chain: tuple[bytes, ...]
     # post-handshake checks (strict profile, OCSP): requests wait for it; None = nothing to wait for
     gate: asyncio.Future[Failure | None] | None = None
+    limits: ListenerLimits = _DEFAULT_LIMITS  # the listener's, as they were at accept
 
     def passed(self) -> bool:
         """Nothing to wait for: no post-handshake check, or one that passed."""
@@ -146,38 +190,22 @@ class ConnectionTracker(Http1Server):
     """The listener's HTTP server, plus per-connection identity and the active-connection gauge."""
 
     def __init__(
-        self,
-        handler: Handler,
-        listener: str,
-        metrics: Metrics,
-        identities: IdentityCache,
-        admission: Callable[[], Admission | None] = lambda: None,
+        self, handler: Handler, listener: str, metrics: Metrics, identities: IdentityCache
     ) -> None:
         super().__init__(handler, Limits(listener, metrics))
         self.listener = listener
         self._metrics = metrics
-        self.apply_limits(ListenerLimits())
-        self._admission = admission
         self.on_close: Callable[[], None] = lambda: None  # the listener's: capacity is back
         self.conns: dict[Http1Connection, ConnInfo] = {}
         self._identities = identities
         self._chains: Bounded[str, tuple[bytes, ...]] = Bounded(4096)
         self._active = metrics.connections_active.labels(listener)
 
-    def apply_limits(self, limits: ListenerLimits) -> None:
-        """HTTP limits for connections accepted from now on (a reload calls it again)."""
-        self.limits = Limits(
-            self.listener,
-            self._metrics,
-            header_timeout=limits.header_timeout,
-            keepalive_timeout=limits.keepalive_timeout,
-            max_request_line=limits.max_request_line,
-            max_header_size=limits.max_header_size,
-            max_headers=limits.max_headers,
-            max_connection_age=limits.max_connection_age,
-            body_timeout=limits.body_timeout,
-            body_min_rate=float(limits.body_min_rate),
-        )
+    def open(self, settings: ListenerSettings) -> Http1Connection:
+        """The HTTP connection of a completed handshake, under the settings of its accept."""
+        conn = Http1Connection(self, settings.http)
+        conn.settings = settings
+        return conn
 
     def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:
         super().connection_made(conn, transport)
@@ -200,7 +228,11 @@ class ConnectionTracker(Http1Server):
                         self._metrics.client_cert_remaining.observe(max(remaining, 0.0))
 
         info = ConnInfo(self.listener, peer[0] if peer else "", sni, identity, chain)
-        admission = self._admission()
+        settings = conn.settings
+        admission = None
+        if settings is not None:
+            info.limits = settings.limits
+            admission = settings.admission
         if identity is not None and admission is not None and admission.needed:
             loop = asyncio.get_running_loop()
             known = admission.settled(identity)

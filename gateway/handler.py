@@ -193,7 +193,7 @@ class Pipeline:
         snap = self._snapshot()
         if conn is None:  # the connection closed while the request was queued
             raise DownstreamError("connection gone", code="connection_closed")
-        limits = snap.limits[conn.listener]
+        limits = conn.limits  # the listener's, as they were when the connection was accepted
         check_head(request)
         if snap.trusted_id_sources:  # else the client's X-Request-Id is never taken
             job.request_id = snap.request_id(request, conn.peer_ip) or job.request_id

@@ -33,7 +33,7 @@ from gateway.log import event, server_log
 from gateway.tlsconn import TlsTransport
 
 if TYPE_CHECKING:
-    from gateway.connections import ConnInfo, Http1Server
+    from gateway.connections import ConnInfo, Http1Server, Limits, ListenerSettings
 
 # pipelined requests waiting for their answers before the connection stops being read
 MAX_QUEUED = 16
@@ -45,14 +45,15 @@ MAX_QUEUED = 16
 class Http1Connection(FlowControl):
     """One client connection: parse, queue, answer in order, keep alive or close."""
 
-    def __init__(self, server: Http1Server) -> None:
+    def __init__(self, server: Http1Server, limits: Limits) -> None:
         super().__init__()
         self._server = server
-        self._limits = server.limits
-        # what the gateway knows of the connection (set by the server once it is open)
+        self._limits = limits
+        # the listener's settings at its accept, and what the gateway knows of the connection
+        # (set by the server once it is open)
+        self.settings: ListenerSettings | None = None
         self.info: ConnInfo | None = None
         self._loop = asyncio.get_running_loop()
-        limits = self._limits
         self._reader = RequestReader(
             self, self, limits.max_request_line, limits.max_header_size, limits.max_headers
         )

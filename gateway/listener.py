@@ -15,8 +15,7 @@ from functools import partial
 from typing import Any, cast
 
 from gateway.activity import Activity
-from gateway.config import ListenerLimits
-from gateway.connections import ConnectionTracker
+from gateway.connections import ConnectionTracker, ListenerSettings
 from gateway.http1 import Http1Connection
 from gateway.identity import Identity
 from gateway.log import event, tls_log
@@ -47,8 +46,7 @@ class Listener:
         self,
         name: str,
         bind: str,
-        context: Callable[[], ssl.SSLContext],
-        handshake_timeout: float,
+        settings: Callable[[], ListenerSettings],
         server: ConnectionTracker,
         metrics: Metrics,
         activity: Activity | None = None,
@@ -56,9 +54,7 @@ class Listener:
         self.name = name
         self._activity = activity or Activity()
         self.bind = bind
-        self._context = context
-        self.handshake_timeout = handshake_timeout  # updated in place by a reload
-        self.client_hello_timeout = handshake_timeout  # likewise (server sets the config's)
+        self._settings = settings  # the snapshot's, read once per accepted connection
         self.server = server
         server.on_close = self._capacity_back
         self._metrics = metrics
@@ -78,21 +74,18 @@ class Listener:
         self._accepted = tally.counter(metrics.connections_accepted.labels(name))
         for reason in HandshakeReason:  # at 0 from start-up: alerts see a first failure burst
             metrics.tls_handshakes.labels(name, reason.value)
-        self.max_connections = 10000
-        self.max_handshakes = 512
 
-    def apply_limits(self, limits: ListenerLimits) -> None:
-        self.max_connections = limits.max_connections
-        self.max_handshakes = limits.max_handshakes
-        self.server.apply_limits(limits)
+    def config_changed(self) -> None:
+        """A reload may have raised the limits: accept again if there is room now."""
         self._capacity_back()
 
     def _full(self) -> str | None:
         """The limit that is reached, if any."""
+        limits = self._settings().limits
         handshakes = len(self._handshakes) + len(self._opening)
-        if handshakes >= self.max_handshakes:
+        if handshakes >= limits.max_handshakes:
             return "handshakes"
-        if len(self.server.conns) + handshakes >= self.max_connections:
+        if len(self.server.conns) + handshakes >= limits.max_connections:
             return "connections"
         return None
 
@@ -194,11 +187,12 @@ class Listener:
         """Make the connection's transport; the handshake runs in its callbacks."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        settings = self._settings()
         try:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-            sslobj = self._context().wrap_bio(incoming, outgoing, server_side=True)
+            sslobj = settings.tls.current().wrap_bio(incoming, outgoing, server_side=True)
         except (OSError, ssl.SSLError) as exc:
             conn.close()
             self._failed(classify(exc), addr, None, type(exc).__name__)
@@ -207,7 +201,9 @@ class Listener:
         # the transport, once made, is kept in `made` (for _opened). No closures here: those
         # would hold the connection in a cycle that the compiled module's collector misses
         made: list[TlsTransport] = []
-        factory = partial(self._make_transport, sslobj, incoming, outgoing, started, addr, made)
+        factory = partial(
+            self._make_transport, sslobj, incoming, outgoing, started, addr, made, settings
+        )
         task = loop.create_task(loop.connect_accepted_socket(factory, conn))
         self._opening.add(task)
         task.add_done_callback(partial(self._opened, conn, addr, made))
@@ -220,15 +216,16 @@ class Listener:
         started: float,
         addr: Any,
         made: list[TlsTransport],
+        settings: ListenerSettings,
     ) -> TlsTransport:
         transport = TlsTransport(
             sslobj,
             incoming,
             outgoing,
-            self.server,
+            partial(self.server.open, settings),
             partial(self._handshake_done, addr),
-            self.handshake_timeout,
-            self.client_hello_timeout,
+            settings.handshake_timeout,
+            settings.client_hello_timeout,
         )
         self._handshakes[transport] = started
         self._by_addr.setdefault(_ip(addr), deque()).append(transport)

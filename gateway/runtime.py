@@ -9,7 +9,8 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 
 from gateway.admission import Admission
 from gateway.attempts import TimeoutLimits
-from gateway.config import GatewayConfig, ListenerLimits, RouteConfig
+from gateway.config import GatewayConfig, RouteConfig
+from gateway.connections import ListenerSettings
 from gateway.h1messages import Request
 from gateway.headers import DEFAULT_RULES, HeaderRules
 from gateway.listener import record_sni
@@ -39,9 +40,8 @@ class Snapshot:
     router: Router
     routes: dict[str, CompiledRoute]
     upstreams: dict[str, Upstream]
-    contexts: dict[str, ServerContexts]
+    listeners: dict[str, ListenerSettings]  # what each listener's new connections take
     admissions: dict[str, Admission]
-    limits: dict[str, ListenerLimits]
     trusted_id_sources: tuple[IPv4Network | IPv6Network, ...] = ()
     header_rules: HeaderRules = DEFAULT_RULES
 
@@ -118,10 +118,13 @@ def build_snapshot(
         )
         for i, r in enumerate(cfg.routes)
     }
-    limits = {lst.name: lst.limits for lst in cfg.listeners}
+    listeners = {
+        lst.name: ListenerSettings(lst.name, lst, contexts[lst.name], admissions[lst.name], metrics)
+        for lst in cfg.listeners
+    }
     trusted = tuple(ip_network(n) for n in cfg.request_id.trust_from)
     rh = cfg.request_headers
     rules = HeaderRules(rh.strip_prefixes, reject_invalid=rh.invalid_names == "reject")
     return Snapshot(
-        cfg, Router(cfg.routes), routes, upstreams, contexts, admissions, limits, trusted, rules
+        cfg, Router(cfg.routes), routes, upstreams, listeners, admissions, trusted, rules
     )

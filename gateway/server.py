@@ -7,7 +7,6 @@ import gc
 import logging
 import os
 import signal
-import ssl
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import suppress
@@ -19,11 +18,10 @@ from gateway import compiled, expiry
 from gateway.accesslog import access_lines
 from gateway.activity import Activity
 from gateway.admin import Admin
-from gateway.admission import Admission
 from gateway.certfiles import HeldCert, load_checked
 from gateway.config import GatewayConfig, ListenerConfig
 from gateway.configload import check_admin_unchanged
-from gateway.connections import ConnectionTracker
+from gateway.connections import ConnectionTracker, ListenerSettings
 from gateway.crlfetch import CrlRefresher, fetch_missing
 from gateway.errors import ConfigError
 from gateway.handler import Pipeline
@@ -110,9 +108,10 @@ class Gateway:
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
-    def context_for(self, listener: str) -> ssl.SSLContext:
-        """The current TLS context of a listener (new connections pick up a reload)."""
-        return self._snapshot.contexts[listener].current()
+    def settings_for(self, listener: str) -> ListenerSettings:
+        """What a listener's new connections take from the current config: a reload applies
+        to the connections accepted after it."""
+        return self._snapshot.listeners[listener]
 
     def held_certs(self) -> list[HeldCert]:
         return list(self._held)
@@ -125,9 +124,6 @@ class Gateway:
             host, port = lst.address
             out[name] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         return out
-
-    def _admission_for(self, listener: str) -> Admission | None:
-        return self._snapshot.admissions.get(listener)
 
     def ready(self) -> bool:
         """Serving, and (when the admin section asks for it) the named upstreams are healthy."""
@@ -152,24 +148,15 @@ class Gateway:
 
     def _open_listener(self, lst: ListenerConfig) -> Listener:
         pipeline = Pipeline(self.snapshot, self.metrics, self.activity)
-        tracker = ConnectionTracker(
-            pipeline,
-            lst.name,
-            self.metrics,
-            self.identities,
-            admission=partial(self._admission_for, lst.name),
-        )
+        tracker = ConnectionTracker(pipeline, lst.name, self.metrics, self.identities)
         listener = Listener(
             lst.name,
             lst.bind,
-            partial(self.context_for, lst.name),
-            lst.tls.handshake_timeout,
+            partial(self.settings_for, lst.name),
             tracker,
             self.metrics,
             self.activity,
         )
-        listener.client_hello_timeout = lst.tls.client_hello_timeout
-        listener.apply_limits(lst.limits)
         try:
             listener.open()
         except OSError as exc:
@@ -334,9 +321,7 @@ class Gateway:
                 self._retired_listeners.append(listener)
                 self._spawn(self._retire_listener(listener), f"retire-{name}")
             else:
-                listener.handshake_timeout = lst.tls.handshake_timeout
-                listener.client_hello_timeout = lst.tls.client_hello_timeout
-                listener.apply_limits(lst.limits)
+                listener.config_changed()
         for listener in opened:
             self._listeners[listener.name] = listener
             listener.start()

@@ -405,3 +405,45 @@ def test_a_replaced_pool_finishes_its_requests_in_flight(tmp_path: Path, pki: Pa
             assert any("/after" in line for line in new.seen)
             waiting.join(10)
             assert answers == [200]  # 3 s: past shutdown_timeout, still answered
+
+
+def test_listener_limits_come_from_the_config_of_a_connections_accept(
+    tmp_path: Path, pki: Path
+) -> None:
+    """One channel: a connection keeps the limits of the config it was accepted under; a
+    reload's limits apply to the connections accepted after it."""
+    with _unwatched_gateway(tmp_path, pki) as (path, port, admin, doc):
+        doc["listeners"][0]["limits"] = {"max_request_body": 100}
+        path.write_text(yaml.safe_dump(doc))
+        assert post_reload(admin)[0] == 200
+        kept = http.client.HTTPSConnection(
+            "localhost", port, context=client_context(pki), timeout=10
+        )
+        try:
+
+            def post(conn: http.client.HTTPSConnection) -> int:
+                conn.request("POST", "/up", body=b"x" * 500)
+                answer = conn.getresponse()
+                answer.read()
+                return answer.status
+
+            assert post(kept) == 413
+            kept.close()
+            kept.connect()  # accepted under the 100-byte limit, and kept alive below
+            kept.request("GET", "/warm")
+            kept.getresponse().read()
+
+            doc["listeners"][0]["limits"] = {"max_request_body": 1000}
+            path.write_text(yaml.safe_dump(doc))
+            assert post_reload(admin)[0] == 200
+
+            fresh = http.client.HTTPSConnection(
+                "localhost", port, context=client_context(pki), timeout=10
+            )
+            try:
+                assert post(fresh) == 200  # accepted after the reload
+            finally:
+                fresh.close()
+            assert post(kept) == 413  # its own accept's limit
+        finally:
+            kept.close()

@@ -49,7 +49,7 @@ class Recorder:
 async def _connection() -> Http1Connection:
     """The connection each Request names as its own: made, never connected."""
     limits = Limits("test", Metrics(CollectorRegistry()))
-    return Http1Connection(Http1Server(lambda request: None, limits))
+    return Http1Server(lambda request: None, limits)()
 
 
 OWNER = asyncio.run(_connection())
