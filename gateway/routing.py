@@ -124,9 +124,20 @@ _AUTHORITY = re.compile(
 )
 
 
+# the hosts of valid Host fields already parsed: clients send the same few over and over
+_HOSTS: Bounded[str, str] = Bounded(1024)
+
+
 def parse_host(value: str) -> str:
     """The host a request's Host field names, as routes and SNI compare it (`Example.COM.:8443`
     -> `example.com`, `[::1]:8443` -> `::1`); BadRequest unless it is one valid authority."""
+    known = _HOSTS.get(value)
+    if known is not None:
+        return known
+    return _HOSTS.put(value, _parse_host(value))
+
+
+def _parse_host(value: str) -> str:
     m = _AUTHORITY.fullmatch(value.strip(" \t"))
     if m is None or (m.group(3) and int(m.group(3)) > 65535):
         raise BadRequest(f"Host {value[:100]!r} is not one valid host[:port]")
