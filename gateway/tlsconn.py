@@ -47,7 +47,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         first_byte_timeout: float | None = None,
     ) -> None:
         super().__init__()
-        self._ssl = sslobj
+        self._ssl: ssl.SSLObject | None = sslobj  # None once the connection is over
         # reads and writes go to the C object under ssl.SSLObject, skipping its Python wrapper
         # methods (a few % of the CPU per request); the same object where that is not there
         self._io: Any = getattr(sslobj, "_sslobj", sslobj)
@@ -88,7 +88,8 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         global _handshaking
         _handshaking = self
         try:
-            self._ssl.do_handshake()
+            if self._ssl is not None:
+                self._ssl.do_handshake()
         except ssl.SSLWantReadError:
             self._flush()
             return
@@ -200,10 +201,23 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._app is None:
-            self._report(exc or ConnectionResetError("the client closed the connection"))
-            return
-        self._app.connection_lost(exc)
+        try:
+            if self._app is None:
+                self._report(exc or ConnectionResetError("the client closed the connection"))
+            else:
+                self._app.connection_lost(exc)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        """Let go of the connection's TLS state now that it is over: the SSL object holds its
+        session and its context (with that context's session cache), and the transport and
+        its application hold each other, so without this they would wait for the collector."""
+        self._ssl = None
+        self._io = None
+        self._extra.pop("ssl_object", None)
+        self._extra.pop("sslcontext", None)
+        self._pending.clear()
 
     def pause_writing(self) -> None:
         if self._app is not None:
@@ -232,7 +246,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
             if not chunk:
                 break
             app.data_received(chunk)
-            if not self._in.pending and not self._io.pending():
+            if not self._in.pending and (self._io is None or not self._io.pending()):
                 break  # all read: another read would only raise SSLWantReadError, at a cost
         self._flush()  # e.g. TLS 1.3 key updates
 
@@ -251,12 +265,11 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name in self._extra:
             return self._extra[name]
-        if name == "peercert":
-            return self._ssl.getpeercert()
-        if name == "cipher":
-            return self._ssl.cipher()
-        if name == "compression":
-            return self._ssl.compression()
+        sslobj = self._ssl
+        if sslobj is not None and name in ("peercert", "cipher", "compression"):
+            if name == "peercert":
+                return sslobj.getpeercert()
+            return sslobj.cipher() if name == "cipher" else sslobj.compression()
         return self._raw.get_extra_info(name, default) if self._raw is not None else default
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -286,7 +299,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
             return
         data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
         self._pending.clear()
-        if self._raw is None or self._raw.is_closing():
+        if self._raw is None or self._raw.is_closing() or self._io is None:
             return
         try:
             self._io.write(data)
@@ -316,8 +329,10 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
             return
         self._encrypt_pending()  # what the application wrote before closing still goes out
         self._closing = True
-        with contextlib.suppress(ssl.SSLError, ValueError):
-            self._ssl.unwrap()  # queues close_notify; wants the peer's, which we do not wait for
+        sslobj = self._ssl
+        if sslobj is not None:
+            with contextlib.suppress(ssl.SSLError, ValueError):
+                sslobj.unwrap()  # queues close_notify; wants the peer's, not waited for
         self._flush()
         raw = self._raw
         if raw is None or raw.is_closing():

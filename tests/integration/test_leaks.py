@@ -53,3 +53,37 @@ def test_closed_connections_are_freed(pki: Path, use_uvloop: bool) -> None:
         ), (_live("gateway.tlsconn", "TlsTransport"), _live("gateway.http1", "Http1Connection"))
     # stopped: the pool's connections are closed and freed too
     assert _settles(lambda: _live("gateway.upstreamconn", "Connection") == 0)
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_a_closed_connection_lets_go_of_its_tls_context_at_once(
+    pki: Path, use_uvloop: bool
+) -> None:
+    """A connection's SSL object holds its context, and with it the context's whole session
+    cache: a listener that renews its context (`session_cache` full) must not keep the old
+    ones until the collector happens to walk the closed connections' cycles. No gc.collect()
+    here: the contexts are counted through weak references."""
+    import ssl
+    import weakref
+
+    from gateway import tls
+
+    contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
+    current = tls.ServerContexts.current
+
+    def recording(self: tls.ServerContexts) -> ssl.SSLContext:
+        ctx = current(self)
+        contexts.add(ctx)
+        return ctx
+
+    tls.ServerContexts.current = recording  # type: ignore[method-assign]
+    gc.disable()  # the collector must not be what frees them
+    try:
+        with running(lambda port: base_config(pki, port, session_cache=4), pki, use_uvloop) as gw:
+            close = [("Connection", "close")]  # the gateway closes first: its session stays
+            for i in range(40):  # a new session each: a new context every 4 connections
+                assert request(gw.port, f"/n/{i}", pki, headers=close).status == 200
+            assert _settles(lambda: len(contexts) <= 2), len(contexts)
+    finally:
+        gc.enable()
+        tls.ServerContexts.current = current  # type: ignore[method-assign]
