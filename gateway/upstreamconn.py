@@ -148,7 +148,9 @@ class Connection(FlowControl):
         self._wake_drain()
 
     def _broken(self, exc: BaseException) -> None:
-        if self._response is not None:
+        if self._waiter is not None:  # nothing went to the client yet: the answer is refused
+            self._response = None
+        elif self._response is not None:
             self._response.body.fail(exc)  # the waiter relays what came, then this
         self._tell(exc)
         self.close()

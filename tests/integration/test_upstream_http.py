@@ -172,6 +172,18 @@ def test_a_broken_response_is_502_bad_response(tmp_path: Path, pki: Path) -> Non
         assert "invalid response" in gw.logs()
 
 
+def test_a_malformed_chunked_answer_in_one_piece_is_502_bad_response(
+    tmp_path: Path, pki: Path
+) -> None:
+    """Head and broken body in one read: nothing has gone to the client yet, so it gets the
+    documented 502, not a head followed by a cut connection."""
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n"
+    with _gateway(tmp_path, pki, lambda m, p: (raw, True)) as gw:
+        reply = request(gw.port, "/chunks", pki)
+        assert reply.status == 502 and reply.json()["error"] == "upstream_unavailable"
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="bad_response") == 1
+
+
 def test_pool_limit_caps_upstream_connections(tmp_path: Path, pki: Path) -> None:
     def answer(method: str, path: str) -> tuple[bytes, bool]:
         time.sleep(0.05)
