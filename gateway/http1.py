@@ -315,7 +315,7 @@ class Http1Connection(FlowControl):
             answer.keep_alive = False
             framing += "Connection: close\r\n"
         head = serialize_head(answer.status, answer.reason, answer.headers, framing)
-        data = head + body if body else head
+        data = b"".join((head, body)) if body else head  # not `+`: h1messages.BYTES_CONCAT
         transport = self.transport
         if isinstance(transport, TlsTransport) and not self.closed:
             transport.write_whole(data)  # nothing to gather with it: sent now
