@@ -50,6 +50,11 @@ class Finish(Protocol):
 
     def failed(self, exc: Exception) -> None: ...
 
+    def stream(self, upstream: UpstreamResponse, upstream_seconds: float) -> bool:
+        """An answer that streams: True when whoever awaits the exchange relays it itself
+        (`Exchange.relay_here`), False to have the exchange relay it in a task of its own."""
+        ...
+
 
 class Exchange:
     """One request on its way upstream, shared by every attempt (see the module's text)."""
@@ -214,7 +219,9 @@ class Exchange:
             target.succeeded()
         self.conn = None
         whole = self._whole(upstream)
-        if whole is None:  # a body still streaming: relayed by a task
+        if whole is None:  # a body still streaming: relayed by whoever awaits, else by a task
+            if self.finish.stream(upstream, headers_after):
+                return
             self._task = asyncio.get_running_loop().create_task(
                 self._relay_task(upstream, headers_after)
             )
@@ -295,6 +302,17 @@ class Exchange:
             self._fail(exc)
             return
         self._done(answer, headers_after)
+
+    async def relay_here(self, upstream: UpstreamResponse) -> StreamResponse:
+        """Relay a streamed answer in the awaiting task (`Finish.stream` said so), so that its
+        end and whatever the awaiting task does next (the access line) come in one go."""
+        try:
+            return await self._relay(upstream)
+        finally:
+            self.request.on_gone = None  # before the connection may serve another client
+            upstream.release()
+            self._detach()
+            self._end()
 
     async def _relay(self, upstream: UpstreamResponse) -> StreamResponse:
         request = self.request

@@ -33,6 +33,7 @@ from gateway.proxy import Upstream
 from gateway.reasons import POLICY_ERROR_CODES
 from gateway.routing import normalise_target, parse_host, rewrite_prefix
 from gateway.runtime import CompiledRoute, Snapshot
+from gateway.upstreamconn import UpstreamResponse
 from gateway.websocket import is_upgrade, proxy_websocket
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
@@ -107,6 +108,9 @@ class _Job:
 
     def failed(self, exc: Exception) -> None:
         self.pipeline._finish(self, self.pipeline._error_answer(self, exc), None)
+
+    def stream(self, upstream: UpstreamResponse, upstream_seconds: float) -> bool:
+        return False  # nothing awaits it: the exchange relays in a task of its own
 
 
 class Pipeline:

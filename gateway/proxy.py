@@ -19,6 +19,7 @@ from gateway.headers import DEFAULT_RULES, HeaderRules
 from gateway.health import HealthChecker
 from gateway.metrics import Metrics
 from gateway.targets import Balancer, Target, upstream_tls_context
+from gateway.upstreamconn import UpstreamResponse
 
 
 class Upstream:
@@ -154,7 +155,7 @@ class Upstream:
             if not request.complete and request.headers.get("Expect", "").lower() == "100-continue":
                 request.send_continue()  # routed and allowed: the client may send its body now
             data, replayable = await self._body(request, body_limit)
-        outcome: asyncio.Future[tuple[Response | StreamResponse, float]]
+        outcome: asyncio.Future[tuple[Response | StreamResponse | UpstreamResponse, float]]
         outcome = asyncio.get_running_loop().create_future()
         ex = Exchange(
             self,
@@ -172,7 +173,10 @@ class Upstream:
         ex.trailer_rules = trailer_rules
         ex.start()
         try:
-            return await outcome
+            answer, upstream_seconds = await outcome
+            if isinstance(answer, UpstreamResponse):  # it streams: relayed in this task
+                return await ex.relay_here(answer), upstream_seconds
+            return answer, upstream_seconds
         except UpstreamError:
             if body_limit is not None and body_limit.exceeded:
                 raise PayloadTooLarge(f"request body over {body_limit.limit} bytes") from None
@@ -196,7 +200,9 @@ class _Awaited:
 
     __slots__ = ("_outcome",)
 
-    def __init__(self, outcome: asyncio.Future[tuple[Response | StreamResponse, float]]) -> None:
+    def __init__(
+        self, outcome: asyncio.Future[tuple[Response | StreamResponse | UpstreamResponse, float]]
+    ) -> None:
         self._outcome = outcome
 
     def done(self, answer: Response | StreamResponse, upstream_seconds: float) -> None:
@@ -206,3 +212,9 @@ class _Awaited:
     def failed(self, exc: Exception) -> None:
         if not self._outcome.done():
             self._outcome.set_exception(exc)
+
+    def stream(self, upstream: UpstreamResponse, upstream_seconds: float) -> bool:
+        if self._outcome.done():
+            return False
+        self._outcome.set_result((upstream, upstream_seconds))
+        return True
