@@ -98,10 +98,6 @@ class ResponseReader:
         self.upgraded = False  # a 101 to an upgrade: `tail` holds the bytes after its head
         self.tail = b""
 
-    @property
-    def chunked(self) -> bool:
-        return self._head is not None and self._head.chunked
-
     def expect(self, body: bool, upgrade: bool = False) -> None:
         """A request went out: read its answer (with a body unless it was a HEAD; a 101 is an
         answer, not an interim one, when the request asked to `upgrade`)."""
