@@ -31,12 +31,12 @@ $(DEV): $(RUN) requirements-dev.txt
 # changes; without a C compiler it stays plain Python (a warning, not an error). Each module is
 # built from its current source (unchanged ones from the build cache, with their old times):
 # the touch tells gateway/__init__.py's staleness check so
-$(BUILT): $(DEV) setup.py $(wildcard gateway/*.py)
+$(BUILT): $(DEV) setup.py $(wildcard gateway/*.py gateway/*/*.py)
 	@echo "compiling the request path with mypyc (log: $(VENV)/compile.log)"
-	@rm -f gateway/*.so *__mypyc*.so
+	@rm -f gateway/*.so gateway/*/*.so *__mypyc*.so
 	@$(BIN)/python setup.py -q build_ext --inplace --parallel 2 > $(VENV)/compile.log 2>&1 \
 	  || (cat $(VENV)/compile.log; exit 1)
-	@touch -c gateway/*.so *__mypyc*.so
+	@touch -c gateway/*.so gateway/*/*.so *__mypyc*.so
 	@touch $(BUILT)
 
 install: $(DEV)
@@ -47,7 +47,7 @@ certs: $(RUN)
 	$(BIN)/mtls-gateway dev-certs --out certs-dev
 
 # plain Python unless compiled before (then the compile is kept current): no compiler wait
-demo: $(RUN) $(if $(wildcard gateway/*.so),$(BUILT))
+demo: $(RUN) $(if $(wildcard gateway/*/*.so),$(BUILT))
 	@$(BIN)/mtls-gateway demo -c config/demo.yaml --certs certs-dev
 
 lint: $(BUILT)
@@ -105,4 +105,4 @@ schema: $(RUN)
 	$(BIN)/mtls-gateway schema > config/schema.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build gateway/*.so *__mypyc*.so
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build gateway/*.so gateway/*/*.so *__mypyc*.so

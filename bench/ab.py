@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
             raise SystemExit(f"ab: the {name} tree {tree} has no gateway package")
     ensure_tools()
     sys.path.insert(0, str(ROOT))
-    from gateway import devcerts
+    from gateway.pki import devcerts
 
     pki = devcerts.generate(work / "pki")
     origin_port = free_port()

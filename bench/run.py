@@ -353,7 +353,7 @@ def main() -> int:
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="mtls-bench-"))
     sys.path.insert(0, str(ROOT))
-    from gateway import devcerts
+    from gateway.pki import devcerts
 
     pki = devcerts.generate(work / "pki")
     for p in pki.iterdir():

@@ -22,9 +22,9 @@ import time
 from functools import partial
 from pathlib import Path
 
-from gateway.config import TlsConfig
-from gateway.devcerts import generate
-from gateway.tls import ServerContexts, server_context
+from gateway.config.listener import TlsConfig
+from gateway.pki.devcerts import generate
+from gateway.pki.tls import ServerContexts, server_context
 
 
 def _rss_kib() -> int:

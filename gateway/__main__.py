@@ -1,5 +1,5 @@
 """`python -m gateway` = the `mtls-gateway` command."""
 
-from gateway.cli import entry
+from gateway.process.cli import entry
 
 entry()

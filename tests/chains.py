@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import strategies as st
 
-from gateway import devcerts
+from gateway.pki import devcerts
 
 NOW = dt.datetime.now(dt.UTC)
 DAY = dt.timedelta(days=1)

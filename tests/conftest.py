@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from gateway import devcerts
+from gateway.pki import devcerts
 
 # Property tests check correctness, not speed: a loaded 2-core CI machine must not fail them.
 settings.register_profile("gateway", deadline=None, suppress_health_check=[HealthCheck.too_slow])

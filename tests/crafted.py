@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway import devcerts
+from gateway.pki import devcerts
 
 ANY_EKU = x509.ObjectIdentifier("2.5.29.37.0")
 

@@ -17,11 +17,11 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import devcerts
-from gateway.certfiles import check_files
-from gateway.configload import parse_config
-from gateway.echo import SEEN, start_echo
-from gateway.server import Gateway
+from gateway.config.load import parse_config
+from gateway.pki import devcerts
+from gateway.pki.certfiles import check_files
+from gateway.process.echo import SEEN, start_echo
+from gateway.process.server import Gateway
 
 ConfigFactory = Callable[[int], dict[str, Any]]  # echo port -> config document
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from gateway.config import EKU_NAMES
-from gateway.verify import MAX_DEPTH, verify_chain
+from gateway.config.model import EKU_NAMES
+from gateway.pki.verify import MAX_DEPTH, verify_chain
 
 LIMBO = Path(__file__).resolve().parent / "data" / "x509-limbo" / "limbo.json"
 EKUS = {**EKU_NAMES, "anyExtendedKeyUsage": "2.5.29.37.0"}  # limbo's names -> OIDs

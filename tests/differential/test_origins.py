@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from gateway.configload import parse_config
-from gateway.headers import sf_binary
-from gateway.routing import Router
+from gateway.config.load import parse_config
+from gateway.http.headers import sf_binary
+from gateway.request.routing import Router
 from tests.differential.corpus import FORGED, Case, corpus
 from tests.differential.origins import NGINX_NAMES, ORIGINS, origin
 from tests.harness import base_config, client_context, running

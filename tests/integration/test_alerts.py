@@ -26,7 +26,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from gateway import devcerts
+from gateway.pki import devcerts
 from tests.harness import (
     EchoServer,
     client_context,

@@ -66,7 +66,7 @@ def test_two_cas_with_one_name_are_two_series(tmp_path: Path, pki: Path) -> None
     (by serial), so the CA-expiry alert sees the one that ends first."""
     import datetime as dt
 
-    from gateway import devcerts
+    from gateway.pki import devcerts
 
     now = dt.datetime.now(dt.UTC)
     name = devcerts.name("clients CA")

@@ -15,7 +15,7 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway import devcerts
+from gateway.pki import devcerts
 from tests.harness import (
     EchoServer,
     GatewayProcess,

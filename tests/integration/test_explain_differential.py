@@ -16,10 +16,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway import devcerts
-from gateway.configload import load_config
-from gateway.explain import explain
-from gateway.verify import load_certs
+from gateway.config.load import load_config
+from gateway.pki import devcerts
+from gateway.pki.verify import load_certs
+from gateway.process.explain import explain
 from tests import chains
 from tests.harness import EchoServer, GatewayProcess, write_config
 from tests.integration.test_explain import _gateway_outcome

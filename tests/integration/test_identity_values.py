@@ -76,7 +76,7 @@ class _Lines(logging.Handler):
         self.text: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        from gateway.log import JsonFormatter
+        from gateway.base.log import JsonFormatter
 
         self.text.append(JsonFormatter().format(record))
 

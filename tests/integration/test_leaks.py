@@ -44,15 +44,18 @@ def test_closed_connections_are_freed(pki: Path, use_uvloop: bool) -> None:
                 continue
             refused += 1
         assert refused == 10
-        assert _live("gateway.upstreamconn", "Connection") >= 1  # the kept-alive pool
+        assert _live("gateway.upstream.connection", "Connection") >= 1  # the kept-alive pool
         assert _settles(
             lambda: (
-                _live("gateway.tlsconn", "TlsTransport") == 0
-                and _live("gateway.http1", "Http1Connection") == 0
+                _live("gateway.downstream.tlsconn", "TlsTransport") == 0
+                and _live("gateway.downstream.http1", "Http1Connection") == 0
             )
-        ), (_live("gateway.tlsconn", "TlsTransport"), _live("gateway.http1", "Http1Connection"))
+        ), (
+            _live("gateway.downstream.tlsconn", "TlsTransport"),
+            _live("gateway.downstream.http1", "Http1Connection"),
+        )
     # stopped: the pool's connections are closed and freed too
-    assert _settles(lambda: _live("gateway.upstreamconn", "Connection") == 0)
+    assert _settles(lambda: _live("gateway.upstream.connection", "Connection") == 0)
 
 
 @pytest.mark.parametrize("use_uvloop", [False, True], ids=["asyncio", "uvloop"])
@@ -66,7 +69,7 @@ def test_a_closed_connection_lets_go_of_its_tls_context_at_once(
     import ssl
     import weakref
 
-    from gateway import tls
+    from gateway.pki import tls
 
     contexts: weakref.WeakSet[ssl.SSLContext] = weakref.WeakSet()
     current = tls.ServerContexts.current

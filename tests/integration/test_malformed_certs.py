@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway import devcerts
-from gateway.identity import parse_identity
+from gateway.pki import devcerts
+from gateway.pki.identity import parse_identity
 from tests.harness import (
     RunningGateway,
     base_config,

@@ -15,7 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
-from gateway import devcerts
+from gateway.pki import devcerts
 from tests.harness import (
     RunningGateway,
     base_config,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.verify import verify_chain
+from gateway.pki.verify import verify_chain
 from tests.crafted import PROFILE_CASES, write_cases
 from tests.harness import (
     RunningGateway,

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from gateway import devcerts
-from gateway.certfiles import check_files
-from gateway.configload import parse_config
+from gateway.config.load import parse_config
+from gateway.pki import devcerts
+from gateway.pki.certfiles import check_files
 from tests.harness import (
     EchoServer,
     GatewayProcess,
@@ -281,7 +281,7 @@ def _crls_revoking_the_intermediate(pki: Path, out: Path) -> Path:
     """crl.pem with the root's CRL replaced by one that lists the dev intermediate CA."""
     from cryptography import x509
 
-    from gateway import crl as crls
+    from gateway.pki import crl as crls
 
     inter = x509.load_pem_x509_certificate((pki / "intermediate.pem").read_bytes())
     kept = [c for c in crls.parse_crls((pki / "crl.pem").read_bytes()) if c.issuer == inter.subject]
@@ -406,7 +406,7 @@ def test_a_crl_reload_closes_the_open_connection_of_a_client_it_revokes(
                 assert before.status == 200
             # the CA revokes `client`: a new CRL, then a reload
             root_crl = devcerts.make_crl(dev_root(pki), [client.serial_number])
-            from gateway import crl as crls
+            from gateway.pki import crl as crls
 
             inter_crls = [
                 c for c in crls.parse_crls((pki / "crl.pem").read_bytes())

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from gateway import devcerts
+from gateway.pki import devcerts
 from tests.harness import base_config, dev_root, issue_server, request, running
 
 
@@ -155,6 +155,6 @@ def test_the_page_shows_each_routes_traffic_and_the_upstreams_health(gateway, ce
 
 
 def test_admin_port_defaults_to_loopback() -> None:
-    from gateway.config import AdminConfig
+    from gateway.config.model import AdminConfig
 
     assert AdminConfig().bind.startswith("127.0.0.1:")

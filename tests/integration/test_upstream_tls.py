@@ -18,7 +18,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway import devcerts
+from gateway.pki import devcerts
 from tests.harness import EchoServer, base_config, dev_root, free_port, request, running, sample
 
 UP = "mtls_gateway_upstream_requests_total"

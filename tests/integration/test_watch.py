@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.watch import FileWatcher
+from gateway.process.watch import FileWatcher
 
 
 def test_a_change_made_during_the_reload_is_reloaded_again(tmp_path: Path) -> None:

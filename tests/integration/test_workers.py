@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.tally import FLUSH_SECONDS
+from gateway.observe.tally import FLUSH_SECONDS
 from tests.harness import EchoServer, issue_server, request, sample, scrape, write_config
 
 pytestmark = pytest.mark.process

@@ -9,8 +9,8 @@ import io
 import json
 import logging
 
-from gateway.accesslog import FLUSH_BYTES, FLUSH_SECONDS, AccessLog
-from gateway.log import EVENT_KEY, access_log
+from gateway.base.log import EVENT_KEY, access_log
+from gateway.observe.accesslog import FLUSH_BYTES, FLUSH_SECONDS, AccessLog
 
 ARGS = dict(
     request_id="0123456789abcdef", listener="public", route="all", method="GET",

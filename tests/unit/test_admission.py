@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway.admission import Admission
-from gateway.config import TlsConfig
-from gateway.identity import parse_identity
-from gateway.metrics import Metrics
-from gateway.ocsp import OcspChecker
-from gateway.verify import load_certs
+from gateway.config.listener import TlsConfig
+from gateway.downstream.admission import Admission
+from gateway.observe.metrics import Metrics
+from gateway.pki.identity import parse_identity
+from gateway.pki.ocsp import OcspChecker
+from gateway.pki.verify import load_certs
 
 
 def _identity(pki: Path, name: str) -> tuple[object, tuple[bytes, ...]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.bounded import Bounded
+from gateway.base.bounded import Bounded
 
 PKG = Path(__file__).resolve().parents[2] / "gateway"
 

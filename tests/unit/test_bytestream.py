@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.bytestream import HIGH_WATER, LOW_WATER, ByteStream
+from gateway.http.bytestream import HIGH_WATER, LOW_WATER, ByteStream
 
 
 class Reader:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from gateway.config import parse_duration
-from gateway.configload import load_config, parse_config
-from gateway.errors import ConfigError
+from gateway.base.errors import ConfigError
+from gateway.config.load import load_config, parse_config
+from gateway.config.model import parse_duration
 
 BASE: dict[str, Any] = {
     "listeners": [

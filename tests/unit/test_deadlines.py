@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.deadlines import Deadlines
+from gateway.base.deadlines import Deadlines
 
 
 class Item:

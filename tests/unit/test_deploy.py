@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.metrics import Metrics
-from gateway.procstats import Process, ProcessCollector
+from gateway.observe.metrics import Metrics
+from gateway.observe.procstats import Process, ProcessCollector
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"

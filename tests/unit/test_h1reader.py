@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.connections import Http1Server, Limits
-from gateway.h1messages import Request
-from gateway.h1reader import Refused, RequestReader
-from gateway.http1 import Http1Connection
-from gateway.metrics import Metrics
+from gateway.downstream.connections import Http1Server, Limits
+from gateway.downstream.h1messages import Request
+from gateway.downstream.h1reader import Refused, RequestReader
+from gateway.downstream.http1 import Http1Connection
+from gateway.observe.metrics import Metrics
 
 
 class Recorder:

@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from gateway.h1response import MAX_HEAD, MAX_LINE, BadResponse, ResponseHead, ResponseReader
+from gateway.upstream.h1response import (
+    MAX_HEAD,
+    MAX_LINE,
+    BadResponse,
+    ResponseHead,
+    ResponseReader,
+)
 
 
 class Recorder:

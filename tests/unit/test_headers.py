@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import BadRequest
-from gateway.headers import (
+from gateway.base.errors import BadRequest
+from gateway.http.headers import (
     IDENTITY,
     INVALID_NAME,
     KEEP,
@@ -104,7 +104,7 @@ def test_the_verdict_cache_is_bounded() -> None:
 def test_xfcc_values_are_quoted_and_never_carry_a_control_character(
     value: str, encoded: str
 ) -> None:
-    from gateway.headers import _xfcc_quote
+    from gateway.http.headers import _xfcc_quote
 
     assert _xfcc_quote(value) == encoded
 
@@ -113,7 +113,7 @@ def test_log_lines_never_split_on_unicode_line_separators() -> None:
     import json
     import logging
 
-    from gateway.log import EVENT_KEY, JsonFormatter
+    from gateway.base.log import EVENT_KEY, JsonFormatter
 
     record = logging.LogRecord("gateway.access", logging.INFO, __file__, 1, "request", None, None)
     setattr(record, EVENT_KEY, {"client_subject": "CN=a\u2028b\u2029c\u0085d\r\ne"})

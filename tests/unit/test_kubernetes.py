@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.configload import parse_config
+from gateway.config.load import parse_config
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 VERSION = "1.30.0"

@@ -6,8 +6,8 @@ import io
 import json
 import logging
 
-from gateway import log
-from gateway.metrics import Metrics
+from gateway.base import log
+from gateway.observe.metrics import Metrics
 
 
 def _samples(m: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import TlsConfig
-from gateway.opensslcheck import OpenSslJudge
-from gateway.verify import load_certs
+from gateway.config.listener import TlsConfig
+from gateway.pki.opensslcheck import OpenSslJudge
+from gateway.pki.verify import load_certs
 
 EXPECTED = {  # without CRLs, then with the dev CRLs
     "client": ("ok", "ok"),

@@ -13,7 +13,7 @@ def test_readme_shows_both_commands_first() -> None:
 
 
 def test_readme_troubleshooting_covers_every_reason() -> None:
-    from gateway.reasons import HandshakeReason
+    from gateway.base.reasons import HandshakeReason
 
     text = (ROOT / "docs" / "operations.md").read_text()
     missing = [r.value for r in HandshakeReason if f"| `{r.value}` |" not in text]
@@ -79,11 +79,12 @@ def test_a_module_changed_after_it_was_compiled_is_named(tmp_path: Path) -> None
 
     from gateway import stale_builds
 
+    (tmp_path / "request").mkdir()  # the compiled modules live in the package's folders
     for name in ("fresh", "stale"):
-        (tmp_path / f"{name}.py").write_text("x = 1\n")
-        (tmp_path / f"{name}.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
-    os.utime(tmp_path / "stale.py", (2_000_000_000, 2_000_000_000))  # edited after the build
-    assert stale_builds(tmp_path) == ["stale.py"]
+        (tmp_path / "request" / f"{name}.py").write_text("x = 1\n")
+        (tmp_path / "request" / f"{name}.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    os.utime(tmp_path / "request" / "stale.py", (2_000_000_000, 2_000_000_000))  # edited later
+    assert stale_builds(tmp_path) == ["request/stale.py"]
 
 
 def test_readme_config_is_valid_and_its_links_exist() -> None:
@@ -93,7 +94,7 @@ def test_readme_config_is_valid_and_its_links_exist() -> None:
 
     import yaml
 
-    from gateway.configload import parse_config
+    from gateway.config.load import parse_config
 
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
@@ -110,7 +111,7 @@ def test_docker_config_passes_check_with_the_dev_pki(tmp_path: Path, pki: Path) 
     """config/docker.yaml as the README mounts it: /etc/mtls-gateway/gateway.yaml beside certs/."""
     import shutil
 
-    from gateway.certfiles import load_checked
+    from gateway.pki.certfiles import load_checked
 
     shutil.copytree(pki, tmp_path / "certs")
     shutil.copy(ROOT / "config" / "docker.yaml", tmp_path / "gateway.yaml")

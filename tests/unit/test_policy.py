@@ -12,11 +12,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway import devcerts
-from gateway.config import Policy
-from gateway.identity import IdentityCache, parse_identity
-from gateway.policy import RoutePolicy, glob_to_regex
-from gateway.reasons import PolicyReason
+from gateway.base.reasons import PolicyReason
+from gateway.config.model import Policy
+from gateway.pki import devcerts
+from gateway.pki.identity import IdentityCache, parse_identity
+from gateway.request.policy import RoutePolicy, glob_to_regex
 
 ROOT = devcerts.issue(devcerts.name("Test Root", o="Example Corp"), ca=True)
 

@@ -11,12 +11,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import crl
-from gateway.configload import parse_config
-from gateway.errors import ConfigError
-from gateway.identity import parse_identity
-from gateway.policy import ValueMatcher, glob_to_regex
-from gateway.verify import verify_chain
+from gateway.base.errors import ConfigError
+from gateway.config.load import parse_config
+from gateway.pki import crl
+from gateway.pki.identity import parse_identity
+from gateway.pki.verify import verify_chain
+from gateway.request.policy import ValueMatcher, glob_to_regex
 
 label = st.text(alphabet="abcxyz-", min_size=1, max_size=6)
 json_like = st.recursive(

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.configload import parse_config
-from gateway.errors import BadRequest
-from gateway.routing import (
+from gateway.base.errors import BadRequest
+from gateway.config.load import parse_config
+from gateway.request.routing import (
     BadPath,
     MethodNotAllowed,
     NoRoute,
@@ -73,7 +73,7 @@ def test_rejected_targets(raw: str) -> None:
 
 
 def test_targets_seen_again_are_remembered_within_a_bound() -> None:
-    from gateway import routing
+    from gateway.request import routing
 
     first = normalise_target("/a/./b/../c?q=1")
     assert normalise_target("/a/./b/../c?q=1") is first

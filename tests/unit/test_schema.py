@@ -10,9 +10,9 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.configload import parse_config
-from gateway.errors import ConfigError
-from gateway.schema import config_schema, config_schema_text, duration_text
+from gateway.base.errors import ConfigError
+from gateway.config.load import parse_config
+from gateway.config.schema import config_schema, config_schema_text, duration_text
 from tests.harness import base_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import TlsConfig
-from gateway.log import EVENT_KEY
-from gateway.tls import ServerContexts, server_context
+from gateway.base.log import EVENT_KEY
+from gateway.config.listener import TlsConfig
+from gateway.pki.tls import ServerContexts, server_context
 
 
 def _server(pki: Path, **kw: object) -> ServerContexts:

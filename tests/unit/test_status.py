@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gateway.activity import Activity
-from gateway.config import Policy
-from gateway.status import describe_policy
-from gateway.statuspage import _days_class
+from gateway.config.model import Policy
+from gateway.observe.activity import Activity
+from gateway.ops.status import describe_policy
+from gateway.ops.statuspage import _days_class
 
 
 class Clock:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from gateway import devcerts
-from gateway.config import TlsConfig
-from gateway.opensslcheck import openssl_verdict
-from gateway.verify import verify_chain
+from gateway.config.listener import TlsConfig
+from gateway.pki import devcerts
+from gateway.pki.opensslcheck import openssl_verdict
+from gateway.pki.verify import verify_chain
 from tests import chains
 
 ROOT = chains.root()

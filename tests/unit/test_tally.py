@@ -8,8 +8,8 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from gateway.metrics import _LATENCY_BUCKETS
-from gateway.tally import FLUSH_SECONDS, Tally
+from gateway.observe.metrics import _LATENCY_BUCKETS
+from gateway.observe.tally import FLUSH_SECONDS, Tally
 
 VALUES = [0.0, 0.0005, 0.001, 0.0049, 0.005, 0.0051, 0.1, 0.25, 2.5, 9.99, 10.0, 60.0, 1e9]
 

@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway import devcerts
-from gateway.tlsrecords import client_certificates, handshake_messages, with_certificate
+from gateway.pki import devcerts
+from gateway.pki.tlsrecords import client_certificates, handshake_messages, with_certificate
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import math
 
 from prometheus_client import CollectorRegistry
 
-from gateway.metrics import Metrics
-from gateway.traffic import TrafficWindow, quantile
+from gateway.observe.metrics import Metrics
+from gateway.observe.traffic import TrafficWindow, quantile
 from tests.unit.test_status import Clock
 
 

@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from gateway import devcerts
-from gateway.verify import load_certs, verify_chain
+from gateway.pki import devcerts
+from gateway.pki.verify import load_certs, verify_chain
 from tests.harness import dev_root
 
 
@@ -73,8 +73,8 @@ def test_an_issuing_ca_is_a_trust_anchor_as_listed(pki: Path) -> None:
     """The gateway's contexts allow partial chains (RFC 5280 6.1): a bundle holding only the
     intermediate trusts its clients without the root, in OpenSSL and here alike, and still
     not the root's other clients."""
-    from gateway.config import TlsConfig
-    from gateway.opensslcheck import openssl_verdict
+    from gateway.config.listener import TlsConfig
+    from gateway.pki.opensslcheck import openssl_verdict
 
     listener = TlsConfig.model_validate(
         {"cert": str(pki / "server.pem"), "key": str(pki / "server.key"),
@@ -152,7 +152,7 @@ def test_required_ekus_in_strict_profile(pki: Path) -> None:
 
 def _chain_crls(pki: Path, revoke_intermediate: bool) -> list[x509.CertificateRevocationList]:
     """The root's CRL (listing the intermediate or not) and the intermediate's, from crl.pem."""
-    from gateway import crl as crls
+    from gateway.pki import crl as crls
 
     inter = x509.load_pem_x509_certificate(_pem(pki, "intermediate.pem"))
     kept = [c for c in crls.parse_crls(_pem(pki, "crl.pem")) if c.issuer == inter.subject]

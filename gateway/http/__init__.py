@@ -1,0 +1,1 @@
+"""What both HTTP directions share: bodies as byte streams, and the header rules."""
