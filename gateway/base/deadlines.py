@@ -9,10 +9,10 @@ removal per request (BENCHMARKS.md)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Final, Protocol
 
 # the loop may run a timer up to a millisecond early (uvloop's clock has that resolution)
-_EARLY = 0.001
+_EARLY: Final = 0.001
 
 
 class Expiring(Protocol):

@@ -13,6 +13,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.base.bounded import Bounded
 from gateway.base.log import event, server_log, tls_log
@@ -25,10 +26,10 @@ from gateway.observe.metrics import Metrics
 from gateway.pki.identity import Identity, IdentityCache
 from gateway.pki.tls import Failure, ServerContexts
 
-_DER = getattr(_ssl, "ENCODING_DER", 1)
-_DEFAULT_LIMITS = ListenerLimits()
+_DER: Final = getattr(_ssl, "ENCODING_DER", 1)
+_DEFAULT_LIMITS: Final = ListenerLimits()
 
-SWEEP_SECONDS = 0.25  # resolution of the head deadline and the keep-alive idle timeout
+SWEEP_SECONDS: Final = 0.25  # resolution of the head deadline and the keep-alive idle timeout
 
 
 class Limits:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from multidict import CIMultiDict
 
@@ -27,8 +27,8 @@ Fields = list[tuple[str, str]]  # header fields in order, names as given
 # release it, so every compiled `a + b` leaked `a` (an answer head per request).
 # tests/integration/test_leaks.py::test_requests_leave_no_memory_behind holds it.
 
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
-NO_BODY = frozenset({204, 304})  # statuses whose answers carry no body
+_REASONS: Final = {s.value: s.phrase for s in HTTPStatus}
+NO_BODY: Final = frozenset({204, 304})  # statuses whose answers carry no body
 
 
 def reason_phrase(status: int) -> str:
@@ -50,7 +50,7 @@ class _Dates:
         return self._value
 
 
-_DATES = _Dates()
+_DATES: Final = _Dates()
 
 
 class _RequestIds:
@@ -69,7 +69,7 @@ class _RequestIds:
         return self._pool[at : at + 8].hex()
 
 
-request_ids = _RequestIds()
+request_ids: Final = _RequestIds()
 
 
 # --------------------------------------------------------------------------- requests
@@ -181,7 +181,7 @@ class Request:
         """The body as it arrives (ended already once the request is complete)."""
         body = self._content
         if body is None:
-            body = self._content = Body(self.protocol)
+            body = self._content = ByteStream(self.protocol)
             if self.complete:
                 body.feed_eof()
         return body

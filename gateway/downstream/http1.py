@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from gateway.base.errors import RequestTimeout
 from gateway.base.log import event, server_log
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from gateway.downstream.connections import ConnInfo, Http1Server, Limits, ListenerSettings
 
 # pipelined requests waiting for their answers before the connection stops being read
-MAX_QUEUED = 16
+MAX_QUEUED: Final = 16
 
 
 # --------------------------------------------------------------------------- connections

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from gateway.base.log import event, tls_log
 from gateway.base.reasons import HandshakeReason
@@ -25,7 +25,7 @@ from gateway.pki.identity import Identity
 from gateway.pki.tls import Failure, classify
 from gateway.pki.tlsrecords import client_identity
 
-_DER = getattr(_ssl, "ENCODING_DER", 1)
+_DER: Final = getattr(_ssl, "ENCODING_DER", 1)
 
 
 def record_sni(_ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:

@@ -16,11 +16,11 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Final, cast
 
-READ_SIZE = 256 * 1024
-LINGER_SECONDS = 0.5
-FLIGHT_MAX = 16 * 1024  # a ClientHello and a client chain; beyond it, not kept
+READ_SIZE: Final = 256 * 1024
+LINGER_SECONDS: Final = 0.5
+FLIGHT_MAX: Final = 16 * 1024  # a ClientHello and a client chain; beyond it, not kept
 
 HandshakeDone = Callable[["TlsTransport", BaseException | None], None]
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Sequence
+from typing import Final
 
 from gateway.base.bounded import Bounded
 from gateway.base.errors import BadRequest
 from gateway.pki.identity import Identity
 
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         "connection",
         "keep-alive",
@@ -27,7 +28,7 @@ HOP_BY_HOP = frozenset(
 )
 
 # Headers that carry a client's identity or origin: never trusted from outside (anti-spoofing).
-IDENTITY_HEADERS = frozenset(
+IDENTITY_HEADERS: Final = frozenset(
     {
         "client-cert",
         "client-cert-chain",
@@ -54,7 +55,7 @@ IDENTITY_HEADERS = frozenset(
 # Cloudflare Access, Azure App Service, Tailscale), and the overrides some frameworks honour
 # for the path or the method a route decided on. Matched after lower-casing and reading `_`
 # as `-` (CGI-style servers map both to one variable).
-IDENTITY_PREFIXES = (
+IDENTITY_PREFIXES: Final = (
     "x-ssl-",
     "ssl-",
     "x-client-",
@@ -91,9 +92,9 @@ IDENTITY_PREFIXES = (
 
 # the body's framing is set by the proxy from what it actually sends, never copied; the
 # gateway sets its own X-Request-Id. Identity look-alikes go by HeaderRules (counted).
-SKIP_REQUEST = HOP_BY_HOP | {"content-length", "x-request-id"}
-_NOT_TRAILERS = SKIP_REQUEST | {"host"}
-SKIP_RESPONSE = HOP_BY_HOP | {"content-length"}
+SKIP_REQUEST: Final = HOP_BY_HOP | {"content-length", "x-request-id"}
+_NOT_TRAILERS: Final = SKIP_REQUEST | {"host"}
+SKIP_RESPONSE: Final = HOP_BY_HOP | {"content-length"}
 
 
 class ClientContext:
@@ -115,8 +116,10 @@ class ClientContext:
         self.request_id = request_id
 
 
-KEEP, IDENTITY, INVALID_NAME = 0, 1, 2
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+KEEP: Final = 0
+IDENTITY: Final = 1
+INVALID_NAME: Final = 2
+_NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 class HeaderRules:
@@ -154,14 +157,16 @@ class HeaderRules:
         return lower not in _NOT_TRAILERS and self.verdict(lower) == KEEP
 
 
-DEFAULT_RULES = HeaderRules()
+DEFAULT_RULES: Final = HeaderRules()
 
 
 def connection_tokens(values: Sequence[str]) -> set[str]:
     return {t.strip().lower() for v in values for t in v.split(",") if t.strip()}
 
 
-_REQUEST_DROPS: Bounded[tuple[str, ...], frozenset[str]] = Bounded(256)  # clients choose them
+_REQUEST_DROPS: Final[Bounded[tuple[str, ...], frozenset[str]]] = Bounded(
+    256
+)  # clients choose them
 
 
 def _request_drop(conn: tuple[str, ...]) -> frozenset[str]:
@@ -173,7 +178,7 @@ def _request_drop(conn: tuple[str, ...]) -> frozenset[str]:
     return drop
 
 
-_RESPONSE_DROPS: Bounded[tuple[bool, tuple[str, ...]], frozenset[str]] = Bounded(256)
+_RESPONSE_DROPS: Final[Bounded[tuple[bool, tuple[str, ...]], frozenset[str]]] = Bounded(256)
 
 
 def response_drop(chunked: bool, conn: tuple[str, ...]) -> frozenset[str]:
@@ -195,7 +200,7 @@ def sf_binary(der: bytes) -> str:
 
 # characters a certificate may carry that must never reach a head or a log line raw: C0 and C1
 # controls (CR, LF, NUL, NEL, ...), DEL and the Unicode line and paragraph separators
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_UNSAFE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _escape_unsafe(value: str) -> str:
@@ -262,8 +267,8 @@ def upstream_headers(
     return headers
 
 
-_IDENTITY_HEADERS: Bounded[
-    tuple[str, tuple[bytes, ...], tuple[str, ...]], list[tuple[str, str]]
+_IDENTITY_HEADERS: Final[
+    Bounded[tuple[str, tuple[bytes, ...], tuple[str, ...]], list[tuple[str, str]]]
 ] = Bounded(4096)
 
 

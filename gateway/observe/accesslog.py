@@ -19,13 +19,13 @@ import json
 import logging
 import time
 from json.encoder import encode_basestring
-from typing import TextIO
+from typing import Final, TextIO
 
 from gateway.base import log
 from gateway.base.log import ACCESS, access_log, event
 
-FLUSH_SECONDS = 0.2
-FLUSH_BYTES = 64 * 1024
+FLUSH_SECONDS: Final = 0.2
+FLUSH_BYTES: Final = 64 * 1024
 
 
 def _str(value: str | None) -> str:
@@ -146,4 +146,4 @@ class AccessLog:
                 handler.release()
 
 
-access_lines = AccessLog()
+access_lines: Final = AccessLog()

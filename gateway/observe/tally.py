@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 # How long a worker's counts may wait before they reach prometheus-client's values: the
 # supervisor's /metrics (multiprocess mode) reads those, and a scrape every few seconds never
 # sees the difference. One process's own /metrics flushes first, so it is always exact.
-FLUSH_SECONDS = 0.1
+FLUSH_SECONDS: Final = 0.1
 
 
 class _Pending:

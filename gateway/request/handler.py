@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from gateway.base.errors import (
     BadRequest,
@@ -36,7 +37,9 @@ from gateway.request.runtime import CompiledRoute, Snapshot
 from gateway.request.websocket import is_upgrade, proxy_websocket
 from gateway.upstream.connection import UpstreamResponse
 
-KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
+)
 
 
 def check_head(request: Request) -> None:

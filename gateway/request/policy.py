@@ -6,13 +6,14 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import Final
 
 from gateway.base.bounded import Bounded
 from gateway.base.reasons import PolicyReason
 from gateway.config.model import EKU_NAMES, Matcher, Policy
 from gateway.pki.identity import Identity
 
-_OID_NAMES = {oid: name for name, oid in EKU_NAMES.items()}
+_OID_NAMES: Final = {oid: name for name, oid in EKU_NAMES.items()}
 
 
 def eku_name(oid: str) -> str:
@@ -119,7 +120,7 @@ def _spki(i: Identity) -> tuple[str, ...]:
 
 
 # field -> (getter, glob separator, case-insensitive)
-_FIELDS: dict[str, tuple[Getter, str | None, bool]] = {
+_FIELDS: Final[dict[str, tuple[Getter, str | None, bool]]] = {
     "san_dns": (attrgetter("san_dns"), ".", True),
     "san_uri": (attrgetter("san_uri"), "/", False),
     "san_email": (attrgetter("san_email"), None, False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Final
 from urllib.parse import quote
 
 from gateway.base.bounded import Bounded
@@ -22,18 +23,18 @@ class Target:
 
 
 # Characters that may stand unescaped in a path segment (RFC 3986 pchar minus '%').
-_PCHAR_SAFE = "!$&'()*+,;=:@~"
-_FAST = re.compile(r"^(?:/[A-Za-z0-9\-_~!$&'()*+,;=:@.]+)*/?$")
-_FORBIDDEN_ENCODED = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
-_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_PCHAR_SAFE: Final = "!$&'()*+,;=:@~"
+_FAST: Final = re.compile(r"^(?:/[A-Za-z0-9\-_~!$&'()*+,;=:@.]+)*/?$")
+_FORBIDDEN_ENCODED: Final = re.compile(r"%(2f|5c|00)", re.IGNORECASE)
+_PERCENT: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 # Targets seen recently, normalised: most clients ask for the same few paths again and again.
 # Bounded in count (paths with ids in them cost a normalisation, never memory) and in size (a
 # long target is normalised every time): at most ~4 MiB.
-_SEEN_MAX = 4096
-_SEEN: Bounded[str, Target] = Bounded(_SEEN_MAX)
-_SEEN_LONGEST = 256
+_SEEN_MAX: Final = 4096
+_SEEN: Final[Bounded[str, Target]] = Bounded(_SEEN_MAX)
+_SEEN_LONGEST: Final = 256
 
 
 def normalise_target(raw: str) -> Target:
@@ -119,13 +120,13 @@ def _percent_decode(path: str) -> str:
 
 # RFC 9110 Host: uri-host [ ":" port ]; a name is dot-separated labels (an optional final dot),
 # an IPv6 address is in brackets. A list, a user part, an empty host or a bad port is refused.
-_AUTHORITY = re.compile(
+_AUTHORITY: Final = re.compile(
     r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*\.?))(?::([0-9]{0,5}))?"
 )
 
 
 # the hosts of valid Host fields already parsed: clients send the same few over and over
-_HOSTS: Bounded[str, str] = Bounded(1024)
+_HOSTS: Final[Bounded[str, str]] = Bounded(1024)
 
 
 def parse_host(value: str) -> str:

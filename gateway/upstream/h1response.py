@@ -10,13 +10,13 @@ and the unit tests feed bytes."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
-MAX_LINE = 8190
-MAX_FIELDS = 128
-MAX_HEAD = MAX_FIELDS * (MAX_LINE + 4) + MAX_LINE
+MAX_LINE: Final = 8190
+MAX_FIELDS: Final = 128
+MAX_HEAD: Final = MAX_FIELDS * (MAX_LINE + 4) + MAX_LINE
 
 
 class BadResponse(Exception):
