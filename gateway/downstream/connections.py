@@ -207,7 +207,7 @@ class ConnInfo:
         )
 
 
-class ConnectionTracker(Http1Server):
+class ListenerConnections(Http1Server):
     """The listener's HTTP server, plus per-connection identity and the active-connection gauge."""
 
     def __init__(

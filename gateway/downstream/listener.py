@@ -16,7 +16,7 @@ from typing import Any, Final, cast
 
 from gateway.base.log import event, tls_log
 from gateway.base.reasons import HandshakeReason
-from gateway.downstream.connections import ConnectionTracker, ListenerSettings
+from gateway.downstream.connections import ListenerConnections, ListenerSettings
 from gateway.downstream.http1 import Http1Connection
 from gateway.downstream.tlsconn import TlsTransport, handshaking
 from gateway.observe.activity import Activity
@@ -47,7 +47,7 @@ class Listener:
         name: str,
         bind: str,
         settings: Callable[[], ListenerSettings],
-        server: ConnectionTracker,
+        server: ListenerConnections,
         metrics: Metrics,
         activity: Activity | None = None,
     ) -> None:

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from gateway.observe.traffic import SAMPLE_SECONDS, TrafficWindow
 from gateway.ops.status import StatusSource, certs_doc, status_doc
 from gateway.ops.statuspage import render_page
-from gateway.request.runtime import ReloadResult
+from gateway.request.serving import ReloadResult
 
 
 def metrics_response(registry: CollectorRegistry) -> web.Response:

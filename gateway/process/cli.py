@@ -158,7 +158,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in key_permission_problems(cfg, honour_allow=False):
         print(f"warning: {warning}", file=sys.stderr)
     from gateway.observe.metrics import Metrics
-    from gateway.request.runtime import build_snapshot
+    from gateway.request.serving import build_snapshot
 
     try:  # OpenSSL must accept every file too
         build_snapshot(cfg, Metrics())

@@ -20,7 +20,7 @@ from gateway.base.log import access_log, config_log, event, server_log
 from gateway.config.listener import ListenerConfig
 from gateway.config.load import check_admin_unchanged
 from gateway.config.model import GatewayConfig
-from gateway.downstream.connections import ConnectionTracker, ListenerSettings
+from gateway.downstream.connections import ListenerConnections, ListenerSettings
 from gateway.downstream.listener import Listener
 from gateway.downstream.recheck import ocsp_rounds, recheck_all
 from gateway.observe.accesslog import access_lines
@@ -34,9 +34,9 @@ from gateway.pki.crlfetch import CrlRefresher, fetch_missing
 from gateway.pki.identity import IdentityCache
 from gateway.pki.ocsp import OcspChecker
 from gateway.process.watch import FileWatcher
-from gateway.request.handler import Pipeline
+from gateway.request.handler import RequestHandler
 from gateway.request.proxy import Upstream
-from gateway.request.runtime import ReloadResult, Snapshot, build_snapshot
+from gateway.request.serving import ReloadResult, ServingConfig, build_snapshot
 
 
 async def wait_for_stop_signal(on_signal: Callable[[], None] | None = None) -> None:
@@ -107,7 +107,7 @@ class Gateway:
     def listeners(self) -> list[Listener]:
         return list(self._listeners.values())
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self) -> ServingConfig:
         return self._snapshot
 
     def settings_for(self, listener: str) -> ListenerSettings:
@@ -149,8 +149,8 @@ class Gateway:
     # ------------------------------------------------------------------ start / stop
 
     def _open_listener(self, lst: ListenerConfig) -> Listener:
-        pipeline = Pipeline(self.snapshot, self.metrics, self.activity)
-        tracker = ConnectionTracker(pipeline, lst.name, self.metrics, self.identities)
+        pipeline = RequestHandler(self.snapshot, self.metrics, self.activity)
+        tracker = ListenerConnections(pipeline, lst.name, self.metrics, self.identities)
         listener = Listener(
             lst.name,
             lst.bind,
@@ -290,7 +290,7 @@ class Gateway:
             )
             return ReloadResult(True, trigger, [], seconds)
 
-    async def _prepare(self, trigger: str) -> tuple[Snapshot, list[HeldCert], list[Listener]]:
+    async def _prepare(self, trigger: str) -> tuple[ServingConfig, list[HeldCert], list[Listener]]:
         if self._config_path is None:
             raise ConfigError("this gateway was started without a config file; nothing to reload")
         loop = asyncio.get_running_loop()
@@ -311,7 +311,7 @@ class Gateway:
                 raise ConfigError(str(exc.strerror), f"listeners[{i}].bind") from None
         return new, held, opened
 
-    def _swap(self, new: Snapshot, held: list[HeldCert], opened: list[Listener]) -> None:
+    def _swap(self, new: ServingConfig, held: list[HeldCert], opened: list[Listener]) -> None:
         old = self._snapshot
         self._snapshot = new
         cfg = new.config

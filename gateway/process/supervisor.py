@@ -33,7 +33,7 @@ from gateway.ops.admin import Admin
 from gateway.ops.workerstate import read_state, state_file
 from gateway.pki.certfiles import HeldCert, load_checked
 from gateway.pki.crlfetch import fetch_missing
-from gateway.request.runtime import ReloadResult
+from gateway.request.serving import ReloadResult
 
 READY_FD_ENV = "MTLS_GATEWAY_READY_FD"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -33,7 +33,7 @@ from gateway.request.attempts import BodyLimit
 from gateway.request.policy import Decision
 from gateway.request.proxy import Upstream
 from gateway.request.routing import normalise_target, parse_host, rewrite_prefix
-from gateway.request.runtime import CompiledRoute, Snapshot
+from gateway.request.serving import CompiledRoute, ServingConfig
 from gateway.request.websocket import is_upgrade, proxy_websocket
 from gateway.upstream.connection import UpstreamResponse
 
@@ -90,7 +90,7 @@ class _Job:
         "websocket",
     )
 
-    def __init__(self, pipeline: Pipeline, request: Request, conn: ConnInfo | None) -> None:
+    def __init__(self, pipeline: RequestHandler, request: Request, conn: ConnInfo | None) -> None:
         self.started = time.perf_counter()
         self.pipeline = pipeline
         self.request = request
@@ -98,7 +98,7 @@ class _Job:
         self.request_id = request_ids.next()
         self.route: CompiledRoute | None = None
         self.upstream: Upstream | None = None
-        # worked out by Pipeline._front
+        # worked out by RequestHandler._front
         self.path = ""
         self.query = ""
         self.headers: list[tuple[str, str]] = []
@@ -116,7 +116,7 @@ class _Job:
         return False  # nothing awaits it: the exchange relays in a task of its own
 
 
-class Pipeline:
+class RequestHandler:
     """Handles every request of one listener against the current snapshot.
 
     The usual request (routed, allowed, no body still arriving, an idle upstream connection)
@@ -125,7 +125,10 @@ class Pipeline:
     check) take the general path, a coroutine per request."""
 
     def __init__(
-        self, snapshot: Callable[[], Snapshot], metrics: Metrics, activity: Activity | None = None
+        self,
+        snapshot: Callable[[], ServingConfig],
+        metrics: Metrics,
+        activity: Activity | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._metrics = metrics

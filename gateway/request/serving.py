@@ -1,4 +1,5 @@
-"""A `Snapshot`: one config compiled into everything the request path needs, swapped as a whole."""
+"""A `ServingConfig`: one config compiled into everything the request path needs (per listener
+its settings, the router, each route's policy and timeouts, each upstream), swapped as a whole."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class CompiledRoute:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class ServingConfig:
     """Immutable once built; the gateway holds one reference and replaces it on reload."""
 
     config: GatewayConfig
@@ -64,7 +65,7 @@ class Snapshot:
         for upstream in self.upstreams.values():
             await upstream.close()
 
-    def retired_by(self, new: Snapshot) -> list[Upstream]:
+    def retired_by(self, new: ServingConfig) -> list[Upstream]:
         """Upstream pools of this snapshot that `new` does not reuse."""
         keep = {id(u) for u in new.upstreams.values()}
         return [u for u in self.upstreams.values() if id(u) not in keep]
@@ -83,9 +84,9 @@ class ReloadResult:
 def build_snapshot(
     cfg: GatewayConfig,
     metrics: Metrics,
-    previous: Snapshot | None = None,
+    previous: ServingConfig | None = None,
     ocsp: OcspChecker | None = None,
-) -> Snapshot:
+) -> ServingConfig:
     """Compile policies, create upstream pools and TLS contexts; raises ConfigError.
 
     Upstreams whose config did not change keep their pool (and its warm connections)."""
@@ -125,6 +126,6 @@ def build_snapshot(
     trusted = tuple(ip_network(n) for n in cfg.request_id.trust_from)
     rh = cfg.request_headers
     rules = HeaderRules(rh.strip_prefixes, reject_invalid=rh.invalid_names == "reject")
-    return Snapshot(
+    return ServingConfig(
         cfg, Router(cfg.routes), routes, upstreams, listeners, admissions, trusted, rules
     )
