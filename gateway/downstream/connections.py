@@ -19,9 +19,9 @@ from gateway.base.bounded import Bounded
 from gateway.base.log import event, server_log, tls_log
 from gateway.config.listener import ListenerConfig, ListenerLimits
 from gateway.downstream.admission import Admission
-from gateway.downstream.h1messages import Handler, request_ids
 from gateway.downstream.h1reader import Refused
 from gateway.downstream.http1 import Http1Connection
+from gateway.downstream.messages import Handler, request_ids
 from gateway.observe.metrics import Metrics
 from gateway.pki.identity import Identity, IdentityCache
 from gateway.pki.tls import Failure, ServerContexts

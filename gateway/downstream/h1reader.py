@@ -1,7 +1,7 @@
 """The sans-IO core of the downstream HTTP/1.1 server: a client's bytes in, request events out.
 
 `RequestReader.feed` runs the bytes through llhttp (`httptools`) and tells its `RequestEvents`
-what they hold: a head begun, a request head complete (a `h1messages.Request`), body bytes, the
+what they hold: a head begun, a request head complete (a `messages.Request`), body bytes, the
 request's end (trailers kept on it), a refusal, or an upgrade. Every head limit is enforced as
 the bytes arrive: the request line, each field's size (an unfinished line included, so a field
 without end is cut at the limit, not at the head deadline), the field count, and the same for
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
-from gateway.downstream.h1messages import Request
+from gateway.downstream.messages import Request
 
 if TYPE_CHECKING:
     from gateway.downstream.http1 import Http1Connection

@@ -1,5 +1,5 @@
 """HTTP/1.1 on the proxy listeners, the I/O around `h1reader`'s sans-IO core (the messages:
-`h1messages`): requests read from the connection, answered in order, with the deadlines for a
+`messages`): requests read from the connection, answered in order, with the deadlines for a
 request head, a body and keep-alive idle time, pipelining bounded by queued answers, a JSON
 error for whatever the reader refuses, and the connection handed over whole after a WebSocket
 upgrade.
@@ -16,24 +16,23 @@ from typing import TYPE_CHECKING, Final, cast
 
 from gateway.base.errors import RequestTimeout
 from gateway.base.log import event, server_log
-from gateway.downstream.h1messages import (
-    NO_BODY,
+from gateway.downstream import h1writer
+from gateway.downstream.h1reader import Refused, RequestReader
+from gateway.downstream.messages import (
     Answer,
+    ClientStream,
+    Fields,
     Hijacked,
     Request,
     Response,
     StreamResponse,
-    closing_error,
     json_error,
     request_ids,
-    serialize_head,
 )
-from gateway.downstream.h1reader import Refused, RequestReader
 from gateway.downstream.tlsconn import TlsTransport
-from gateway.http.bytestream import FlowControl
 
 if TYPE_CHECKING:
-    from gateway.downstream.connections import ConnInfo, Http1Server, Limits, ListenerSettings
+    from gateway.downstream.connections import Http1Server, Limits
 
 # pipelined requests waiting for their answers before the connection stops being read
 MAX_QUEUED: Final = 16
@@ -42,17 +41,13 @@ MAX_QUEUED: Final = 16
 # --------------------------------------------------------------------------- connections
 
 
-class Http1Connection(FlowControl):
+class Http1Connection(ClientStream):
     """One client connection: parse, queue, answer in order, keep alive or close."""
 
     def __init__(self, server: Http1Server, limits: Limits) -> None:
         super().__init__()
         self._server = server
         self._limits = limits
-        # the listener's settings at its accept, and what the gateway knows of the connection
-        # (set by the server once it is open)
-        self.settings: ListenerSettings | None = None
-        self.info: ConnInfo | None = None
         self._loop = asyncio.get_running_loop()
         self._reader = RequestReader(
             self, self, limits.max_request_line, limits.max_header_size, limits.max_headers
@@ -141,6 +136,22 @@ class Http1Connection(FlowControl):
         if self.transport is not None and not self.closed:
             self.transport.write(data)
 
+    def send_continue(self) -> None:
+        self.write(h1writer.CONTINUE)
+
+    def start_stream(self, request: Request, answer: StreamResponse) -> None:
+        self.write(h1writer.stream_head(request, answer, self.keeps_alive(request)))
+
+    def stream_data(self, answer: StreamResponse, data: bytes) -> None:
+        piece = h1writer.stream_piece(answer, data)
+        if piece:
+            self.write(piece)
+
+    def stream_end(self, answer: StreamResponse, trailers: Fields) -> None:
+        tail = h1writer.stream_tail(answer, trailers)
+        if tail:
+            self.write(tail)
+
     def keeps_alive(self, request: Request) -> bool:
         """Whether the connection may carry another request after this one's answer: not past
         max_connection_age, which bounds how long the identity decision of its handshake lives."""
@@ -186,7 +197,7 @@ class Http1Connection(FlowControl):
             # client is sending at this moment, so the connection just closes
             self.transport.close()
             return
-        self.write(closing_error(408, "request_timeout", request_ids.next()))
+        self.write(h1writer.closing_error(408, "request_timeout", request_ids.next()))
         self.transport.close()
 
     def _body_expired(self) -> None:
@@ -303,19 +314,7 @@ class Http1Connection(FlowControl):
         self._done(request, answer.keep_alive)
 
     def _write_whole(self, request: Request, answer: Response) -> None:
-        body = answer.body
-        if request.method == "HEAD" or answer.status in NO_BODY:
-            framing = "" if answer.status in NO_BODY else f"Content-Length: {len(body)}\r\n"
-            body = b""
-        else:
-            framing = f"Content-Length: {len(body)}\r\n"
-        if not answer.keep_alive or not request.complete or not self.keeps_alive(request):
-            # an answer before the request's body was all read (a refusal): the connection
-            # closes after it (_done), and the client must know not to send another request
-            answer.keep_alive = False
-            framing += "Connection: close\r\n"
-        head = serialize_head(answer.status, answer.reason, answer.headers, framing)
-        data = b"".join((head, body)) if body else head  # not `+`: h1messages.BYTES_CONCAT
+        data = h1writer.whole_answer(request, answer, self.keeps_alive(request))
         transport = self.transport
         if isinstance(transport, TlsTransport) and not self.closed:
             transport.write_whole(data)  # nothing to gather with it: sent now
@@ -347,7 +346,7 @@ class Http1Connection(FlowControl):
     def _write_refusal(self, refused: Refused) -> None:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         request_id = self._limits.refused(refused, peer)
-        self.write(closing_error(refused.status, refused.code, request_id))
+        self.write(h1writer.closing_error(refused.status, refused.code, request_id))
         self._busy = False
         if self.transport is not None:
             self.transport.close()

@@ -19,7 +19,7 @@ from gateway.base.errors import (
     UpstreamTimeout,
 )
 from gateway.config.model import RouteTimeouts, UpstreamConfig
-from gateway.downstream.h1messages import Body
+from gateway.downstream.messages import Body
 from gateway.http.headers import response_drop
 from gateway.upstream.connection import ConnectionLost, ConnectTimeout, UpstreamResponse
 from gateway.upstream.h1response import BadResponse

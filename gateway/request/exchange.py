@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.base.errors import ClientClosed, NoHealthyTarget, UpstreamError
 from gateway.base.log import event, proxy_log
-from gateway.downstream.h1messages import Request, Response, StreamResponse
+from gateway.downstream.messages import Request, Response, StreamResponse
 from gateway.http.headers import DEFAULT_RULES
 from gateway.request.attempts import (
     IDEMPOTENT,

@@ -17,7 +17,7 @@ from gateway.base.errors import (
 from gateway.base.log import event, policy_log, proxy_log, server_log
 from gateway.base.reasons import POLICY_ERROR_CODES
 from gateway.downstream.connections import ConnInfo
-from gateway.downstream.h1messages import (
+from gateway.downstream.messages import (
     Answer,
     Request,
     Response,

@@ -12,7 +12,7 @@ from typing import Any
 from gateway.base.deadlines import Deadlines
 from gateway.base.errors import PayloadTooLarge, UpstreamError
 from gateway.config.model import UpstreamConfig
-from gateway.downstream.h1messages import Request, Response, StreamResponse
+from gateway.downstream.messages import Request, Response, StreamResponse
 from gateway.http.headers import DEFAULT_RULES, HeaderRules
 from gateway.observe.metrics import Metrics
 from gateway.request.attempts import BodyLimit, RetryBudget, TimeoutLimits

@@ -11,8 +11,8 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from gateway.config.model import GatewayConfig, RouteConfig
 from gateway.downstream.admission import Admission
 from gateway.downstream.connections import ListenerSettings
-from gateway.downstream.h1messages import Request
 from gateway.downstream.listener import record_sni
+from gateway.downstream.messages import Request
 from gateway.http.headers import DEFAULT_RULES, HeaderRules
 from gateway.observe.metrics import Metrics
 from gateway.pki.ocsp import OcspChecker

@@ -9,8 +9,9 @@ import asyncio
 import ssl
 
 from gateway.base.errors import NoHealthyTarget, UpstreamError, UpstreamTimeout
-from gateway.downstream.h1messages import Hijacked, Request, serialize_head
+from gateway.downstream.h1writer import serialize_head
 from gateway.downstream.http1 import Http1Connection
+from gateway.downstream.messages import Hijacked, Request
 from gateway.http.bytestream import expire
 from gateway.request.proxy import Upstream
 from gateway.upstream.connection import ConnectTimeout
@@ -138,6 +139,8 @@ async def proxy_websocket(
             kind="websocket",
         )
     client = request.protocol
+    if not isinstance(client, Http1Connection):  # is_upgrade holds for HTTP/1.1 requests only
+        raise TypeError("a WebSocket upgrade on a connection that is not HTTP/1.1")
     client.write(serialize_head(101, "Switching Protocols", answer_headers))
     tunnel.join(client, early)
     client.hijack(transport)

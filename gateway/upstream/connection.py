@@ -200,7 +200,7 @@ class Connection(FlowControl):
         self._waiter = waiter
         self._response = None
         self._reader.expect(expect_body)
-        self.transport.write(b"".join((head, body)) if body else head)  # h1messages.BYTES_CONCAT
+        self.transport.write(b"".join((head, body)) if body else head)  # messages.BYTES_CONCAT
 
     def stream_body(
         self,

@@ -94,7 +94,7 @@ def test_a_closed_connection_lets_go_of_its_tls_context_at_once(
 
 def test_requests_leave_no_memory_behind(pki: Path) -> None:
     """Memory the gateway's own code allocates for a request is all released after it, compiled
-    or not: a compiled `bytes + bytes` once leaked every answer's head (h1messages.BYTES_CONCAT).
+    or not: a compiled `bytes + bytes` once leaked every answer's head (messages.BYTES_CONCAT).
     Kept-alive requests with bodies both ways, counted by tracemalloc in the gateway's
     process (the test's echo upstream keeps a line per request; that is not counted)."""
     import tracemalloc

@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.downstream.connections import Http1Server, Limits
-from gateway.downstream.h1messages import Request
 from gateway.downstream.h1reader import Refused, RequestReader
 from gateway.downstream.http1 import Http1Connection
+from gateway.downstream.messages import Request
 from gateway.observe.metrics import Metrics
 
 

@@ -48,7 +48,8 @@ LAYER = {
     "pki.tlsrecords": 1,
     "observe.traffic": 2,
     "downstream.http1": 3,
-    "downstream.h1messages": 3,
+    "downstream.messages": 3,
+    "downstream.h1writer": 3,
     "downstream.h1reader": 3,
     "upstream.h1response": 2,
     "downstream.listener": 3,
@@ -79,6 +80,7 @@ LAYER = {
 }
 PURE = {
     "downstream.h1reader",
+    "downstream.h1writer",
     "upstream.h1response",
     "pki.tlsrecords",
     "pki.chainsteps",

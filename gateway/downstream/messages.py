@@ -1,6 +1,7 @@
-"""HTTP/1.1 messages on the proxy listeners: the parsed request (its head, its body as a
-stream, its trailers), the answers (whole, streamed, or a connection taken over), and their
-serialisation; `http1` parses and answers them on a connection."""
+"""The messages of the proxy listeners, in either HTTP version: the parsed request (its head,
+its body as a stream, its trailers), the answers (whole, streamed, or a connection taken over),
+and `ClientStream`, what a request is answered on: an HTTP/1.1 connection (`http1`, its bytes
+from `h1writer`) or one HTTP/2 stream (`h2stream`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from typing import TYPE_CHECKING, Final
 
 from multidict import CIMultiDict
 
-from gateway.http.bytestream import ByteStream, chunk, last_chunk
+from gateway.http.bytestream import ByteStream, FlowControl
 
 if TYPE_CHECKING:
-    from gateway.downstream.http1 import Http1Connection
+    from gateway.downstream.connections import ConnInfo, ListenerSettings
 
 Fields = list[tuple[str, str]]  # header fields in order, names as given
 
@@ -50,7 +51,7 @@ class _Dates:
         return self._value
 
 
-_DATES: Final = _Dates()
+DATES: Final = _Dates()
 
 
 class _RequestIds:
@@ -76,6 +77,41 @@ request_ids: Final = _RequestIds()
 
 
 Body = ByteStream  # a request body as it arrives
+
+
+class ClientStream(FlowControl):
+    """What a request is answered on. The pipeline and the exchange see only this; an HTTP/1.1
+    connection frames the answers as bytes, an HTTP/2 stream as frames. As a `FlowControl` it
+    stops the client's body while the request's stream is full."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # the listener's settings at its accept, and what the gateway knows of the connection
+        # (set once the connection is open)
+        self.settings: ListenerSettings | None = None
+        self.info: ConnInfo | None = None
+
+    def respond(self, request: Request, answer: Response | StreamResponse) -> None:
+        """The answer to `request`: a Response is sent whole; a StreamResponse has been sent."""
+        raise NotImplementedError
+
+    def keeps_alive(self, request: Request) -> bool:
+        """Whether another request may follow this one's answer."""
+        return False
+
+    def send_continue(self) -> None:
+        """`100 Continue`: the client may send the body it announced."""
+        raise NotImplementedError
+
+    def start_stream(self, request: Request, answer: StreamResponse) -> None:
+        """Send the head of an answer whose body follows in pieces."""
+        raise NotImplementedError
+
+    def stream_data(self, answer: StreamResponse, data: bytes) -> None:
+        raise NotImplementedError
+
+    def stream_end(self, answer: StreamResponse, trailers: Fields) -> None:
+        raise NotImplementedError
 
 
 class Request:
@@ -109,7 +145,7 @@ class Request:
 
     def __init__(
         self,
-        conn: Http1Connection,
+        conn: ClientStream,
         method: str,
         raw_path: str,
         version: tuple[int, int],
@@ -201,7 +237,7 @@ class Request:
 
     def send_continue(self) -> None:
         """`100 Continue`: the client may send the body it announced."""
-        self.protocol.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.protocol.send_continue()
 
 
 # --------------------------------------------------------------------------- responses
@@ -239,8 +275,9 @@ class Response:
 
 
 class StreamResponse:
-    """An answer whose body is written as it comes: with its length when known, else chunked
-    (trailers at the end), else (an HTTP/1.0 client) delimited by closing the connection."""
+    """An answer whose body is sent as it comes. On HTTP/1.1 (`h1writer`) with its length when
+    known, else chunked (trailers at the end), else (an HTTP/1.0 client) delimited by closing
+    the connection; on HTTP/2 as DATA frames."""
 
     def __init__(
         self,
@@ -256,57 +293,35 @@ class StreamResponse:
         self.keep_alive = True
         self.prepared = False
         self.finished = False
-        self._conn: Http1Connection | None = None
-        self._mode = "length"  # length | chunked | close | none
+        self.mode = "length"  # its body's HTTP/1.1 framing: length | chunked | close | none
+        self._to: ClientStream | None = None
 
     def force_close(self) -> None:
         self.keep_alive = False
 
     async def prepare(self, request: Request) -> None:
-        conn = request.protocol
-        self._conn = conn
+        to = request.protocol
+        self._to = to
         self.prepared = True
-        if request.method == "HEAD" or self.status in NO_BODY or self.status < 200:
-            self._mode = "none"
-            framing = (
-                f"Content-Length: {self.content_length}\r\n"
-                if self.content_length is not None and request.method == "HEAD"
-                else ""
-            )
-        elif self.content_length is not None:
-            self._mode = "length"
-            framing = f"Content-Length: {self.content_length}\r\n"
-        elif request.version >= (1, 1):
-            self._mode = "chunked"
-            framing = "Transfer-Encoding: chunked\r\n"
-        else:
-            self._mode = "close"
-            self.keep_alive = False
-            framing = ""
-        if not self.keep_alive or not conn.keeps_alive(request):
-            framing += "Connection: close\r\n"
-            self.keep_alive = False
-        conn.write(serialize_head(self.status, self.reason, self.headers, framing))
-        await conn.drain()
+        to.start_stream(request, self)
+        await to.drain()
 
     async def write(self, data: bytes) -> None:
-        assert self._conn is not None, "prepare() first"
-        if not data or self._mode == "none":
-            return
-        if self._mode == "chunked":
-            self._conn.write(chunk(data))
-        else:
-            self._conn.write(data)
-        await self._conn.drain()
+        to = self._to
+        assert to is not None, "prepare() first"
+        if data:
+            to.stream_data(self, data)
+            await to.drain()
 
     async def write_eof(self, trailers: list[tuple[str, str]] | None = None) -> None:
-        """End the body; a chunked one carries `trailers`."""
+        """End the body, with `trailers` where the framing carries them."""
         if self.finished:
             return
         self.finished = True
-        if self._conn is not None and self._mode == "chunked":
-            self._conn.write(last_chunk(trailers or []))
-            await self._conn.drain()
+        to = self._to
+        if to is not None:
+            to.stream_end(self, trailers or [])
+            await to.drain()
 
 
 class Hijacked:
@@ -322,25 +337,6 @@ Answer = Response | StreamResponse | Hijacked
 Handler = Callable[[Request], Awaitable[Answer] | None]
 
 
-def serialize_head(status: int, reason: str, headers: Fields, extra: str = "") -> bytes:
-    """The status line and headers (Date added when missing), ready for the wire: joined from
-    the pairs as they are (a multidict and f-strings per field cost twice as much)."""
-    parts = [f"HTTP/1.1 {status} {reason}\r\n"]
-    dated = False
-    for name, value in headers:
-        if not dated and len(name) == 4 and name.lower() == "date":
-            dated = True
-        parts.append(name)
-        parts.append(": ")
-        parts.append(value)
-        parts.append("\r\n")
-    if not dated:
-        parts.append(f"Date: {_DATES.now()}\r\n")
-    parts.append(extra)
-    parts.append("\r\n")
-    return "".join(parts).encode("utf-8", "surrogateescape")
-
-
 def json_error(status: int, code: str, request_id: str, route: str | None = None) -> Response:
     body = json.dumps({"error": code, "route": route, "request_id": request_id})
     return Response(
@@ -349,11 +345,3 @@ def json_error(status: int, code: str, request_id: str, route: str | None = None
         content_type="application/json",
         headers={"X-Request-Id": request_id, "Cache-Control": "no-store"},
     )
-
-
-def closing_error(status: int, code: str, request_id: str) -> bytes:
-    """A JSON error answer after which the connection closes, ready for the wire."""
-    error = json_error(status, code, request_id)
-    framing = f"Content-Length: {len(error.body)}\r\nConnection: close\r\n"
-    head = serialize_head(status, reason_phrase(status), error.headers, framing)
-    return b"".join((head, error.body))  # not `+`: see BYTES_CONCAT
