@@ -20,6 +20,8 @@ COMPILED = [
     "downstream/h1reader",
     "downstream/h1writer",
     "downstream/http1",
+    "downstream/http2",
+    "downstream/h2stream",
     "downstream/listener",
     "downstream/tlsconn",
     "http/bytestream",

@@ -145,6 +145,13 @@ class ListenerLimits(Model):
     keepalive_timeout: Duration = Field(
         default=75.0, description="idle keep-alive connections are closed after this"
     )
+    max_concurrent_streams: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="HTTP/2: streams a client may have open at once on one connection "
+        "(SETTINGS_MAX_CONCURRENT_STREAMS); a client that opens more has them refused",
+    )
 
 
 class ListenerConfig(Model):
@@ -153,4 +160,9 @@ class ListenerConfig(Model):
     name: Name = Field(description="unique; the `listener` metric label")
     bind: Bind = Field(description="host:port or [v6]:port; port 0 picks a free port")
     tls: TlsConfig
+    http2: bool = Field(
+        default=False,
+        description="offer HTTP/2 by ALPN (h2, then http/1.1); every stream goes through the "
+        "same routes, policies, identity headers, limits, metrics and access log",
+    )
     limits: ListenerLimits = ListenerLimits()

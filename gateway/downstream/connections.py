@@ -21,7 +21,8 @@ from gateway.config.listener import ListenerConfig, ListenerLimits
 from gateway.downstream.admission import Admission
 from gateway.downstream.h1reader import Refused
 from gateway.downstream.http1 import Http1Connection
-from gateway.downstream.messages import Handler, request_ids
+from gateway.downstream.http2 import Http2Connection
+from gateway.downstream.messages import ClientChannel, Handler, request_ids
 from gateway.observe.metrics import Metrics
 from gateway.pki.identity import Identity, IdentityCache
 from gateway.pki.tls import Failure, ServerContexts
@@ -47,8 +48,10 @@ class Limits:
         max_connection_age: float = 3600.0,
         body_timeout: float = 20.0,
         body_min_rate: float = 500.0,
+        max_concurrent_streams: int = 100,
     ) -> None:
         self.listener = listener
+        self.max_concurrent_streams = max_concurrent_streams  # HTTP/2
         self.max_connection_age = max_connection_age
         # a request body must arrive within body_timeout, extended by a second for every
         # body_min_rate bytes received (Apache mod_reqtimeout's rule): a fast upload of any
@@ -85,13 +88,13 @@ class Limits:
         return request_id
 
 
-class Http1Server:
+class HttpServer:
     """The connections of one listener: the protocol factory, their deadlines, and a drain."""
 
     def __init__(self, handler: Handler, limits: Limits) -> None:
         self.handler = handler
         self.limits = limits
-        self.connections: set[Http1Connection] = set()
+        self.connections: set[ClientChannel] = set()
         self.closing = False
         self._sweeper: asyncio.Task[None] | None = None
         self._all_closed: asyncio.Event | None = None
@@ -99,12 +102,12 @@ class Http1Server:
     def __call__(self) -> Http1Connection:
         return Http1Connection(self, self.limits)
 
-    def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:
+    def connection_made(self, conn: ClientChannel, transport: asyncio.Transport) -> None:
         self.connections.add(conn)
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
-    def connection_lost(self, conn: Http1Connection) -> None:
+    def connection_lost(self, conn: ClientChannel) -> None:
         self.connections.discard(conn)
         if not self.connections and self._all_closed is not None:
             self._all_closed.set()
@@ -123,7 +126,7 @@ class Http1Server:
         self.closing = True
         self._all_closed = asyncio.Event()
         for conn in list(self.connections):
-            if conn.idle:
+            if conn.is_idle():
                 conn.close()
         if self.connections:
             try:
@@ -178,6 +181,7 @@ class ListenerSettings:
             max_connection_age=limits.max_connection_age,
             body_timeout=limits.body_timeout,
             body_min_rate=float(limits.body_min_rate),
+            max_concurrent_streams=limits.max_concurrent_streams,
         )
 
 
@@ -207,7 +211,7 @@ class ConnInfo:
         )
 
 
-class ListenerConnections(Http1Server):
+class ListenerConnections(HttpServer):
     """The listener's HTTP server, plus per-connection identity and the active-connection gauge."""
 
     def __init__(
@@ -217,18 +221,26 @@ class ListenerConnections(Http1Server):
         self.listener = listener
         self._metrics = metrics
         self.on_close: Callable[[], None] = lambda: None  # the listener's: capacity is back
-        self.conns: dict[Http1Connection, ConnInfo] = {}
+        self.conns: dict[ClientChannel, ConnInfo] = {}
         self._identities = identities
         self._chains: Bounded[str, tuple[bytes, ...]] = Bounded(4096)
         self._active = metrics.connections_active.labels(listener)
 
-    def open(self, settings: ListenerSettings) -> Http1Connection:
-        """The HTTP connection of a completed handshake, under the settings of its accept."""
-        conn = Http1Connection(self, settings.http)
+    def open(
+        self, settings: ListenerSettings, transport: asyncio.Transport
+    ) -> Http1Connection | Http2Connection:
+        """The HTTP connection of a completed handshake, under the settings of its accept: the
+        protocol the client chose by ALPN."""
+        ssl_obj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
+        conn: Http1Connection | Http2Connection
+        if ssl_obj is not None and ssl_obj.selected_alpn_protocol() == "h2":
+            conn = Http2Connection(self, settings.http)
+        else:
+            conn = Http1Connection(self, settings.http)
         conn.settings = settings
         return conn
 
-    def connection_made(self, conn: Http1Connection, transport: asyncio.Transport) -> None:
+    def connection_made(self, conn: ClientChannel, transport: asyncio.Transport) -> None:
         super().connection_made(conn, transport)
         ssl_obj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
         peer = transport.get_extra_info("peername")
@@ -283,7 +295,7 @@ class ListenerConnections(Http1Server):
         chain = tuple(ders[:-1])  # drop the trust anchor at the end
         return self._chains.put(identity.sha256, chain)
 
-    def connection_lost(self, conn: Http1Connection) -> None:
+    def connection_lost(self, conn: ClientChannel) -> None:
         super().connection_lost(conn)
         if self.conns.pop(conn, None) is not None:
             self._active.dec()

@@ -32,7 +32,7 @@ from gateway.downstream.messages import (
 from gateway.downstream.tlsconn import TlsTransport
 
 if TYPE_CHECKING:
-    from gateway.downstream.connections import Http1Server, Limits
+    from gateway.downstream.connections import HttpServer, Limits
 
 # pipelined requests waiting for their answers before the connection stops being read
 MAX_QUEUED: Final = 16
@@ -44,7 +44,7 @@ MAX_QUEUED: Final = 16
 class Http1Connection(ClientStream):
     """One client connection: parse, queue, answer in order, keep alive or close."""
 
-    def __init__(self, server: Http1Server, limits: Limits) -> None:
+    def __init__(self, server: HttpServer, limits: Limits) -> None:
         super().__init__()
         self._server = server
         self._limits = limits
@@ -62,8 +62,6 @@ class Http1Connection(ClientStream):
         self._serving: Request | None = None  # handed to the pipeline, not answered yet
         self._dropped: Request | None = None  # refused by the reader before it was handled
         self._closing = False  # no new requests: close after the current answer
-        self.deadline = 0.0
-        self.deadline_kind: str | None = None  # new | head | body | idle
         self._body_started = 0.0
         self._body_bytes = 0
         # after an upgrade the bytes belong to the tunnel's other end
@@ -373,14 +371,13 @@ class Http1Connection(ClientStream):
         if self.transport is not None and not self.closed:
             self.transport.abort()
 
-    @property
-    def idle(self) -> bool:
+    def is_idle(self) -> bool:
         return not self._busy and not self._queue and not self._reader.in_head
 
     def close_when_answered(self) -> None:
         """No more requests: close now if idle, else after the answer in progress."""
         self._closing = True
-        if self.idle:
+        if self.is_idle():
             self.close()
 
 

@@ -17,7 +17,7 @@ from typing import Any, Final, cast
 from gateway.base.log import event, tls_log
 from gateway.base.reasons import HandshakeReason
 from gateway.downstream.connections import ListenerConnections, ListenerSettings
-from gateway.downstream.http1 import Http1Connection
+from gateway.downstream.messages import ClientChannel
 from gateway.downstream.tlsconn import TlsTransport, handshaking
 from gateway.observe.activity import Activity
 from gateway.observe.metrics import Metrics
@@ -259,7 +259,7 @@ class Listener:
         if exc is not None:
             self._failed(classify(exc), addr, sni, type(exc).__name__, transport)
             return
-        info = self.server.conns.get(cast(Http1Connection, transport.get_protocol()))
+        info = self.server.conns.get(cast(ClientChannel, transport.get_protocol()))
         if info is not None and info.gate is not None:  # post-handshake checks: strict, OCSP
             info.gate.add_done_callback(partial(self._gated, transport, addr, sni, started))
             return
@@ -278,7 +278,7 @@ class Listener:
             return
         failure = gate.result()
         if failure is not None:
-            info = self.server.conns.get(cast(Http1Connection, transport.get_protocol()))
+            info = self.server.conns.get(cast(ClientChannel, transport.get_protocol()))
             self._failed(
                 failure, addr, sni, "post_handshake", transport, info.identity if info else None
             )

@@ -79,17 +79,41 @@ request_ids: Final = _RequestIds()
 Body = ByteStream  # a request body as it arrives
 
 
-class ClientStream(FlowControl):
-    """What a request is answered on. The pipeline and the exchange see only this; an HTTP/1.1
-    connection frames the answers as bytes, an HTTP/2 stream as frames. As a `FlowControl` it
-    stops the client's body while the request's stream is full."""
+class ClientChannel(FlowControl):
+    """What carries a client's requests: an HTTP/1.1 connection, an HTTP/2 connection, or one
+    of its streams. It knows its listener's settings and the client (set once the connection is
+    open), may have a deadline (the listener's sweep calls `expire` once it passes), and closes.
+    The listener keeps its connections as these."""
 
     def __init__(self) -> None:
         super().__init__()
-        # the listener's settings at its accept, and what the gateway knows of the connection
-        # (set once the connection is open)
         self.settings: ListenerSettings | None = None
         self.info: ConnInfo | None = None
+        self.deadline = 0.0
+        self.deadline_kind: str | None = None  # the deadline armed, if any
+
+    def expire(self) -> None:
+        """Its deadline passed."""
+
+    def is_idle(self) -> bool:
+        """Nothing in progress: it may close now."""
+        return True
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def close_when_answered(self) -> None:
+        """No new requests: close once those in progress are answered."""
+        raise NotImplementedError
+
+
+class ClientStream(ClientChannel):
+    """What a request is answered on. The pipeline and the exchange see only this; an HTTP/1.1
+    connection frames the answers as bytes, an HTTP/2 stream as frames. As a `FlowControl` it
+    stops the client's body while the request's stream is full."""
 
     def respond(self, request: Request, answer: Response | StreamResponse) -> None:
         """The answer to `request`: a Response is sent whole; a StreamResponse has been sent."""

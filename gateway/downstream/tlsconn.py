@@ -41,7 +41,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         sslobj: ssl.SSLObject,
         incoming: ssl.MemoryBIO,
         outgoing: ssl.MemoryBIO,
-        app_factory: Callable[[], asyncio.Protocol],
+        app_factory: Callable[[asyncio.Transport], asyncio.Protocol],
         on_handshake: HandshakeDone,
         timeout: float,
         first_byte_timeout: float | None = None,
@@ -106,7 +106,7 @@ class TlsTransport(asyncio.Protocol, asyncio.Transport):
         self._flight = None
         if self._timer is not None:
             self._timer.cancel()
-        self._app = app = self._app_factory()
+        self._app = app = self._app_factory(self)  # it may ask which protocol ALPN chose
         app.connection_made(self)
         self._report(None)
         self._deliver()  # application data that arrived with the end of the handshake

@@ -40,9 +40,14 @@ SniCallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]
 
 
 def server_context(
-    cfg: TlsConfig, path: str, sni_callback: SniCallback | None = None
+    cfg: TlsConfig,
+    path: str,
+    sni_callback: SniCallback | None = None,
+    alpn: tuple[str, ...] = (),
 ) -> ssl.SSLContext:
-    """Build the listener's context; `path` (e.g. `listeners[0].tls`) prefixes every error."""
+    """Build the listener's context; `path` (e.g. `listeners[0].tls`) prefixes every error.
+    `alpn`: the application protocols offered, in the server's order of preference (a client
+    that offers none of them goes on without ALPN, on HTTP/1.1)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = (
         ssl.TLSVersion.TLSv1_3 if cfg.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
@@ -77,6 +82,8 @@ def server_context(
             _load_crls(ctx, cfg, path)
     if sni_callback is not None:
         ctx.sni_callback = sni_callback
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
     ctx.num_tickets = 1  # clients keep the latest; OpenSSL's default of two costs a second one
     if cfg.session_cache > 0:
         ctx.options |= ssl.OP_NO_TICKET  # TLS 1.3 tickets become ids into the server's cache

@@ -92,7 +92,13 @@ def build_snapshot(
     Upstreams whose config did not change keep their pool (and its warm connections)."""
     contexts = {
         lst.name: ServerContexts(
-            partial(server_context, lst.tls, f"listeners[{i}].tls", sni_callback=record_sni),
+            partial(
+                server_context,
+                lst.tls,
+                f"listeners[{i}].tls",
+                sni_callback=record_sni,
+                alpn=("h2", "http/1.1") if lst.http2 else (),
+            ),
             lst.tls,
             f"listeners[{i}].tls",
         )

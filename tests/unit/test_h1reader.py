@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.downstream.connections import Http1Server, Limits
+from gateway.downstream.connections import HttpServer, Limits
 from gateway.downstream.h1reader import Refused, RequestReader
 from gateway.downstream.http1 import Http1Connection
 from gateway.downstream.messages import Request
@@ -49,7 +49,7 @@ class Recorder:
 async def _connection() -> Http1Connection:
     """The connection each Request names as its own: made, never connected."""
     limits = Limits("test", Metrics(CollectorRegistry()))
-    return Http1Server(lambda request: None, limits)()
+    return HttpServer(lambda request: None, limits)()
 
 
 OWNER = asyncio.run(_connection())

@@ -48,6 +48,8 @@ LAYER = {
     "pki.tlsrecords": 1,
     "observe.traffic": 2,
     "downstream.http1": 3,
+    "downstream.http2": 3,
+    "downstream.h2stream": 3,
     "downstream.messages": 3,
     "downstream.h1writer": 3,
     "downstream.h1reader": 3,

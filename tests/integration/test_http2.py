@@ -1,0 +1,167 @@
+"""HTTP/2 on a listener (`http2: true`): negotiated by ALPN, every stream through the same
+routes, policy, identity headers and limits as an HTTP/1.1 request; real curl clients."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.h2client import H2Client
+from tests.harness import EchoServer, base_config, cert_args, curl, running, sample
+
+
+def _h2_config(pki: Path, port: int, **extra: Any) -> dict[str, Any]:
+    cfg = base_config(pki, port)
+    cfg["listeners"][0]["http2"] = True
+    cfg["listeners"][0].update(extra)
+    return cfg
+
+
+def test_curl_negotiates_h2_and_the_request_goes_through_the_pipeline(pki: Path) -> None:
+    with EchoServer() as up, running(lambda _: _h2_config(pki, up.port), pki) as gw:
+        out = curl(
+            "--http2",
+            *cert_args(pki),
+            "-w",
+            "\n%{http_version} %{http_code}",
+            f"https://localhost:{gw.port}/hello?x=1",
+        )
+        assert out.returncode == 0, out.stderr
+        body, _, tail = out.stdout.rpartition("\n")
+        assert tail == "2 200", (tail, out.stderr)
+        echoed = json.loads(body)
+        assert echoed["path"] == "/hello" and echoed["query"] == "x=1", echoed
+
+
+def _routes(cfg: dict[str, Any]) -> dict[str, Any]:
+    cfg["routes"] = [
+        {
+            "name": "admin",
+            "match": {"path_prefix": "/admin"},
+            "upstream": "echo",
+            "policy": {"allow": [{"subject": {"CN": "nobody"}}]},
+        },
+        {
+            "name": "api",
+            "match": {"path_prefix": "/"},
+            "upstream": "echo",
+            "policy": {"allow": "any"},
+            "forward_identity": ["xfcc"],
+        },
+    ]
+    return cfg
+
+
+def test_streams_get_the_same_routes_policy_and_identity_headers(pki: Path) -> None:
+    with (
+        EchoServer() as up,
+        running(lambda _: _routes(_h2_config(pki, up.port)), pki) as gw,
+        H2Client(gw.port, pki) as client,
+    ):
+        denied = client.get("/admin/users")
+        assert (
+            denied.status == 403 and json.loads(denied.body)["error"] == "client_cert_not_allowed"
+        )
+        ok = client.get("/orders", extra=[("x-forwarded-client-cert", "By=forged")])
+        assert ok.status == 200, ok
+        seen = dict((k.lower(), v) for k, v in json.loads(ok.body)["headers"])
+        assert seen["host"] == "localhost"  # :authority is the Host
+        assert "forged" not in seen["x-forwarded-client-cert"]
+        assert "CN=client" in seen["x-forwarded-client-cert"]
+        assert ok.header("x-request-id")
+        # both on the one connection, each counted as a request
+        m = gw.metrics()
+        assert (
+            sample(m, "mtls_gateway_requests_total", route="admin", method="GET", code="403") == 1
+        )
+        assert sample(m, "mtls_gateway_requests_total", route="api", method="GET", code="200") == 1
+
+
+def test_many_streams_share_one_connection(pki: Path) -> None:
+    with EchoServer() as up, running(lambda _: _h2_config(pki, up.port), pki) as gw:
+        urls = [f"https://localhost:{gw.port}/n/{i}" for i in range(40)]
+        out = curl(
+            "--http2",
+            "--parallel",
+            "--parallel-max",
+            "40",
+            *cert_args(pki),
+            "-w",
+            "%{http_version} %{http_code} %{num_connects}\n",
+            "-o",
+            "/dev/null",
+            *[a for url in urls for a in (url, "-o", "/dev/null")][:-2],
+        )
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.split()
+        results = [tuple(lines[i : i + 3]) for i in range(0, len(lines), 3)]
+        assert len(results) == 40
+        assert {(v, s) for v, s, _ in results} == {("2", "200")}
+        assert sum(int(n) for _, _, n in results) == 1  # one connection carried all 40
+
+
+def test_bodies_both_ways_keep_their_bytes(pki: Path, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 8192  # 2 MiB: more than any window
+    (tmp_path / "up.bin").write_bytes(payload)
+    with EchoServer() as up, running(lambda _: _h2_config(pki, up.port), pki) as gw:
+        out = curl(
+            "--http2",
+            *cert_args(pki),
+            "--data-binary",
+            f"@{tmp_path / 'up.bin'}",
+            f"https://localhost:{gw.port}/upload",
+        )
+        assert out.returncode == 0, out.stderr
+        echoed = json.loads(out.stdout)
+        assert echoed["body_bytes"] == len(payload)
+        assert echoed["body_sha256"] == hashlib.sha256(payload).hexdigest()
+        with H2Client(gw.port, pki) as client:  # a body without a length: chunked upstream
+            sid = client.headers("/upload", method="POST", end=False)
+            client.data(sid, payload[:300_000], end=True)
+            ans = client.wait(sid)
+            assert ans.status == 200 and json.loads(ans.body)["body_bytes"] == 300_000
+            down = client.get("/bytes/3000000")
+            assert down.status == 200 and len(down.body) == 3_000_000
+            assert down.body[:512] == bytes(range(256)) * 2
+
+
+def test_malformed_or_oversized_heads_are_refused_on_their_stream(pki: Path) -> None:
+    with EchoServer() as up, running(lambda _: _h2_config(pki, up.port), pki) as gw:
+        for bad in ([("host", "evil.example")], [("connection", "close")], [("Upper", "x")]):
+            with H2Client(gw.port, pki) as client:  # malformed: the connection ends (GOAWAY)
+                ans = client.get("/x", extra=bad)
+                assert ans.status == 0 and client.terminated is not None, (bad, ans)
+                assert client.terminated.error_code == 1  # PROTOCOL_ERROR
+        assert (
+            sample(
+                gw.metrics(),
+                "mtls_gateway_limits_hit_total",
+                listener="public",
+                limit="h2_protocol",
+            )
+            == 3
+        )
+        with H2Client(gw.port, pki) as client:  # within the limits: refused on its stream
+            big = client.get("/x", extra=[("x-big", "a" * 9000)])
+            assert big.status == 431, big
+            plain = client.get("/x", scheme="http")
+            assert plain.status == 400, plain
+            after = client.get("/still-served")  # the connection carries on
+            assert after.status == 200
+        assert up.seen == ["GET /still-served"]
+
+
+def test_a_listener_without_http2_stays_on_http1(pki: Path) -> None:
+    with EchoServer() as up, running(lambda _: base_config(pki, up.port), pki) as gw:
+        out = curl(
+            "--http2",
+            *cert_args(pki),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            f"https://localhost:{gw.port}/",
+        )
+        assert out.stdout == "1.1", out
