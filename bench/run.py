@@ -318,8 +318,11 @@ def s_time(server: Server, pki: Path, mode: str, seconds: float) -> dict[str, fl
     }
 
 
-def gateway_config(pki: Path, port: int, admin: int, origin_port: int) -> dict[str, Any]:
-    """The gateway's config for the benchmark: one listener, the origin, one route."""
+def gateway_config(
+    pki: Path, port: int, admin: int, origin_port: int, access_log: bool = False
+) -> dict[str, Any]:
+    """The gateway's config for the benchmark: one listener, the origin, one route (access log
+    off, unless `access_log`: then on, as by default, one JSON line per request)."""
     return {
         "listeners": [
             {
@@ -344,9 +347,32 @@ def gateway_config(pki: Path, port: int, admin: int, origin_port: int) -> dict[s
             }
         ],
         "admin": {"bind": f"127.0.0.1:{admin}"},
-        "logging": {"level": "warning", "access_log": False},
+        "logging": {"level": "info" if access_log else "warning", "access_log": access_log},
         "reload": {"watch": False},
     }
+
+
+def access_log_runs(work: Path, pki: Path, origin_port: int) -> dict[str, Any]:
+    """The keep-alive runs again, with the access log on: what logging costs."""
+    port, admin = free_port(), free_port()
+    (work / "logged.yaml").write_text(
+        json.dumps(gateway_config(pki, port, admin, origin_port, access_log=True))
+    )
+    cmd = [sys.executable, "-m", "gateway", "run", "-c", str(work / "logged.yaml")]
+    srv = Server("gateway-logged", cmd, GATEWAY_CPU, port, work / "logged.log")
+    out: dict[str, Any] = {"rps": [], "rps_per_cpu_s": []}
+    try:
+        autocannon(port, pki, 2)
+        for rnd in range(ROUNDS):
+            log(f"round {rnd + 1}/{ROUNDS}: gateway, access log on")
+            cpu_before, started = srv.cpu_seconds(), time.monotonic()
+            r = autocannon(port, pki, SECONDS)
+            busy = (srv.cpu_seconds() - cpu_before) / (time.monotonic() - started)
+            out["rps"].append(r["rps"])
+            out["rps_per_cpu_s"].append(r["rps"] / busy if busy else 0.0)
+    finally:
+        srv.stop()
+    return out
 
 
 def main() -> int:
@@ -436,6 +462,7 @@ def main() -> int:
             add(name, "peak_rss_mib", srv.peak_rss_mib())
         for srv in (ngx, gw):  # the scaling runs need both CPUs
             srv.stop()
+        logged = access_log_runs(work, pki, origin_port)
         workers = scaling(work, pki, json.loads((work / "gateway.yaml").read_text()))
     finally:
         for srv in reversed(servers):
@@ -476,6 +503,14 @@ def main() -> int:
             f"sent->answered {r['sent_p50']:.2f}/{r['sent_p99']:.2f} ms, "
             f"total {r['p50']:.2f}/{r['p99']:.2f} ms, {r['cpu_busy']:.2f} CPU busy"
         )
+    off_rps, off_cpu = best("gateway", "rps"), best("gateway", "rps_per_cpu_s")
+    on_rps, on_cpu = max(logged["rps"]), max(logged["rps_per_cpu_s"])
+    logged["on_off_rps"], logged["on_off_per_cpu_s"] = on_rps / off_rps, on_cpu / off_cpu
+    print(
+        f"\naccess log on (the default; one JSON line a request, to a file): {on_rps:.0f} "
+        f"req/s, {on_cpu:.0f} per CPU-second; on/off: {logged['on_off_rps']:.2f} requests/s, "
+        f"{logged['on_off_per_cpu_s']:.2f} per CPU-second"
+    )
     one, two = workers["1w"], workers["2w"]
     print(
         f"\nworkers: 1 worker {one['rps']:.0f} req/s ({one['rps_per_cpu']:.0f} per CPU-second); "
@@ -497,6 +532,7 @@ def main() -> int:
                 "runs": results,
                 "paced_at_half": paced_runs,
                 "workers": workers,
+                "access_log_on": logged,
             },
             indent=2,
         )
