@@ -26,14 +26,22 @@ from gateway.base.log import ACCESS, access_log, event
 
 FLUSH_SECONDS: Final = 0.2
 FLUSH_BYTES: Final = 64 * 1024
+# "000" to "999": the line's millisecond parts without a format spec (compiled, an f-string
+# with one becomes a str.format of the whole line)
+_MILLIS: Final = tuple(f"{i:03d}" for i in range(1000))
 
 
 def _str(value: str | None) -> str:
     return "null" if value is None else encode_basestring(value)
 
 
-def _num(value: float | None) -> str:
-    return "null" if value is None else repr(value)
+def _ms(seconds: float | None) -> str:
+    """Seconds as milliseconds with three decimals, a JSON number (integer arithmetic: a
+    float's shortest repr, and round(), cost more than the rest of the line)."""
+    if seconds is None:
+        return "null"
+    us = int(seconds * 1_000_000)
+    return f"{us // 1000}.{_MILLIS[us % 1000]}"
 
 
 class AccessLog:
@@ -61,15 +69,16 @@ class AccessLog:
         path: str,
         status: int,
         upstream: str,
-        duration_ms: float,
-        upstream_ms: float | None,
+        duration: float,
+        upstream_seconds: float | None,
         dropped: list[str] | None,
         peer: str | None,
         sni: str | None,
         subject: str | None,
         sha256: str | None,
     ) -> None:
-        """Log one answered request (the caller checked `enabled`)."""
+        """Log one answered request (the caller checked `enabled`). `listener`, `route` and
+        `upstream` are config names (their pattern leaves nothing to escape in JSON)."""
         now = time.time()
         second = int(now)
         if second != self._second:
@@ -88,11 +97,11 @@ class AccessLog:
         )
         # the separators json.dumps writes, as in every other log line
         line = (
-            f'{{"ts": "{self._stamp}.{int((now - second) * 1000):03d}Z", "level": "info", '
+            f'{{"ts": "{self._stamp}.{_MILLIS[int((now - second) * 1000)]}Z", "level": "info", '
             f'"logger": "{ACCESS}", "msg": "request", "request_id": {_str(request_id)}, '
-            f'"listener": {_str(listener)}, "route": {_str(route)}, "method": {_str(method)}, '
-            f'"path": {_str(path)}, "status": {status}, "upstream": {_str(upstream)}, '
-            f'"duration_ms": {_num(duration_ms)}, "upstream_ms": {_num(upstream_ms)}'
+            f'"listener": "{listener}", "route": "{route}", "method": {_str(method)}, '
+            f'"path": {_str(path)}, "status": {status}, "upstream": "{upstream}", '
+            f'"duration_ms": {_ms(duration)}, "upstream_ms": {_ms(upstream_seconds)}'
             f"{dropped_field}{client}}}\n"
         )
         if access_log.handlers or (self.stream is None and log.HANDLER is None):
