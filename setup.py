@@ -22,6 +22,7 @@ COMPILED = [
     "downstream/http1",
     "downstream/http2",
     "downstream/h2stream",
+    "downstream/h2limits",
     "downstream/listener",
     "downstream/tlsconn",
     "http/bytestream",

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag
 
-from gateway.config.values import Bind, Duration, FilePath, HttpUrl, Model, Name, Size
+from gateway.config.values import Bind, Duration, FilePath, HttpUrl, Model, Name, Size, SizeOrZero
 
 
 class CrlUrl(Model):
@@ -138,7 +138,7 @@ class ListenerLimits(Model):
         description="a request body must arrive within this, plus a second for every "
         "body_min_rate bytes received (408)",
     )
-    body_min_rate: Size = Field(
+    body_min_rate: SizeOrZero = Field(
         default=500,
         description="bytes per second that extend body_timeout (0: the body_timeout alone)",
     )
@@ -150,7 +150,24 @@ class ListenerLimits(Model):
         ge=1,
         le=1000,
         description="HTTP/2: streams a client may have open at once on one connection "
-        "(SETTINGS_MAX_CONCURRENT_STREAMS); a client that opens more has them refused",
+        "(SETTINGS_MAX_CONCURRENT_STREAMS); a client that opens more loses its connection",
+    )
+    max_stream_resets: int = Field(
+        default=200,
+        ge=1,
+        description="HTTP/2: streams a client may reset within 10 s on one connection (rapid "
+        "reset, CVE-2023-44487); beyond, the connection ends with GOAWAY ENHANCE_YOUR_CALM",
+    )
+    max_control_frames: int = Field(
+        default=1000,
+        ge=10,
+        description="HTTP/2: SETTINGS, PING and PRIORITY frames a client may send within 10 s "
+        "on one connection; beyond, the connection ends with GOAWAY ENHANCE_YOUR_CALM",
+    )
+    stall_timeout: Duration = Field(
+        default=30.0,
+        description="HTTP/2: a stream whose answer cannot move for this long (the client keeps "
+        "its flow-control window shut) is reset, and its upstream exchange ends",
     )
 
 

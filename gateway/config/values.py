@@ -80,6 +80,21 @@ Size = Annotated[
     ),
 ]
 
+SizeOrZero = Annotated[  # a size where 0 means "none"
+    int,
+    BeforeValidator(parse_size),
+    Field(ge=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ],
+            "examples": ["64KiB", "10MiB"],
+        }
+    ),
+]
+
 
 def _resolve_path(value: Any, info: ValidationInfo) -> str:
     if not isinstance(value, str) or not value.strip():

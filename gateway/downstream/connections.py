@@ -49,9 +49,16 @@ class Limits:
         body_timeout: float = 20.0,
         body_min_rate: float = 500.0,
         max_concurrent_streams: int = 100,
+        max_stream_resets: int = 200,
+        max_control_frames: int = 1000,
+        stall_timeout: float = 30.0,
     ) -> None:
         self.listener = listener
-        self.max_concurrent_streams = max_concurrent_streams  # HTTP/2
+        # HTTP/2 (per connection; the two budgets per h2limits.WINDOW_SECONDS)
+        self.max_concurrent_streams = max_concurrent_streams
+        self.max_stream_resets = max_stream_resets
+        self.max_control_frames = max_control_frames
+        self.stall_timeout = stall_timeout
         self.max_connection_age = max_connection_age
         # a request body must arrive within body_timeout, extended by a second for every
         # body_min_rate bytes received (Apache mod_reqtimeout's rule): a fast upload of any
@@ -182,6 +189,9 @@ class ListenerSettings:
             body_timeout=limits.body_timeout,
             body_min_rate=float(limits.body_min_rate),
             max_concurrent_streams=limits.max_concurrent_streams,
+            max_stream_resets=limits.max_stream_resets,
+            max_control_frames=limits.max_control_frames,
+            stall_timeout=limits.stall_timeout,
         )
 
 

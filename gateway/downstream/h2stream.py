@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Final
 
 import h2.exceptions
 
+from gateway.downstream.h1reader import Refused
 from gateway.downstream.messages import (
     DATES,
     NO_BODY,
@@ -23,6 +24,7 @@ from gateway.downstream.messages import (
 from gateway.http.bytestream import HIGH_WATER
 
 if TYPE_CHECKING:
+    from gateway.downstream.connections import Limits
     from gateway.downstream.http2 import Http2Connection
 
 # fields HTTP/2 forbids in a message (RFC 9113 8.2.2): never sent, whatever an upstream says
@@ -54,6 +56,53 @@ def h2_fields(status: int, fields: Fields, length: int | None) -> list[Header]:
     return out
 
 
+def request_of(stream: H2Stream, headers: list[Header], ended: bool, limits: Limits) -> Request:
+    """The request of a stream's head (h2 has checked its pseudo-fields and refused the
+    connection-specific ones). `:authority` is its Host; a Host that says otherwise is
+    refused; several `cookie` fields become one (RFC 9113 8.2.3)."""
+    method = path = authority = scheme = ""
+    fields: list[tuple[str, str]] = []
+    cookies: list[str] = []
+    for raw_name, raw_value in headers:
+        if len(raw_name) + len(raw_value) > limits.max_header_size:
+            raise Refused(431, "header_too_large", "header_size", "a field over the limit")
+        name = raw_name.decode("ascii", "surrogateescape")
+        value = raw_value.decode("utf-8", "surrogateescape")
+        if name.startswith(":"):
+            if name == ":method":
+                method = value
+            elif name == ":path":
+                path = value
+            elif name == ":authority":
+                authority = value
+            elif name == ":scheme":
+                scheme = value
+        elif name == "cookie":
+            cookies.append(value)
+        else:
+            fields.append((name, value))
+    if len(fields) + len(cookies) > limits.max_headers:
+        raise Refused(431, "too_many_headers", "header_count", "too many fields")
+    if len(path) + len(method) + 10 > limits.max_request_line:
+        raise Refused(414, "request_line_too_long", "request_line", "request target over the limit")
+    if method == "CONNECT" or not path:
+        raise Refused(405, "method_not_allowed", None, "CONNECT is not proxied")
+    if scheme != "https":
+        raise Refused(400, "bad_request", None, f":scheme {scheme!r} on a TLS connection")
+    hosts = [v for k, v in fields if k == "host"]
+    if authority:
+        if any(h != authority for h in hosts):
+            raise Refused(400, "bad_request", None, "Host differs from :authority")
+        if not hosts:
+            fields.insert(0, ("host", authority))
+    if cookies:
+        fields.append(("cookie", "; ".join(cookies)))
+    request = Request(stream, method, path, (2, 0), fields, True, False)
+    if not ended and request.content_length is None:
+        request.chunked = True  # a body delimited by the stream's end: chunked upstream
+    return request
+
+
 class H2Stream(ClientStream):
     """A stream of an `Http2Connection` and the one request it carries."""
 
@@ -71,6 +120,13 @@ class H2Stream(ClientStream):
         self._out_size = 0
         self._end: Fields | None = None  # the end is due once _out is out (with these trailers)
         self._unacked = 0  # body bytes received while the request's stream was full
+        # deadlines (the connection checks them each second): the request's body must come
+        # within body_timeout plus a second per body_min_rate bytes, and an answer waiting for
+        # the client's window must move within stall_timeout
+        self.opened = conn.now()
+        self.body_bytes = 0
+        self.timed_out = False
+        self._moved = self.opened
 
     # ------------------------------------------------------------ the request's body
 
@@ -80,11 +136,31 @@ class H2Stream(ClientStream):
         if request is None or self.closed:
             self.conn.acknowledge(self.stream_id, flow_length)
             return
+        self.body_bytes += len(data)
         request.content.feed(data)
         if self._reading_paused:
             self._unacked += flow_length
         else:
             self.conn.acknowledge(self.stream_id, flow_length)
+
+    def overdue(self, now: float) -> str | None:
+        """Which of its deadlines has passed: `body_timeout`, `stall`, or None."""
+        limits = self.conn.limits
+        request = self.request
+        if (
+            request is not None
+            and not request.complete
+            and not self.timed_out
+            and not self._reading_paused  # held back by the exchange, not by the client
+        ):
+            allowed = self.opened + limits.body_timeout
+            if limits.body_min_rate > 0:
+                allowed += self.body_bytes / limits.body_min_rate
+            if now > allowed:
+                return "body_timeout"
+        if self._out_size and now - self._moved > limits.stall_timeout:
+            return "stall"
+        return None
 
     def pause_reading(self) -> None:
         self._reading_paused = True  # acknowledge nothing more: the peer's window runs out
@@ -193,6 +269,7 @@ class H2Stream(ClientStream):
                     data = data[:room]
                 self._out_size -= len(data)
                 h2c.send_data(sid, data)
+                self._moved = self.conn.now()
             if not out and self._end is not None and not self.closed:
                 trailers, self._end = self._end, None
                 if trailers:

@@ -20,9 +20,11 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
+from gateway.base.errors import RequestTimeout
 from gateway.base.log import event, server_log
 from gateway.downstream.h1reader import Refused
-from gateway.downstream.h2stream import H2Stream
+from gateway.downstream.h2limits import Budget, limit_of
+from gateway.downstream.h2stream import H2Stream, request_of
 from gateway.downstream.messages import (
     Answer,
     ClientChannel,
@@ -37,6 +39,12 @@ from gateway.downstream.messages import (
 if TYPE_CHECKING:
     from gateway.downstream.connections import HttpServer, Limits
 
+# frames that cost the gateway work and an answer, but carry no request
+CONTROL_EVENTS = (
+    h2.events.PingReceived,
+    h2.events.RemoteSettingsChanged,
+    h2.events.PriorityUpdated,
+)
 _WINDOW = 1 << 20  # the connection's receive window: what all streams' bodies may hold at once
 
 
@@ -46,7 +54,9 @@ class Http2Connection(ClientChannel):
     def __init__(self, server: HttpServer, limits: Limits) -> None:
         super().__init__()
         self._server = server
-        self._limits = limits
+        self.limits = limits
+        self._resets = Budget(limits.max_stream_resets)
+        self._control = Budget(limits.max_control_frames)
         self._loop = asyncio.get_running_loop()
         self.h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
@@ -72,7 +82,7 @@ class Http2Connection(ClientChannel):
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(_WINDOW - 65535)
         self.flush()
-        self._set_deadline("new", self._limits.header_timeout)
+        self._set_deadline("new", self.limits.header_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -102,9 +112,19 @@ class Http2Connection(ClientChannel):
                 if stream is not None:
                     stream.lost("the client reset the stream")
                     self._idle_if_done()
-            elif isinstance(ev, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+                if ev.remote_reset and not self._resets.spend(self.now()):
+                    self._calm("h2_resets", "too many streams reset")
+                    return
+            elif isinstance(ev, h2.events.WindowUpdated):
                 for stream in list(self.streams.values()):
                     stream.pump()
+            elif isinstance(ev, CONTROL_EVENTS):
+                if not self._control.spend(self.now()):
+                    self._calm("h2_control", "too many SETTINGS, PING or PRIORITY frames")
+                    return
+                if isinstance(ev, h2.events.RemoteSettingsChanged):
+                    for stream in list(self.streams.values()):
+                        stream.pump()  # a new initial window may let answers move
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 self.closing = True  # the client's GOAWAY: finish what is open, then close
                 self._idle_if_done()
@@ -150,25 +170,29 @@ class Http2Connection(ClientChannel):
             self.flush()
 
     def _protocol_error(self, exc: h2.exceptions.ProtocolError) -> None:
-        code = (
-            ErrorCodes.ENHANCE_YOUR_CALM
-            if isinstance(exc, h2.exceptions.DenialOfServiceError)
-            else ErrorCodes.PROTOCOL_ERROR
-        )
-        limits = self._limits
-        peer = self.transport.get_extra_info("peername") if self.transport else None
+        """h2 refused the client's frames (and queued its GOAWAY): count it, say why, close."""
+        self._end(limit_of(exc), str(exc), None)
+
+    def _calm(self, limit: str, detail: str) -> None:
+        """The client overspent a budget: GOAWAY ENHANCE_YOUR_CALM, then close."""
+        self._end(limit, detail, ErrorCodes.ENHANCE_YOUR_CALM)
+
+    def _end(self, limit: str, detail: str, code: ErrorCodes | None) -> None:
+        peer = self._peer()
         server_log.info(
-            "HTTP/2 protocol error, closing",
+            "HTTP/2 client over a limit or off the protocol, closing",
             extra=event(
-                listener=limits.listener,
+                listener=self.limits.listener,
                 peer=f"{peer[0]}:{peer[1]}" if peer else "",
-                error=code.name.lower(),
-                detail=str(exc)[:300],
+                limit=limit,
+                detail=detail[:300],
             ),
         )
-        limits.hit("h2_protocol")
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.close_connection(error_code=code)
+        self.limits.hit(limit)
+        if code is not None:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(error_code=code)
+        self.closing = True
         self.flush()
         if self.transport is not None:
             self.transport.close()
@@ -176,13 +200,12 @@ class Http2Connection(ClientChannel):
     # ------------------------------------------------------------ requests
 
     def _request(self, ev: h2.events.RequestReceived) -> None:
-        self.deadline_kind = None
         stream = H2Stream(self, ev.stream_id)
         self.streams[ev.stream_id] = stream
         try:
-            request = self._make_request(stream, ev.headers, ev.stream_ended is not None)
+            request = request_of(stream, ev.headers, ev.stream_ended is not None, self.limits)
         except Refused as refused:
-            request_id = self._limits.refused(refused, self._peer())
+            request_id = self.limits.refused(refused, self._peer())
             stream.request = Request(stream, "GET", "/", (2, 0), [], True, False)
             stream.request.end()
             stream.respond(stream.request, json_error(refused.status, refused.code, request_id))
@@ -190,58 +213,9 @@ class Http2Connection(ClientChannel):
         stream.request = request
         if ev.stream_ended is not None:
             request.end()
+        if self.deadline_kind != "streams":
+            self._set_deadline("streams", 1.0)  # its deadlines are checked each second
         self._loop.call_soon(self._handle, stream, request)
-
-    def _make_request(
-        self, stream: H2Stream, headers: list[tuple[bytes, bytes]], ended: bool
-    ) -> Request:
-        """The request of a stream's head (h2 has checked its pseudo-fields and refused the
-        connection-specific ones). `:authority` is its Host; a Host that says otherwise is
-        refused; several `cookie` fields become one (RFC 9113 8.2.3)."""
-        limits = self._limits
-        method = path = authority = scheme = ""
-        fields: list[tuple[str, str]] = []
-        cookies: list[str] = []
-        for raw_name, raw_value in headers:
-            if len(raw_name) + len(raw_value) > limits.max_header_size:
-                raise Refused(431, "header_too_large", "header_size", "a field over the limit")
-            name = raw_name.decode("ascii", "surrogateescape")
-            value = raw_value.decode("utf-8", "surrogateescape")
-            if name.startswith(":"):
-                if name == ":method":
-                    method = value
-                elif name == ":path":
-                    path = value
-                elif name == ":authority":
-                    authority = value
-                elif name == ":scheme":
-                    scheme = value
-            elif name == "cookie":
-                cookies.append(value)
-            else:
-                fields.append((name, value))
-        if len(fields) + len(cookies) > limits.max_headers:
-            raise Refused(431, "too_many_headers", "header_count", "too many fields")
-        if len(path) + len(method) + 10 > limits.max_request_line:
-            raise Refused(
-                414, "request_line_too_long", "request_line", "request target over the limit"
-            )
-        if method == "CONNECT" or not path:
-            raise Refused(405, "method_not_allowed", None, "CONNECT is not proxied")
-        if scheme != "https":
-            raise Refused(400, "bad_request", None, f":scheme {scheme!r} on a TLS connection")
-        hosts = [v for k, v in fields if k == "host"]
-        if authority:
-            if any(h != authority for h in hosts):
-                raise Refused(400, "bad_request", None, "Host differs from :authority")
-            if not hosts:
-                fields.insert(0, ("host", authority))
-        if cookies:
-            fields.append(("cookie", "; ".join(cookies)))
-        request = Request(stream, method, path, (2, 0), fields, True, False)
-        if not ended and request.content_length is None:
-            request.chunked = True  # a body delimited by the stream's end: chunked upstream
-        return request
 
     def _trailers(self, ev: h2.events.TrailersReceived) -> None:
         stream = self.streams.get(ev.stream_id)
@@ -252,7 +226,7 @@ class Http2Connection(ClientChannel):
             trailers.append(
                 (name.decode("ascii", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
             )
-        if len(trailers) > self._limits.max_headers:
+        if len(trailers) > self.limits.max_headers:
             stream.request.content.fail(ConnectionResetError("too many trailers"))
 
     def _handle(self, stream: H2Stream, request: Request) -> None:
@@ -300,6 +274,9 @@ class Http2Connection(ClientChannel):
     def _peer(self) -> tuple[str, int] | None:
         return self.transport.get_extra_info("peername") if self.transport else None
 
+    def now(self) -> float:
+        return self._loop.time()
+
     def _set_deadline(self, kind: str, seconds: float) -> None:
         self.deadline_kind = kind
         self.deadline = self._loop.time() + seconds
@@ -310,15 +287,44 @@ class Http2Connection(ClientChannel):
         if self.closing:
             self.close()
         else:
-            self._set_deadline("idle", self._limits.keepalive_timeout)
+            self._set_deadline("idle", self.limits.keepalive_timeout)
 
     def expire(self) -> None:
         kind, self.deadline_kind = self.deadline_kind, None
-        if self.closed or self.streams:
+        if self.closed:
+            return
+        if self.streams:
+            self._check_streams()
             return
         if kind == "new":
-            self._limits.hit("header_timeout")
-        self.close()
+            self.limits.hit("header_timeout")
+        if kind != "streams":
+            self.close()
+
+    def _check_streams(self) -> None:
+        """Each second while streams are open: a body that does not come in time fails (the
+        handler answers 408), an answer the client's window keeps still is reset."""
+        now = self.now()
+        for stream in list(self.streams.values()):
+            why = stream.overdue(now)
+            if why is None:
+                continue
+            self.limits.hit(why if why == "body_timeout" else "h2_stall")
+            if why == "body_timeout" and stream.request is not None:
+                stream.timed_out = True
+                stream.request.content.fail(
+                    RequestTimeout(f"request body not received in time ({stream.body_bytes} bytes)")
+                )
+            else:
+                self.streams.pop(stream.stream_id, None)
+                with contextlib.suppress(h2.exceptions.H2Error):
+                    self.h2.reset_stream(stream.stream_id, ErrorCodes.CANCEL)
+                stream.lost("the client kept the answer waiting")
+        self.flush()
+        if self.streams:
+            self._set_deadline("streams", 1.0)
+        else:
+            self._idle_if_done()
 
     def is_idle(self) -> bool:
         return not self.streams

@@ -165,3 +165,28 @@ def test_a_listener_without_http2_stays_on_http1(pki: Path) -> None:
             f"https://localhost:{gw.port}/",
         )
         assert out.stdout == "1.1", out
+
+
+def test_a_stream_whose_body_never_comes_gets_408_and_others_go_on(pki: Path) -> None:
+    limits = {"body_timeout": "1s", "body_min_rate": 0}
+    with (
+        EchoServer() as up,
+        running(lambda _: _h2_config(pki, up.port, limits=limits), pki) as gw,
+        H2Client(gw.port, pki) as client,
+    ):
+        stalled = client.headers(
+            "/upload", method="POST", extra=[("content-length", "10")], end=False
+        )
+        client.data(stalled, b"abc")  # 3 of the 10 bytes, then nothing
+        assert client.get("/meanwhile").status == 200  # the connection serves others meanwhile
+        ans = client.wait(stalled, timeout=5)
+        assert ans.status == 408 and json.loads(ans.body)["error"] == "request_timeout", ans
+        assert (
+            sample(
+                gw.metrics(),
+                "mtls_gateway_limits_hit_total",
+                listener="public",
+                limit="body_timeout",
+            )
+            == 1
+        )

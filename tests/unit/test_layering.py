@@ -50,6 +50,7 @@ LAYER = {
     "downstream.http1": 3,
     "downstream.http2": 3,
     "downstream.h2stream": 3,
+    "downstream.h2limits": 3,
     "downstream.messages": 3,
     "downstream.h1writer": 3,
     "downstream.h1reader": 3,
@@ -83,6 +84,7 @@ LAYER = {
 PURE = {
     "downstream.h1reader",
     "downstream.h1writer",
+    "downstream.h2limits",
     "upstream.h1response",
     "pki.tlsrecords",
     "pki.chainsteps",

@@ -119,3 +119,16 @@ def test_docker_config_passes_check_with_the_dev_pki(tmp_path: Path, pki: Path) 
     # a container's loopback cannot be published
     assert all(lst.bind.startswith("0.0.0.0:") for lst in cfg.listeners)
     assert str(cfg.admin.bind).startswith("0.0.0.0:")
+
+
+def test_the_example_config_parses_as_the_gateway_reads_it() -> None:
+    """config/example.yaml shows every option: each must be one the model takes."""
+    import yaml
+
+    from gateway.config.load import parse_config
+
+    cfg = parse_config(
+        yaml.safe_load((ROOT / "config" / "example.yaml").read_text()),
+        base_dir="/etc/mtls-gateway",
+    )
+    assert cfg.listeners[0].limits.max_concurrent_streams == 100
