@@ -65,35 +65,20 @@ def parse_size(value: Any) -> int:
     raise ValueError(f"{value!r} is not a size; write bytes or e.g. 64KiB, 10MiB, 1GiB")
 
 
-Size = Annotated[
-    int,
-    BeforeValidator(parse_size),
-    Field(gt=0),
-    WithJsonSchema(
+def _size_schema(minimum: int) -> WithJsonSchema:
+    return WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 1},
+                {"type": "integer", "minimum": minimum},
                 {"type": "string", "pattern": SIZE_PATTERN},
             ],
             "examples": ["64KiB", "10MiB"],
         }
-    ),
-]
+    )
 
-SizeOrZero = Annotated[  # a size where 0 means "none"
-    int,
-    BeforeValidator(parse_size),
-    Field(ge=0),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": SIZE_PATTERN},
-            ],
-            "examples": ["64KiB", "10MiB"],
-        }
-    ),
-]
+
+Size = Annotated[int, BeforeValidator(parse_size), Field(gt=0), _size_schema(1)]
+SizeOrZero = Annotated[int, BeforeValidator(parse_size), Field(ge=0), _size_schema(0)]  # 0: none
 
 
 def _resolve_path(value: Any, info: ValidationInfo) -> str:
