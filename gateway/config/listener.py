@@ -178,8 +178,9 @@ class ListenerConfig(Model):
     bind: Bind = Field(description="host:port or [v6]:port; port 0 picks a free port")
     tls: TlsConfig
     http2: bool = Field(
-        default=False,
+        default=True,
         description="offer HTTP/2 by ALPN (h2, then http/1.1); every stream goes through the "
-        "same routes, policies, identity headers, limits, metrics and access log",
+        "same routes, policies, identity headers, limits, metrics and access log; false: "
+        "HTTP/1.1 only",
     )
     limits: ListenerLimits = ListenerLimits()

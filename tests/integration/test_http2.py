@@ -154,7 +154,7 @@ def test_malformed_or_oversized_heads_are_refused_on_their_stream(pki: Path) -> 
 
 
 def test_a_listener_without_http2_stays_on_http1(pki: Path) -> None:
-    with EchoServer() as up, running(lambda _: base_config(pki, up.port), pki) as gw:
+    with EchoServer() as up, running(lambda _: _h2_config(pki, up.port, http2=False), pki) as gw:
         out = curl(
             "--http2",
             *cert_args(pki),

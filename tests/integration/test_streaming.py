@@ -97,7 +97,12 @@ def test_one_gib_each_way_with_bounded_memory_and_linear_time(tmp_path: Path, pk
     assert t_up < 12 * t_up_small and t_down < 12 * t_down_small
 
 
-def test_expect_100_continue_and_chunked_upload_with_curl(tmp_path: Path, pki: Path) -> None:
+@pytest.mark.parametrize(
+    ("version", "interim"), [("--http1.1", "HTTP/1.1 100 Continue"), ("--http2", "HTTP/2 100")]
+)
+def test_expect_100_continue_and_chunked_upload_with_curl(
+    version: str, interim: str, tmp_path: Path, pki: Path
+) -> None:
     payload = tmp_path / "payload.bin"
     payload.write_bytes(BLOCK * 40)  # 2.5 MiB: curl asks for 100-continue
     with EchoServer() as echo:
@@ -105,15 +110,15 @@ def test_expect_100_continue_and_chunked_upload_with_curl(tmp_path: Path, pki: P
         with GatewayProcess(path, admin):
             started = time.perf_counter()
             out = subprocess.run(
-                ["curl", "-sS", "-v", *cert_args(pki), "-H", "Expect: 100-continue", "--data-binary", f"@{payload}", f"https://localhost:{port}/upload"],
+                ["curl", "-sS", "-v", version, *cert_args(pki), "-H", "Expect: 100-continue", "--data-binary", f"@{payload}", f"https://localhost:{port}/upload"],
                 capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             took = time.perf_counter() - started
             chunked = subprocess.run(
-                ["curl", "-sS", *cert_args(pki), "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{payload}", f"https://localhost:{port}/chunked"],
+                ["curl", "-sS", version, *cert_args(pki), "-H", "Transfer-Encoding: chunked", "--data-binary", f"@{payload}", f"https://localhost:{port}/chunked"],
                 capture_output=True, text=True, timeout=60,
             )  # fmt: skip
-    assert "HTTP/1.1 100 Continue" in out.stderr, out.stderr[-2000:]
+    assert interim in out.stderr, out.stderr[-2000:]
     assert took < 1.0  # curl did not sit out its 1 s expect timeout
     expected = hashlib.sha256(payload.read_bytes()).hexdigest()
     assert json.loads(out.stdout)["body_sha256"] == expected
