@@ -29,6 +29,8 @@ FLUSH_BYTES: Final = 64 * 1024
 # "000" to "999": the line's millisecond parts without a format spec (compiled, an f-string
 # with one becomes a str.format of the whole line)
 _MILLIS: Final = tuple(f"{i:03d}" for i in range(1000))
+# a request's HTTP version as the access line names it
+PROTOCOLS: Final = {(2, 0): "HTTP/2", (1, 1): "HTTP/1.1", (1, 0): "HTTP/1.0"}
 
 
 def _str(value: str | None) -> str:
@@ -67,6 +69,7 @@ class AccessLog:
         route: str,
         method: str,
         path: str,
+        protocol: str,
         status: int,
         upstream: str,
         duration: float,
@@ -78,7 +81,8 @@ class AccessLog:
         sha256: str | None,
     ) -> None:
         """Log one answered request (the caller checked `enabled`). `listener`, `route` and
-        `upstream` are config names (their pattern leaves nothing to escape in JSON)."""
+        `upstream` are config names (their pattern leaves nothing to escape in JSON), and
+        `protocol` one of `PROTOCOLS`."""
         now = time.time()
         second = int(now)
         if second != self._second:
@@ -100,7 +104,8 @@ class AccessLog:
             f'{{"ts": "{self._stamp}.{_MILLIS[int((now - second) * 1000)]}Z", "level": "info", '
             f'"logger": "{ACCESS}", "msg": "request", "request_id": {_str(request_id)}, '
             f'"listener": "{listener}", "route": "{route}", "method": {_str(method)}, '
-            f'"path": {_str(path)}, "status": {status}, "upstream": "{upstream}", '
+            f'"path": {_str(path)}, "protocol": "{protocol}", "status": {status}, '
+            f'"upstream": "{upstream}", '
             f'"duration_ms": {_ms(duration)}, "upstream_ms": {_ms(upstream_seconds)}'
             f"{dropped_field}{client}}}\n"
         )

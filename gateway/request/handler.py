@@ -26,7 +26,7 @@ from gateway.downstream.messages import (
     request_ids,
 )
 from gateway.http.headers import IDENTITY, ClientContext, HeaderRules, upstream_headers
-from gateway.observe.accesslog import access_lines
+from gateway.observe.accesslog import PROTOCOLS, access_lines
 from gateway.observe.activity import Activity
 from gateway.observe.metrics import Metrics
 from gateway.request.attempts import BodyLimit
@@ -339,6 +339,7 @@ class RequestHandler:
             route_name,
             request.method,
             request.raw_path[:2048],
+            PROTOCOLS.get(request.version, "HTTP/0.9"),
             response.status,
             job.upstream.name if job.upstream else "",
             elapsed,

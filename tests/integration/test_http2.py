@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from gateway.base.log import EVENT_KEY
 from tests.h2client import H2Client
 from tests.harness import EchoServer, base_config, cert_args, curl, running, sample
 
@@ -190,3 +196,50 @@ def test_a_stream_whose_body_never_comes_gets_408_and_others_go_on(pki: Path) ->
             )
             == 1
         )
+
+
+def test_nghttp_multiplexes_requests_with_a_client_certificate(pki: Path) -> None:
+    """nghttp (nghttp2's client), 20 requests on one connection with the dev client
+    certificate: each answered 200 by the echo, which names the client."""
+    nghttp = shutil.which("nghttp")
+    if nghttp is None:
+        pytest.skip("nghttp is not installed (Debian: nghttp2-client; .ci/run installs it)")
+    with EchoServer() as up, running(lambda _: _routes(_h2_config(pki, up.port)), pki) as gw:
+        out = subprocess.run(
+            [nghttp, "-v", "-m", "20", "--cert", str(pki / "client.pem"), "--key", str(pki / "client.key"),
+             f"https://localhost:{gw.port}/orders"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.count(":status: 200") == 20, out.stdout[-2000:]
+        assert out.stdout.count("CN=client") >= 20  # the XFCC the echo saw, in its body
+        assert len(up.seen) == 20
+
+
+def test_the_access_line_names_the_protocol(pki: Path) -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    def config(_: int) -> dict[str, Any]:
+        cfg = _h2_config(pki, up.port)
+        cfg["logging"] = {"level": "info", "access_log": True}
+        return cfg
+
+    logger, keep = logging.getLogger("gateway.access"), Keep(logging.INFO)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(keep)
+    try:
+        with EchoServer() as up, running(config, pki) as gw:
+            for version in ("--http2", "--http1.1"):
+                out = curl(version, *cert_args(pki), f"https://localhost:{gw.port}/p{version[2:]}")
+                assert out.returncode == 0, out.stderr
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(old)
+    fields = [getattr(r, EVENT_KEY) for r in records]
+    seen = {f["path"]: f["protocol"] for f in fields}
+    assert seen == {"/phttp2": "HTTP/2", "/phttp1.1": "HTTP/1.1"}, seen

@@ -14,7 +14,7 @@ from gateway.observe.accesslog import FLUSH_BYTES, FLUSH_SECONDS, AccessLog
 
 ARGS = dict(
     request_id="0123456789abcdef", listener="public", route="all", method="GET",
-    path="/a\u2028b\x00c\"d", status=200, upstream="echo", duration=0.00125, upstream_seconds=None,
+    path="/a\u2028b\x00c\"d", protocol="HTTP/2", status=200, upstream="echo", duration=0.00125, upstream_seconds=None,
     dropped=["x-forwarded-client-cert"], peer="127.0.0.1", sni=None,
     subject="CN=\u00e9\u2029\r\nx", sha256="ab" * 32,
 )  # fmt: skip
