@@ -9,6 +9,7 @@ and the page content is checked, not the exit code."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import struct
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from gateway.base.log import EVENT_KEY
 from tests.harness import RunningGateway, base_config, running
 
 pytestmark = pytest.mark.browser
@@ -99,10 +101,22 @@ def gateway(pki: Path) -> Iterator[RunningGateway]:
                 "forward_identity": ["xfcc"],
             }
         ]
+        doc["logging"] = {"level": "info", "access_log": True}
         return doc
 
     with running(config, pki) as gw:
         yield gw
+
+
+class _Protocols(logging.Handler):
+    """The protocol of each access line (`HTTP/2`, `HTTP/1.1`)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(getattr(record, EVENT_KEY)["protocol"])
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +155,19 @@ def test_browser_through_the_gateway(
     absent: str,
 ) -> None:
     _nssdb(tmp_path, pki, with_client=with_client)
-    dom = _chromium(tmp_path, "--dump-dom", f"https://localhost:{gateway.port}/hello")
+    logger, protocols = logging.getLogger("gateway.access"), _Protocols()
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(protocols)
+    try:
+        dom = _chromium(tmp_path, "--dump-dom", f"https://localhost:{gateway.port}/hello")
+    finally:
+        logger.removeHandler(protocols)
+        logger.setLevel(old)
     for text in shown:
         assert text in dom, dom[:2000]
     assert absent not in dom
+    assert protocols.seen and set(protocols.seen) == {"HTTP/2"}  # ALPN: the browser chose h2
 
 
 def _png_size(path: Path) -> tuple[int, int]:
