@@ -31,6 +31,7 @@ COMPILED = [
     "observe/tally",
     "request/attempts",
     "request/exchange",
+    "request/grpccalls",
     "request/handler",
     "request/policy",
     "request/proxy",

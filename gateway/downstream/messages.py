@@ -293,6 +293,7 @@ class Response:
             self.headers.append(("Content-Type", content_type))
         self.body = body
         self.keep_alive = True
+        self.outcome = status  # the status metrics and the access log report
 
     def force_close(self) -> None:
         self.keep_alive = False
@@ -317,6 +318,7 @@ class StreamResponse:
         self.keep_alive = True
         self.prepared = False
         self.finished = False
+        self.outcome = status  # the status metrics and the access log report
         self.mode = "length"  # its body's HTTP/1.1 framing: length | chunked | close | none
         self._to: ClientStream | None = None
 
@@ -352,6 +354,7 @@ class Hijacked:
     """The handler took the connection over (a WebSocket tunnel): nothing more to write."""
 
     status = 101
+    outcome = 101
     keep_alive = False
 
 

@@ -68,6 +68,15 @@ class TimeoutLimits:
     idle: float
     total: float | None
 
+    def within(self, seconds: float) -> TimeoutLimits:
+        """These timeouts, none longer than `seconds` (a gRPC call's own deadline)."""
+        return TimeoutLimits(
+            connect=min(self.connect, seconds),
+            headers=min(self.headers, seconds),
+            idle=min(self.idle, seconds),
+            total=seconds if self.total is None else min(self.total, seconds),
+        )
+
     @classmethod
     def of(cls, cfg: UpstreamConfig, route: RouteTimeouts | None) -> TimeoutLimits:
         t = cfg.timeouts

@@ -29,7 +29,8 @@ from gateway.http.headers import IDENTITY, ClientContext, HeaderRules, upstream_
 from gateway.observe.accesslog import PROTOCOLS, access_lines
 from gateway.observe.activity import Activity
 from gateway.observe.metrics import Metrics
-from gateway.request.attempts import BodyLimit
+from gateway.request.attempts import BodyLimit, TimeoutLimits
+from gateway.request.grpccalls import grpc_deadline, grpc_error, is_grpc
 from gateway.request.policy import Decision
 from gateway.request.proxy import Upstream
 from gateway.request.routing import normalise_target, parse_host, rewrite_prefix
@@ -66,8 +67,21 @@ def check_body_length(request: Request, max_body: int, on_body_limit: Callable[[
         raise PayloadTooLarge(f"Content-Length {length} over the limit of {max_body} bytes")
 
 
-def error_response(err: HttpError, route: str | None, request_id: str) -> Response:
+def error_response(
+    err: HttpError, route: str | None, request_id: str, request: Request
+) -> Response:
+    """The JSON error, or for a gRPC call its Trailers-Only answer (`grpccalls`)."""
+    if is_grpc(request):
+        return grpc_error(err.status, err.code, request_id)
     return json_error(err.status, err.code, request_id, route)
+
+
+def _timeouts(job: _Job) -> TimeoutLimits:
+    """The route's timeouts, within a gRPC call's own deadline."""
+    assert job.route is not None
+    deadline = grpc_deadline(job.request)
+    timeouts = job.route.timeouts
+    return timeouts if deadline is None else timeouts.within(deadline)
 
 
 class _Job:
@@ -152,7 +166,7 @@ class RequestHandler:
         upstream = job.upstream
         assert upstream is not None and job.route is not None
         if job.websocket or not upstream.send_now(
-            request, job.path, job.query, job.headers, job.request_id, job.route.timeouts, job
+            request, job.path, job.query, job.headers, job.request_id, _timeouts(job), job
         ):
             return self._serve(job, fronted=True)
         return None
@@ -188,7 +202,7 @@ class RequestHandler:
                     job.headers,
                     job.request_id,
                     body_limit,
-                    route.timeouts,
+                    _timeouts(job),
                     self._snapshot().header_rules,
                 )
         except Exception as exc:
@@ -278,7 +292,7 @@ class RequestHandler:
                 exc_info=exc,
                 extra=event(request_id=job.request_id),
             )
-            return error_response(HttpError("internal error"), route, job.request_id)
+            return error_response(HttpError("internal error"), route, job.request_id, job.request)
         if exc.status >= 500:
             proxy_log.warning(
                 "upstream error",
@@ -290,7 +304,7 @@ class RequestHandler:
                     detail=exc.detail,
                 ),
             )
-        error = error_response(exc, route, job.request_id)
+        error = error_response(exc, route, job.request_id, job.request)
         if isinstance(exc, PayloadTooLarge | BadRequest):
             error.force_close()  # the body was not (entirely) read
         return error
@@ -320,10 +334,10 @@ class RequestHandler:
         request, route, conn = job.request, job.route, job.conn
         route_name = route.config.name if route else ""
         method = request.method if request.method in KNOWN_METHODS else "OTHER"
-        key = (route_name, method, response.status)
+        key = (route_name, method, response.outcome)
         series = self._series.get(key)
         if series is None:  # label lookups are slow: one per (route, method, status), once
-            tally, code = self._metrics.tally, str(response.status)
+            tally, code = self._metrics.tally, str(response.outcome)
             series = self._series[key] = (
                 tally.counter(self._metrics.requests.labels(route_name, method, code)).inc,
                 tally.histogram(self._metrics.request_duration.labels(route_name)).observe,
@@ -340,7 +354,7 @@ class RequestHandler:
             request.method,
             request.raw_path[:2048],
             PROTOCOLS.get(request.version, "HTTP/0.9"),
-            response.status,
+            response.outcome,
             job.upstream.name if job.upstream else "",
             elapsed,
             upstream_seconds,

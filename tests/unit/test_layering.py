@@ -27,6 +27,7 @@ LAYER = {
     "pki.strictprofile": 2,
     "request.routing": 2,
     "request.policy": 2,
+    "request.grpccalls": 3,
     "pki.tls": 2,
     "observe.metrics": 2,
     "observe.activity": 2,
@@ -95,6 +96,7 @@ PURE = {
     "pki.identity",
     "request.routing",
     "request.policy",
+    "request.grpccalls",
     "base.reasons",
     "base.errors",
 }

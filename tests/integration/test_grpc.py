@@ -1,0 +1,120 @@
+"""A real grpcio client with the dev client certificate, through the gateway over HTTP/2: the
+gateway's own refusals reach it as gRPC statuses (7, 14, 4) with a readable message, and are
+counted with the HTTP status the gateway decided."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from aiohttp import web
+
+from tests.h2client import H2Client
+from tests.harness import EchoServer, base_config, free_port, running, sample
+
+
+def _config(pki: Path, echo_port: int, slow_port: int) -> dict[str, Any]:
+    cfg = base_config(pki, echo_port)
+    cfg["upstreams"] += [
+        {"name": "dead", "url": f"http://127.0.0.1:{free_port()}"},
+        {"name": "slow", "url": f"http://127.0.0.1:{slow_port}", "timeouts": {"headers": "500ms"}},
+        {"name": "patient", "url": f"http://127.0.0.1:{slow_port}"},  # the default timeouts
+    ]
+    cfg["routes"] = [
+        {
+            "name": "denied",
+            "match": {"path_prefix": "/denied.Service"},
+            "upstream": "echo",
+            "policy": {"allow": [{"subject": {"CN": "nobody"}}]},
+        },
+        {"name": "dead", "match": {"path_prefix": "/dead.Service"}, "upstream": "dead",
+         "policy": {"allow": "any"}},
+        {"name": "slow", "match": {"path_prefix": "/slow.Service"}, "upstream": "slow",
+         "policy": {"allow": "any"}},
+        {"name": "patient", "match": {"path_prefix": "/patient.Service"}, "upstream": "patient",
+         "policy": {"allow": "any"}},
+    ]  # fmt: skip
+    return cfg
+
+
+def _slow_app() -> web.Application:
+    async def sleep(request: web.Request) -> web.Response:
+        await asyncio.sleep(3)
+        return web.Response(body=b"")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", sleep)
+    return app
+
+
+def _call(port: int, pki: Path, method: str) -> grpc.RpcError:
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(pki / "ca.pem").read_bytes(),
+        private_key=(pki / "client.key").read_bytes(),
+        certificate_chain=(pki / "client.pem").read_bytes(),
+    )
+    with grpc.secure_channel(f"localhost:{port}", creds) as channel:
+        call = channel.unary_unary(method)  # raw bytes both ways: no generated code needed
+        with pytest.raises(grpc.RpcError) as failed:
+            call(b"hello", timeout=10)
+    return failed.value  # type: ignore[return-value]
+
+
+def test_the_gateways_refusals_are_grpc_statuses(pki: Path) -> None:
+    with (
+        EchoServer() as echo,
+        EchoServer(app=_slow_app()) as slow,
+        running(lambda _: _config(pki, echo.port, slow.port), pki) as gw,
+    ):
+        denied = _call(gw.port, pki, "/denied.Service/Call")
+        assert denied.code() == grpc.StatusCode.PERMISSION_DENIED, denied
+        assert "client_cert_not_allowed" in (denied.details() or "")
+        unreachable = _call(gw.port, pki, "/dead.Service/Call")
+        assert unreachable.code() == grpc.StatusCode.UNAVAILABLE, unreachable
+        late = _call(gw.port, pki, "/slow.Service/Call")
+        assert late.code() == grpc.StatusCode.DEADLINE_EXCEEDED, late
+        m = gw.metrics()
+        assert (
+            sample(m, "mtls_gateway_requests_total", route="denied", method="POST", code="403") == 1
+        )
+        assert (
+            sample(m, "mtls_gateway_requests_total", route="slow", method="POST", code="504") == 1
+        )
+
+
+def test_grpc_timeout_bounds_the_exchange(pki: Path) -> None:
+    """A call whose grpc-timeout is 300 ms gets DEADLINE_EXCEEDED from the gateway at 300 ms,
+    not the upstream's answer 3 s later, though the route's own timeouts would wait (sent by a
+    client that does not cancel on its own)."""
+    with (
+        EchoServer() as echo,
+        EchoServer(app=_slow_app()) as slow,
+        running(lambda _: _config(pki, echo.port, slow.port), pki) as gw,
+        H2Client(gw.port, pki) as client,
+    ):
+        grpc_head = [
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("grpc-timeout", "300m"),
+        ]
+        started = time.monotonic()
+        sid = client.headers("/patient.Service/Call", method="POST", extra=grpc_head, end=False)
+        client.data(sid, b"\x00\x00\x00\x00\x00", end=True)  # an empty message
+        ans = client.wait(sid, timeout=5)
+        took = time.monotonic() - started
+        assert ans.header("grpc-status") == "4", ans
+        assert took < 2.0, took
+        assert (
+            sample(
+                gw.metrics(),
+                "mtls_gateway_requests_total",
+                route="patient",
+                method="POST",
+                code="504",
+            )
+            == 1
+        )
