@@ -234,7 +234,8 @@ class ListenerConnections(HttpServer):
         self.conns: dict[ClientChannel, ConnInfo] = {}
         self._identities = identities
         self._chains: Bounded[str, tuple[bytes, ...]] = Bounded(4096)
-        self._active = metrics.connections_active.labels(listener)
+        gauge = metrics.connections_active
+        self._active = {p: gauge.labels(listener, p) for p in ("HTTP/1.1", "HTTP/2")}
 
     def open(
         self, settings: ListenerSettings, transport: asyncio.Transport
@@ -287,7 +288,7 @@ class ListenerConnections(HttpServer):
             # else: a returning client already admitted, nothing to wait for
         self.conns[conn] = info
         conn.info = info
-        self._active.inc()
+        self._active[_protocol(conn)].inc()
 
     def _chain_of(self, ssl_obj: ssl.SSLObject, identity: Identity) -> tuple[bytes, ...]:
         """Intermediates the client's chain verified through (private API on 3.11; cached)."""
@@ -308,5 +309,9 @@ class ListenerConnections(HttpServer):
     def connection_lost(self, conn: ClientChannel) -> None:
         super().connection_lost(conn)
         if self.conns.pop(conn, None) is not None:
-            self._active.dec()
+            self._active[_protocol(conn)].dec()
         self.on_close()
+
+
+def _protocol(conn: ClientChannel) -> str:
+    return "HTTP/2" if isinstance(conn, Http2Connection) else "HTTP/1.1"

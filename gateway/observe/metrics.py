@@ -63,8 +63,8 @@ class Metrics:
         )
         self.connections_active = Gauge(
             PREFIX + "connections_active",
-            "Open client connections (after the handshake).",
-            ["listener"],
+            "Open client connections (after the handshake), by the protocol ALPN chose.",
+            ["listener", "protocol"],
             multiprocess_mode="livesum",
             registry=r,
         )

@@ -83,6 +83,11 @@ def test_streams_get_the_same_routes_policy_and_identity_headers(pki: Path) -> N
             sample(m, "mtls_gateway_requests_total", route="admin", method="GET", code="403") == 1
         )
         assert sample(m, "mtls_gateway_requests_total", route="api", method="GET", code="200") == 1
+        active = {
+            p: sample(m, "mtls_gateway_connections_active", listener="public", protocol=p)
+            for p in ("HTTP/2", "HTTP/1.1")
+        }
+        assert active == {"HTTP/2": 1, "HTTP/1.1": 0}, active
 
 
 def test_many_streams_share_one_connection(pki: Path) -> None:

@@ -72,7 +72,12 @@ def test_slow_and_idle_crowd_does_not_starve_a_normal_client(tmp_path: Path, pki
                       f"p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")  # fmt: skip
                 assert p99 < 0.100
                 metrics = scrape(admin)
-                active = sample(metrics, "mtls_gateway_connections_active", listener="public")
+                active = sample(
+                    metrics,
+                    "mtls_gateway_connections_active",
+                    listener="public",
+                    protocol="HTTP/1.1",
+                )
                 assert active >= SLOW_TLS
             finally:
                 for s in crowd:

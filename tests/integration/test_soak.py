@@ -181,7 +181,13 @@ def test_soak(tmp_path: Path, pki: Path) -> None:
 
             settled = _settle(
                 lambda: (
-                    sample(scrape(admin), "mtls_gateway_connections_active", listener="public") == 0
+                    sample(
+                        scrape(admin),
+                        "mtls_gateway_connections_active",
+                        listener="public",
+                        protocol="HTTP/1.1",
+                    )
+                    == 0
                 )
             )
             metrics = scrape(admin)
