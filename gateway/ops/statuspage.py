@@ -132,6 +132,7 @@ def render_page(
         [
             _td(lst.name),
             _td(addresses.get(lst.name, lst.bind)),
+            _td("h2, http/1.1" if lst.http2 else "http/1.1"),  # what ALPN offers
             _td(lst.tls.client_auth),
             _td(f"TLS {lst.tls.min_version}+"),
             _td(lst.tls.verify_profile),
@@ -191,7 +192,7 @@ started {escape(str(st["started_at"]))} · last reload {escape(str(st["last_relo
 <h2>Upstreams, {escape(window)}</h2>
 {_table(["upstream", "health", "unhealthy targets", "outcomes"], upstream_rows(src, traffic), "no upstreams")}
 <h2>Listeners</h2>
-{_table(["name", "address", "client auth", "TLS", "profile", "CRL", "OCSP"], listeners, "no listeners")}
+{_table(["name", "address", "protocols", "client auth", "TLS", "profile", "CRL", "OCSP"], listeners, "no listeners")}
 <h2>Certificates</h2>
 {_table(["listeners", "kind", "name", "subject", "serial", "expires (UTC)", "days left"], certs, "no certificates loaded")}
 <h2>Handshakes, last {act.minutes} minutes</h2>

@@ -152,6 +152,8 @@ def test_the_page_shows_each_routes_traffic_and_the_upstreams_health(gateway, ce
     every_row = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in page.split("<tr>")]
     root = [c for c in every_row if c[1:3] == ["ca", "mtls-gateway dev root CA"]]
     assert len(root) == 1 and root[0][0] == "public, internal"
+    # the listeners table: what each offers by ALPN
+    assert rows["public"][2] == "h2, http/1.1", rows["public"]
 
 
 def test_admin_port_defaults_to_loopback() -> None:
