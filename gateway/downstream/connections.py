@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -22,7 +22,17 @@ from gateway.downstream.admission import Admission
 from gateway.downstream.h1reader import Refused
 from gateway.downstream.http1 import Http1Connection
 from gateway.downstream.http2 import Http2Connection
-from gateway.downstream.messages import ClientChannel, Handler, request_ids
+from gateway.downstream.messages import (
+    Answer,
+    ClientChannel,
+    Handler,
+    Hijacked,
+    Request,
+    Response,
+    StreamResponse,
+    json_error,
+    request_ids,
+)
 from gateway.observe.metrics import Metrics
 from gateway.pki.identity import Identity, IdentityCache
 from gateway.pki.tls import Failure, ServerContexts
@@ -105,6 +115,18 @@ class HttpServer:
         self.closing = False
         self._sweeper: asyncio.Task[None] | None = None
         self._all_closed: asyncio.Event | None = None
+
+    def serve(self, request: Request) -> None:
+        """Hand `request` to the handler; its answer reaches `request.protocol.respond` now
+        or later from the handler, or from a task that awaits it (HTTP/1.1 and HTTP/2 alike)."""
+        try:
+            pending = self.handler(request)
+        except Exception:  # the pipeline answers its own errors: this is a bug
+            server_log.exception("request handling failed")
+            request.protocol.respond(request, internal_error())
+            return
+        if pending is not None:
+            asyncio.get_running_loop().create_task(_answer(request, pending))
 
     def __call__(self) -> Http1Connection:
         return Http1Connection(self, self.limits)
@@ -315,3 +337,25 @@ class ListenerConnections(HttpServer):
 
 def _protocol(conn: ClientChannel) -> str:
     return "HTTP/2" if isinstance(conn, Http2Connection) else "HTTP/1.1"
+
+
+def internal_error() -> Response:
+    """The answer to a request the pipeline failed on (a gateway bug, logged by the caller)."""
+    answer = json_error(500, "internal_error", request_ids.next())
+    answer.force_close()
+    return answer
+
+
+async def _answer(request: Request, pending: Awaitable[Answer]) -> None:
+    try:
+        answer = await pending
+    except Exception:  # the pipeline answers its own errors: this is a bug
+        server_log.exception("request handling failed")
+        answer = internal_error()
+    if isinstance(answer, Hijacked):
+        return  # the tunnel owns the connection until it closes
+    if isinstance(answer, StreamResponse):
+        if not answer.prepared:
+            await answer.prepare(request)
+        await answer.write_eof()
+    request.protocol.respond(request, answer)

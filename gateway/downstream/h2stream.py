@@ -144,7 +144,7 @@ class H2Stream(ClientStream):
             self.conn.acknowledge(self.stream_id, flow_length)
 
     def overdue(self, now: float) -> str | None:
-        """Which of its deadlines has passed: `body_timeout`, `stall`, or None."""
+        """The limit of the deadline that has passed (`body_timeout`, `h2_stall`), or None."""
         limits = self.conn.limits
         request = self.request
         if (
@@ -159,7 +159,7 @@ class H2Stream(ClientStream):
             if now > allowed:
                 return "body_timeout"
         if self._out_size and now - self._moved > limits.stall_timeout:
-            return "stall"
+            return "h2_stall"
         return None
 
     def pause_reading(self) -> None:

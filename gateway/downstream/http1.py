@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Final, cast
 
 from gateway.base.errors import RequestTimeout
@@ -19,14 +18,11 @@ from gateway.base.log import event, server_log
 from gateway.downstream import h1writer
 from gateway.downstream.h1reader import Refused, RequestReader
 from gateway.downstream.messages import (
-    Answer,
     ClientStream,
     Fields,
-    Hijacked,
     Request,
     Response,
     StreamResponse,
-    json_error,
     request_ids,
 )
 from gateway.downstream.tlsconn import TlsTransport
@@ -281,28 +277,7 @@ class Http1Connection(ClientStream):
             self._next()
             return
         self._serving = item
-        try:
-            pending = self._server.handler(item)
-        except Exception:  # the pipeline answers its own errors: this is a bug
-            server_log.exception("request handling failed")
-            self.respond(item, _internal_error())
-            return
-        if pending is not None:
-            self._loop.create_task(self._serve(item, pending))
-
-    async def _serve(self, request: Request, pending: Awaitable[Answer]) -> None:
-        try:
-            answer = await pending
-        except Exception:  # the pipeline answers its own errors: this is a bug
-            server_log.exception("request handling failed")
-            answer = _internal_error()
-        if isinstance(answer, Hijacked):
-            return  # the tunnel owns the connection until it closes
-        if isinstance(answer, StreamResponse):
-            if not answer.prepared:
-                await answer.prepare(request)
-            await answer.write_eof()
-        self.respond(request, answer)
+        self._server.serve(item)
 
     def respond(self, request: Request, answer: Response | StreamResponse) -> None:
         """The answer to `request` (the oldest one unanswered): written, then the next one. A
@@ -379,10 +354,3 @@ class Http1Connection(ClientStream):
         self._closing = True
         if self.is_idle():
             self.close()
-
-
-def _internal_error() -> Response:
-    server_log.exception("unhandled error in request handler")
-    answer = json_error(500, "internal_error", request_ids.next())
-    answer.force_close()
-    return answer

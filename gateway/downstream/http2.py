@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
 import h2.config
@@ -26,14 +25,9 @@ from gateway.downstream.h1reader import Refused
 from gateway.downstream.h2limits import Budget, limit_of
 from gateway.downstream.h2stream import H2Stream, request_of
 from gateway.downstream.messages import (
-    Answer,
     ClientChannel,
-    Hijacked,
     Request,
-    Response,
-    StreamResponse,
     json_error,
-    request_ids,
 )
 
 if TYPE_CHECKING:
@@ -232,28 +226,7 @@ class Http2Connection(ClientChannel):
     def _handle(self, stream: H2Stream, request: Request) -> None:
         if stream.closed:
             return
-        try:
-            pending = self._server.handler(request)
-        except Exception:  # the pipeline answers its own errors: this is a bug
-            server_log.exception("request handling failed")
-            stream.respond(request, _internal_error())
-            return
-        if pending is not None:
-            self._loop.create_task(self._serve(stream, request, pending))
-
-    async def _serve(self, stream: H2Stream, request: Request, pending: Awaitable[Answer]) -> None:
-        try:
-            answer = await pending
-        except Exception:  # the pipeline answers its own errors: this is a bug
-            server_log.exception("request handling failed")
-            answer = _internal_error()
-        if isinstance(answer, Hijacked):
-            return
-        if isinstance(answer, StreamResponse):
-            if not answer.prepared:
-                await answer.prepare(request)
-            await answer.write_eof()
-        stream.respond(request, answer)
+        self._server.serve(request)
 
     def answered(self, stream: H2Stream) -> None:
         """A stream's answer is out: forget it; a body still arriving is not wanted."""
@@ -309,7 +282,7 @@ class Http2Connection(ClientChannel):
             why = stream.overdue(now)
             if why is None:
                 continue
-            self.limits.hit(why if why == "body_timeout" else "h2_stall")
+            self.limits.hit(why)
             if why == "body_timeout" and stream.request is not None:
                 stream.timed_out = True
                 stream.request.content.fail(
@@ -348,8 +321,3 @@ class Http2Connection(ClientChannel):
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.abort()
-
-
-def _internal_error() -> Response:
-    server_log.exception("unhandled error in request handler")
-    return json_error(500, "internal_error", request_ids.next())

@@ -93,21 +93,21 @@ class Attacker:
         self.sock.close()
 
 
-def _request_frame(stream_id: int, path: str) -> list[tuple[str, str]]:
+def _request_frame(path: str) -> list[tuple[str, str]]:
     return [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", path)]
 
 
 def rapid_reset(a: Attacker) -> None:
     for i in range(400):
         sid = 1 + 2 * i
-        a.conn.send_headers(sid, _request_frame(sid, "/slow?seconds=5"), end_stream=True)
+        a.conn.send_headers(sid, _request_frame("/slow?seconds=5"), end_stream=True)
         a.conn.reset_stream(sid)
         if not a.flush():
             return
 
 
 def continuation_flood(a: Attacker) -> None:
-    block = hpack.Encoder().encode(_request_frame(1, "/"))
+    block = hpack.Encoder().encode(_request_frame("/"))
     a.send_raw(HeadersFrame(1, block[:4]).serialize())  # no END_HEADERS: the head goes on
     for _ in range(1000):
         if not a.send_raw(ContinuationFrame(1, b"\x00" * 1024).serialize()):
@@ -116,7 +116,7 @@ def continuation_flood(a: Attacker) -> None:
 
 def hpack_bomb(a: Attacker) -> None:
     big = ("x-bomb", "a" * 4000)  # into the dynamic table once, then named by index
-    block = hpack.Encoder().encode([*_request_frame(1, "/"), *([big] * 2000)])
+    block = hpack.Encoder().encode([*_request_frame("/"), *([big] * 2000)])
     frame = HeadersFrame(1, block)
     frame.flags.add("END_HEADERS")
     frame.flags.add("END_STREAM")
@@ -138,7 +138,7 @@ def ping_flood(a: Attacker) -> None:
 def too_many_streams(a: Attacker) -> None:
     for i in range(60):
         sid = 1 + 2 * i
-        a.conn.send_headers(sid, _request_frame(sid, "/slow?seconds=5"), end_stream=True)
+        a.conn.send_headers(sid, _request_frame("/slow?seconds=5"), end_stream=True)
     a.flush()
 
 
@@ -226,9 +226,7 @@ def test_a_client_that_keeps_its_window_shut_loses_the_stalled_streams(
             attacker = Attacker(port, pki, initial_window=0)
             for i in range(10):
                 sid = 1 + 2 * i
-                attacker.conn.send_headers(
-                    sid, _request_frame(sid, "/bytes/50000000"), end_stream=True
-                )
+                attacker.conn.send_headers(sid, _request_frame("/bytes/50000000"), end_stream=True)
             attacker.flush()
             attacker.drain(4)
             assert attacker.resets.count(8) == 10, attacker.resets  # CANCEL, each stream
