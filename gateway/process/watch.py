@@ -57,8 +57,11 @@ class FileWatcher:
         self._stop = asyncio.Event()
 
     def start(self) -> None:
+        # the content as the caller just read it, taken now: a change made before the task's
+        # first step (a busy loop, a gateway that already says it is ready) is still seen
+        baseline = fingerprint(self.paths)
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._run(), name="file-watcher")
+        self._task = loop.create_task(self._run(baseline), name="file-watcher")
 
     async def stop(self) -> None:
         self._stop.set()
@@ -67,9 +70,8 @@ class FileWatcher:
                 await self._task
             self._task = None
 
-    async def _run(self) -> None:
+    async def _run(self, baseline: Fingerprint) -> None:
         files = self.paths
-        baseline = fingerprint(files)
         while not self._stop.is_set():
             dirs = watched_dirs(files)
             if not dirs:
