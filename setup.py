@@ -29,6 +29,7 @@ COMPILED = [
     "http/headers",
     "observe/accesslog",
     "observe/tally",
+    "request/answer",
     "request/attempts",
     "request/exchange",
     "request/grpccalls",

@@ -20,8 +20,7 @@ from gateway.base.errors import (
 )
 from gateway.config.model import RouteTimeouts, UpstreamConfig
 from gateway.downstream.messages import Body
-from gateway.http.headers import response_drop
-from gateway.upstream.connection import ConnectionLost, ConnectTimeout, UpstreamResponse
+from gateway.upstream.connection import ConnectionLost, ConnectTimeout
 from gateway.upstream.h1response import BadResponse
 from gateway.upstream.targets import Target
 
@@ -29,6 +28,8 @@ if TYPE_CHECKING:
     from gateway.request.exchange import Exchange
 
 IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# the hop-by-hop fields of a WebSocket upgrade, which the upstream's copy of the head lacks
+UPGRADE: Final = "Upgrade: websocket\r\nConnection: Upgrade\r\n"
 
 
 class BodyLimit:
@@ -186,17 +187,6 @@ def client_fault(exc: Exception) -> DownstreamError:
     return BadRequest(f"the request body failed while it was forwarded: {exc}")
 
 
-def response_headers(
-    ex: Exchange, upstream: UpstreamResponse
-) -> tuple[list[tuple[str, str]], frozenset[str]]:
-    """The response headers to send on, and the fields dropped from them (and its trailers)."""
-    # a chunked answer stays chunked (to an HTTP/1.1 client), so its trailers can follow it
-    drop = response_drop(upstream.chunked, upstream.connection)
-    pairs = [(k, v) for k, v in upstream.headers if k.lower() not in drop]
-    pairs.append(("X-Request-Id", ex.request_id))
-    return pairs, drop
-
-
 def head_of(target: Target, ex: Exchange) -> bytes:
     """An attempt's request head, for `target`."""
     request = ex.request
@@ -205,7 +195,7 @@ def head_of(target: Target, ex: Exchange) -> bytes:
         target.base_path + ex.path,
         ex.query,
         ex.headers,
-        framing(ex.data, request.content_length),
+        UPGRADE if ex.upgrade else framing(ex.data, request.content_length),
     )
 
 

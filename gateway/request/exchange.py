@@ -11,7 +11,8 @@ policy and the budget allow; any other is answered. A whole answer is handed on 
 that streams is relayed by a task. However it ends, `finish` is told once and every counter
 (the upstream's and the target's requests in flight, the client's departure hook) is undone in
 one place. The usual request runs without a task; `proxy.Upstream.forward` awaits the same
-machine for requests that need one."""
+machine for requests that need one, and for a WebSocket upgrade, whose 101 hands the
+connection to a tunnel (`tunnel`) that ends the exchange when it closes."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.base.errors import ClientClosed, NoHealthyTarget, UpstreamError
-from gateway.base.log import event, proxy_log
 from gateway.downstream.messages import Request, Response, StreamResponse
 from gateway.http.headers import DEFAULT_RULES
+from gateway.request.answer import relay, whole_answer
 from gateway.request.attempts import (
     IDEMPOTENT,
     ConnectFailed,
@@ -33,10 +34,8 @@ from gateway.request.attempts import (
     classify,
     client_fault,
     head_of,
-    response_headers,
 )
-from gateway.upstream.connection import Connection, ConnectionLost, ConnectTimeout, UpstreamResponse
-from gateway.upstream.h1response import BadResponse
+from gateway.upstream.connection import Connection, ConnectTimeout, UpstreamResponse
 from gateway.upstream.targets import Target
 
 if TYPE_CHECKING:
@@ -79,6 +78,7 @@ class Exchange:
         "target",
         "trailer_rules",
         "tried",
+        "upgrade",
         "upstream",
     )
 
@@ -109,6 +109,7 @@ class Exchange:
         self.sent_at = 0.0  # when the attempt in progress began
         self.tried: list[Target] = []
         self.trailer_rules = DEFAULT_RULES  # which request trailers may go upstream
+        self.upgrade = False  # a WebSocket upgrade: a fresh connection, a 101 becomes a tunnel
         self.last: UpstreamError | None = None  # the failure of the attempt before
         # the attempt in progress: its target and connection, its header deadline's kind
         self.target: Target | None = None
@@ -155,7 +156,7 @@ class Exchange:
         self.target = target
         self.sent_at = time.perf_counter()
         target.inflight += 1
-        conn = target.pool.take_idle()
+        conn = None if self.upgrade else target.pool.take_idle()
         if conn is not None:
             self._send(conn)
         else:
@@ -166,7 +167,10 @@ class Exchange:
         failure: BaseException | None = None
         # (a name per clause: mypyc types a shared one by the first clause)
         try:
-            conn = await target.pool.acquire(wait)
+            if self.upgrade:  # never a kept-alive one: the connection becomes the tunnel
+                conn = await target.pool.open_fresh(wait)
+            else:
+                conn = await target.pool.acquire(wait)
         except ConnectTimeout as late:
             failure = HeadersLate("total") if kind == "total" else late
         except ssl.SSLError as tls:  # an OSError too, but a TLS failure, not a refusal
@@ -197,7 +201,13 @@ class Exchange:
         request.on_gone = conn.close  # the client leaving ends the exchange upstream
         data = self.data
         streamed = data is not None and not isinstance(data, bytes)
-        conn.send(head_of(target, self), None if streamed else data, request.method != "HEAD", self)
+        conn.send(
+            head_of(target, self),
+            None if streamed else data,
+            request.method != "HEAD",
+            self,
+            self.upgrade,
+        )
         if streamed:
             chunked = request.content_length is None
             conn.stream_body(data, chunked, request.trailers, self.trailer_rules)
@@ -218,7 +228,14 @@ class Exchange:
         else:
             target.succeeded()
         self.conn = None
-        whole = self._whole(upstream)
+        if upstream.status == 101:  # the switch an upgrade asked for: a tunnel, joined by
+            if not self.finish.stream(upstream, headers_after):  # whoever awaits (`tunnel`)
+                self.request.on_gone = None
+                upstream.release()
+                self._detach()
+                self._fail(ClientClosed("the client left before its tunnel opened"))
+            return
+        whole = whole_answer(self, upstream)
         if whole is None:  # a body still streaming: relayed by whoever awaits, else by a task
             if self.finish.stream(upstream, headers_after):
                 return
@@ -272,24 +289,10 @@ class Exchange:
 
     # ------------------------------------------------------------ the answer
 
-    def _whole(self, upstream: UpstreamResponse) -> Response | None:
-        """The answer in one piece when the whole of it is here already (the usual small one)."""
-        if (
-            not upstream.complete
-            or upstream.content_length is None
-            or self.request.method == "HEAD"
-        ):
-            return None
-        headers, _ = response_headers(self, upstream)
-        self.upstream.count("ok")
-        return Response(
-            upstream.status, reason=upstream.reason, headers=headers, body=upstream.take_body()
-        )
-
     async def _relay_task(self, upstream: UpstreamResponse, headers_after: float) -> None:
         try:
             try:
-                answer = await self._relay(upstream)
+                answer = await relay(self, upstream)
             finally:
                 self._task = None
                 self.request.on_gone = None  # before the connection may serve another client
@@ -307,47 +310,32 @@ class Exchange:
         """Relay a streamed answer in the awaiting task (`Finish.stream` said so), so that its
         end and whatever the awaiting task does next (the access line) come in one go."""
         try:
-            return await self._relay(upstream)
+            return await relay(self, upstream)
         finally:
             self.request.on_gone = None  # before the connection may serve another client
             upstream.release()
             self._detach()
             self._end()
 
-    async def _relay(self, upstream: UpstreamResponse) -> StreamResponse:
-        request = self.request
-        headers, drop = response_headers(self, upstream)
-        out = StreamResponse(upstream.status, reason=upstream.reason, headers=headers)
-        out.content_length = upstream.content_length
-        kind = "reset"
-        try:
-            await out.prepare(request)
-            while True:
-                wait, kind = self.chunk_wait()
-                chunk = await upstream.read(wait)
-                kind = "reset"
-                if not chunk:
-                    break
-                await out.write(chunk)
-            await out.write_eof([(k, v) for k, v in upstream.trailers if k.lower() not in drop])
-        except (TimeoutError, ConnectionLost, BadResponse) as exc:
-            out.force_close()
-            out.finished = True
-            if request.protocol.closed:  # the client left: its leaving ended the upstream read
-                return out
-            # the head is gone already: the only honest signal left is to cut the connection
-            if not isinstance(exc, TimeoutError):
-                kind = "reset"
-            self.upstream.count("reset" if kind == "reset" else "timeout")
-            proxy_log.warning(
-                "upstream failed mid-response",
-                extra=event(upstream=self.upstream.name, kind=kind, error=repr(exc)),
+    def tunnel(self, upstream: UpstreamResponse, tunnel: asyncio.Protocol) -> bytes:
+        """A 101: its connection is handed to `tunnel`, which calls `tunnel_closed` when it
+        ends (the exchange is in flight until then). Returns the bytes that came after the
+        101; UpstreamError when the upstream closed the connection already."""
+        self.request.on_gone = None
+        early = upstream.hand_over(tunnel)
+        if early is None:
+            self.upstream.count("reset")
+            self.tunnel_closed()
+            raise UpstreamError(
+                f"{self.upstream.name}: the upstream closed the connection after its 101",
+                kind="reset",
             )
-            if request.transport is not None:
-                request.transport.abort()
-            return out
         self.upstream.count("ok")
-        return out
+        return early
+
+    def tunnel_closed(self) -> None:
+        self._detach()
+        self._end()
 
     # ------------------------------------------------------------ the end, once
 
@@ -357,10 +345,12 @@ class Exchange:
             return
         task, self._task = self._task, None
         conn, self.conn = self.conn, None
+        gone, self.request.on_gone = self.request.on_gone, None
         if conn is not None:
             self.upstream.deadlines(conn.loop).discard(self)
             conn.abandon()
-        self.request.on_gone = None
+        elif gone is not None:  # an answer (or a 101) that nobody will read: its connection
+            gone()  # is closed, not left holding a slot of its pool
         self._detach()
         self._end()
         if task is not None and task is not asyncio.current_task():

@@ -35,7 +35,7 @@ from gateway.request.policy import Decision
 from gateway.request.proxy import Upstream
 from gateway.request.routing import normalise_target, parse_host, rewrite_prefix
 from gateway.request.serving import CompiledRoute, ServingConfig
-from gateway.request.websocket import is_upgrade, proxy_websocket
+from gateway.request.websocket import is_upgrade
 from gateway.upstream.connection import UpstreamResponse
 
 KNOWN_METHODS: Final = frozenset(
@@ -188,23 +188,19 @@ class RequestHandler:
                 self._front(job)
             upstream, route = job.upstream, job.route
             assert upstream is not None and route is not None
-            if job.websocket:
-                response = await proxy_websocket(
-                    request, upstream, job.path, job.query, job.headers
-                )
-            else:
-                assert job.conn is not None
-                body_limit = BodyLimit(job.max_body, self._limit_hit(job.conn.listener))
-                response, upstream_seconds = await upstream.forward(
-                    request,
-                    job.path,
-                    job.query,
-                    job.headers,
-                    job.request_id,
-                    body_limit,
-                    _timeouts(job),
-                    self._snapshot().header_rules,
-                )
+            assert job.conn is not None
+            body_limit = BodyLimit(job.max_body, self._limit_hit(job.conn.listener))
+            response, upstream_seconds = await upstream.forward(
+                request,
+                job.path,
+                job.query,
+                job.headers,
+                job.request_id,
+                body_limit,
+                _timeouts(job),
+                self._snapshot().header_rules,
+                job.websocket,
+            )
         except Exception as exc:
             response = self._error_answer(job, exc)
         self._account(job, response, upstream_seconds)

@@ -12,11 +12,12 @@ from typing import Any
 from gateway.base.deadlines import Deadlines
 from gateway.base.errors import PayloadTooLarge, UpstreamError
 from gateway.config.model import UpstreamConfig
-from gateway.downstream.messages import Request, Response, StreamResponse
+from gateway.downstream.messages import Hijacked, Request, Response, StreamResponse
 from gateway.http.headers import DEFAULT_RULES, HeaderRules
 from gateway.observe.metrics import Metrics
 from gateway.request.attempts import BodyLimit, RetryBudget, TimeoutLimits
 from gateway.request.exchange import Exchange, Finish
+from gateway.request.websocket import join
 from gateway.upstream.connection import UpstreamResponse
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.targets import Balancer, Target, upstream_tls_context
@@ -143,11 +144,13 @@ class Upstream:
         body_limit: BodyLimit | None = None,
         limits: TimeoutLimits | None = None,
         trailer_rules: HeaderRules = DEFAULT_RULES,
-    ) -> tuple[Response | StreamResponse, float]:
+        upgrade: bool = False,
+    ) -> tuple[Response | StreamResponse | Hijacked, float]:
         """The request whose body must be read first (or streams), through the same exchange,
         awaited. Returns the answer and how long the upstream took to send its head. A body
         without Content-Length is counted while it streams: past `body_limit`, 413. `limits`
-        are the route's timeouts (worked out when the config was compiled), else the upstream's."""
+        are the route's timeouts (worked out when the config was compiled), else the upstream's.
+        `upgrade`: a WebSocket upgrade, whose 101 opens a tunnel (`websocket.join`)."""
         started = time.perf_counter()
         data: Any = None
         replayable = True
@@ -171,11 +174,14 @@ class Upstream:
         )
         ex.started = started
         ex.trailer_rules = trailer_rules
+        ex.upgrade = upgrade
         ex.start()
         try:
             answer, upstream_seconds = await outcome
-            if isinstance(answer, UpstreamResponse):  # it streams: relayed in this task
-                return await ex.relay_here(answer), upstream_seconds
+            if isinstance(answer, UpstreamResponse):
+                if answer.status == 101:
+                    return join(ex, answer), upstream_seconds
+                return await ex.relay_here(answer), upstream_seconds  # streams: relayed here
             return answer, upstream_seconds
         except UpstreamError:
             if body_limit is not None and body_limit.exceeded:

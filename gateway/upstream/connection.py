@@ -92,13 +92,18 @@ class UpstreamResponse:
         """Give the connection back: kept alive when the whole response was read."""
         self._conn.finished(self)
 
+    def hand_over(self, protocol: asyncio.Protocol) -> bytes | None:
+        """A 101's connection, handed to a tunnel (`Connection.hand_over`)."""
+        return self._conn.hand_over(protocol)
+
 
 class Connection(FlowControl):
     """One upstream connection; one exchange at a time."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, pooled: bool = True) -> None:
         super().__init__()
         self._pool = pool
+        self.pooled = pooled  # False: opened for one exchange (an upgrade), never kept
         self.loop = asyncio.get_running_loop()
         self._reader = ResponseReader(self)
         self.idle_since = 0.0
@@ -123,6 +128,9 @@ class Connection(FlowControl):
             # to the next client's request
             self._reader.surplus = True
             self.close()
+            return
+        if self._reader.upgraded:  # after the 101, before the tunnel took the transport over
+            self._reader.tail = b"".join((self._reader.tail, data))
             return
         bad = self._reader.feed(data)
         if bad is not None:
@@ -194,12 +202,20 @@ class Connection(FlowControl):
 
     # ------------------------------------------------------------ one exchange
 
-    def send(self, head: bytes, body: bytes | None, expect_body: bool, waiter: Waiter) -> None:
-        """Write the request head (and a buffered body) now; `waiter` is told how it went."""
+    def send(
+        self,
+        head: bytes,
+        body: bytes | None,
+        expect_body: bool,
+        waiter: Waiter,
+        upgrade: bool = False,
+    ) -> None:
+        """Write the request head (and a buffered body) now; `waiter` is told how it went.
+        `upgrade`: the request asks to switch protocols, so a 101 is its answer."""
         assert self.transport is not None
         self._waiter = waiter
         self._response = None
-        self._reader.expect(expect_body)
+        self._reader.expect(expect_body, upgrade)
         self.transport.write(b"".join((head, body)) if body else head)  # messages.BYTES_CONCAT
 
     def stream_body(
@@ -237,6 +253,22 @@ class Connection(FlowControl):
             # the client's body failed (over its limit, client gone): the upstream must not
             # take a truncated body for a complete one, and the response side reports it
             self.close()
+
+    def hand_over(self, protocol: asyncio.Protocol) -> bytes | None:
+        """After a 101: the transport's bytes go to `protocol` from now on (it is told
+        `connection_made`). Returns the bytes that came after the 101's head, None when the
+        upstream closed the connection already."""
+        transport = self.transport
+        self._waiter = None
+        self._response = None
+        if transport is None or self.closed or transport.is_closing():
+            return None
+        self.closed = True  # for this object: the connection is the tunnel's now
+        self._pool.gone(self)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        tail, self._reader.tail = self._reader.tail, b""
+        return tail
 
     def finished(self, response: UpstreamResponse) -> None:
         task = self._body_task

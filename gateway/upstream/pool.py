@@ -8,7 +8,6 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
 
 from gateway.upstream.connection import Connection, ConnectTimeout
 
@@ -65,32 +64,24 @@ class Pool:
                     self._waiters.remove(waiter)
         self._open += 1
         try:
-            async with asyncio.timeout(connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(self),
-                    self.host,
-                    self.port,
-                    ssl=self._tls,
-                    server_hostname=self._server_hostname if self._tls is not None else None,
-                )
-        except TimeoutError:
-            self._slot_freed()
-            raise ConnectTimeout(f"connect to {self.host}:{self.port} timed out") from None
+            conn = await self._connect(connect_timeout, pooled=True)
         except BaseException:
             self._slot_freed()
             raise
         self._all.add(conn)
         return conn
 
-    async def open_tunnel(
-        self, factory: Callable[[], asyncio.Protocol], connect_timeout: float
-    ) -> asyncio.Transport:
-        """A connection of its own (not pooled, not counted) for a WebSocket tunnel."""
+    async def open_fresh(self, connect_timeout: float) -> Connection:
+        """A connection of its own for one exchange (an upgrade that becomes a tunnel): not
+        counted against the limit, never kept."""
+        return await self._connect(connect_timeout, pooled=False)
+
+    async def _connect(self, connect_timeout: float, pooled: bool) -> Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
-                transport, _ = await loop.create_connection(
-                    factory,
+                _, conn = await loop.create_connection(
+                    lambda: Connection(self, pooled),
                     self.host,
                     self.port,
                     ssl=self._tls,
@@ -98,7 +89,7 @@ class Pool:
                 )
         except TimeoutError:
             raise ConnectTimeout(f"connect to {self.host}:{self.port} timed out") from None
-        return transport
+        return conn
 
     def _slot_freed(self) -> None:
         self._open -= 1
@@ -113,7 +104,7 @@ class Pool:
             self._idle.pop(0).close()
 
     def release(self, conn: Connection, reuse: bool) -> None:
-        if not reuse:
+        if not reuse or not conn.pooled:
             conn.close()
             return
         conn.idle_since = time.monotonic()

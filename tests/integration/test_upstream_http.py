@@ -558,6 +558,34 @@ def test_an_upgrade_answer_over_the_limits_is_502(tmp_path: Path, pki: Path, hea
             assert sample(scrape(admin), UP, upstream="echo", outcome="bad_response") == 1
 
 
+def test_an_upstreams_refusal_of_an_upgrade_reaches_the_client_as_it_is(
+    tmp_path: Path, pki: Path
+) -> None:
+    """An upstream that answers an upgrade with anything but 101 (here 403, the usual refusal
+    of an origin's own auth) is passed on, not turned into a 502, and its connection is closed,
+    never pooled: it was opened for the upgrade alone."""
+    refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 8\r\nX-Why: token\r\n\r\nnot you\n"
+    with ScriptedUpstream(lambda m, p: (refusal, False)) as up:
+        path, port, admin = write_config(tmp_path, pki, up.port)
+        doc = yaml.safe_load(path.read_text())
+        doc["routes"][0]["websocket"] = True
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin):
+            upgrade = (
+                b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            answer = _raw_exchange(port, pki, upgrade)
+            assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), answer[:200]
+            assert b"\r\nX-Why: token\r\n" in answer and answer.endswith(b"not you\n")
+            assert sample(scrape(admin), UP, upstream="echo", outcome="ok") == 1
+            deadline = time.monotonic() + 5
+            while up.open and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert up.open == 0 and up.requests == ["GET /ws"]
+
+
 def test_answer_header_bytes_pass_as_they_came(tmp_path: Path, pki: Path) -> None:
     """Non-ASCII bytes in an answer's fields (UTF-8 or not) reach the client unchanged: a
     filename="café" was decoded as latin-1 and re-encoded as UTF-8 (caf\\xc3\\x83\\xc2\\xa9)."""

@@ -14,7 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.harness import RunningGateway, base_config, client_context, running
+from tests.harness import (
+    RunningGateway,
+    base_config,
+    client_context,
+    free_port,
+    running,
+    sample,
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +149,36 @@ def test_an_upgrade_with_a_body_is_refused_not_tunnelled(
     assert data.startswith(b"HTTP/1.1 400 "), data[:200]
     assert b'"error": "bad_request"' in data
     assert b"101" not in data.split(b"\r\n", 1)[0]
+
+
+def test_an_upgrade_is_retried_on_another_target_when_one_cannot_connect(pki: Path) -> None:
+    """The upgrade is an exchange like any other: a target that refuses the connection is
+    counted as such and the upgrade goes to the next one, so every client gets its tunnel."""
+    dead = free_port()
+
+    def config(echo: int) -> dict[str, Any]:
+        doc = base_config(pki, echo)
+        doc["upstreams"] = [
+            {"name": "echo", "targets": [{"url": f"http://127.0.0.1:{dead}"},
+                                         {"url": f"http://127.0.0.1:{echo}"}],
+             "passive": {"consecutive_failures": 100}},
+        ]  # fmt: skip
+        doc["routes"] = [
+            {"name": "ws", "upstream": "echo", "websocket": True, "policy": {"allow": "any"}}
+        ]
+        return doc
+
+    async def scenario() -> list[Any]:
+        out: list[Any] = []
+        async with await _session(client_context(pki)) as session:
+            for _ in range(4):  # round robin: the dead target comes up at least twice
+                async with session.ws_connect(f"wss://localhost:{gw.port}/ws") as ws:
+                    out.append("client" in await ws.receive_json(timeout=5))
+        return out
+
+    with running(config, pki) as gw:
+        assert asyncio.run(scenario()) == [True] * 4
+        metrics = gw.metrics()
+        up = "mtls_gateway_upstream_requests_total"
+        assert sample(metrics, up, upstream="echo", outcome="connect_error") >= 2
+        assert sample(metrics, up, upstream="echo", outcome="ok") == 4

@@ -36,6 +36,7 @@ LAYER = {
     "upstream.health": 3,
     "request.proxy": 3,
     "request.exchange": 3,
+    "request.answer": 3,
     "request.attempts": 3,
     "request.websocket": 3,
     "downstream.tlsconn": 2,
