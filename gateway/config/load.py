@@ -183,7 +183,30 @@ def _upstream_problems(cfg: GatewayConfig) -> list[ConfigProblem]:
             problems.append(
                 ConfigProblem(f"{where}.targets", "mix of http:// and https:// targets")
             )
+        elif up.protocol == "h2c" and https:
+            problems.append(
+                ConfigProblem(
+                    f"{where}.protocol",
+                    "h2c is HTTP/2 in clear, to http:// targets; for https:// targets use h2",
+                )
+            )
+        elif up.protocol == "h2" and up.target_specs() and not https:
+            problems.append(
+                ConfigProblem(
+                    f"{where}.protocol",
+                    "h2 is HTTP/2 over TLS, to https:// targets; for http:// targets use h2c",
+                )
+            )
+    protocols = {u.name: u.protocol for u in cfg.upstreams}
     for i, route in enumerate(cfg.routes):
+        if route.websocket and protocols.get(route.upstream, "h1") != "h1":
+            problems.append(
+                ConfigProblem(
+                    f"routes[{i}].websocket",
+                    f"WebSocket upgrades need an HTTP/1.1 upstream; {route.upstream!r} has "
+                    f"protocol {protocols[route.upstream]}",
+                )
+            )
         if route.strip_prefix and route.rewrite_prefix is not None:
             problems.append(
                 ConfigProblem(

@@ -132,6 +132,17 @@ class UpstreamConfig(Model):
     max_connections: int = Field(
         default=100, ge=1, le=100000, description="keep-alive pool size per target"
     )
+    protocol: Literal["h1", "h2c", "h2"] = Field(
+        default="h1",
+        description="what the targets speak: HTTP/1.1, HTTP/2 in clear (h2c, http:// targets) "
+        "or HTTP/2 over TLS (h2, https:// targets, agreed by ALPN)",
+    )
+    max_streams: int = Field(
+        default=100,
+        ge=1,
+        le=10000,
+        description="h2c/h2: requests at once on one connection (fewer if the upstream says so)",
+    )
     health: HealthCheck | None = Field(default=None, description="active health checks")
     passive: PassiveHealth = PassiveHealth()
     retries: Retries = Retries()

@@ -52,6 +52,11 @@ class ByteStream:
     def complete(self) -> bool:
         return self._eof
 
+    @property
+    def size(self) -> int:
+        """The bytes buffered, not yet read."""
+        return self._size
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:

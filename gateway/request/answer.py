@@ -29,8 +29,12 @@ def response_headers(
 
 
 def whole_answer(ex: Exchange, upstream: UpstreamResponse) -> Response | None:
-    """The answer in one piece when the whole of it is here already (the usual small one)."""
-    if not upstream.complete or upstream.content_length is None or ex.request.method == "HEAD":
+    """The answer in one piece when the whole of it is here already: the usual small one, and
+    an answer that ended with its head (gRPC's Trailers-Only, whose status is in its head, must
+    end on that head). A chunked body or trailers stream on as they came."""
+    if not upstream.complete or ex.request.method == "HEAD":
+        return None
+    if upstream.content_length is None and (upstream.trailers or upstream.body.size):
         return None
     headers, _ = response_headers(ex, upstream)
     ex.upstream.count("ok")

@@ -199,6 +199,39 @@ def head_of(target: Target, ex: Exchange) -> bytes:
     )
 
 
+# fields HTTP/2 has no place for (RFC 9113 8.2.2), and Host, which becomes :authority
+H2_SKIP: Final = frozenset(
+    {"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te"}
+)
+
+
+def h2_fields(target: Target, ex: Exchange) -> list[tuple[bytes, bytes]]:
+    """An attempt's request head for a target that speaks HTTP/2: pseudo-fields first, names
+    in lower case, `te: trailers` (gRPC servers require it), the body's length when known."""
+    request = ex.request
+    path = target.base_path + ex.path
+    authority = ""
+    rest: list[tuple[bytes, bytes]] = []
+    for name, value in ex.headers:
+        lower = name.lower()
+        if lower == "host":
+            authority = value
+        elif lower not in H2_SKIP:
+            rest.append((lower.encode("ascii"), value.encode("utf-8", "surrogateescape")))
+    data = ex.data
+    length = len(data) if isinstance(data, bytes) else request.content_length
+    if data is not None and length is not None:
+        rest.append((b"content-length", str(length).encode("ascii")))
+    rest.append((b"te", b"trailers"))
+    return [
+        (b":method", request.method.encode("ascii")),
+        (b":scheme", b"https" if target.origin.startswith("https") else b"http"),
+        (b":authority", authority.encode("utf-8", "surrogateescape")),
+        (b":path", (f"{path}?{ex.query}" if ex.query else path).encode("utf-8", "surrogateescape")),
+        *rest,
+    ]
+
+
 def request_head(
     method: str, path: str, query: str, headers: list[tuple[str, str]], framing: str
 ) -> bytes:

@@ -33,9 +33,12 @@ from gateway.request.attempts import (
     TimeoutLimits,
     classify,
     client_fault,
+    h2_fields,
     head_of,
 )
 from gateway.upstream.connection import Connection, ConnectTimeout, UpstreamResponse
+from gateway.upstream.h2call import H2Call
+from gateway.upstream.pool import Pool
 from gateway.upstream.targets import Target
 
 if TYPE_CHECKING:
@@ -113,7 +116,7 @@ class Exchange:
         self.last: UpstreamError | None = None  # the failure of the attempt before
         # the attempt in progress: its target and connection, its header deadline's kind
         self.target: Target | None = None
-        self.conn: Connection | None = None
+        self.conn: Connection | H2Call | None = None  # HTTP/1.1, or a stream of HTTP/2
         self.kind = "headers"
         self._task: asyncio.Task[None] | None = None  # a connection opening or a body relayed
         self.ended = False
@@ -166,11 +169,13 @@ class Exchange:
         wait, kind = self.stage(self.limits.connect, "connect")
         failure: BaseException | None = None
         # (a name per clause: mypyc types a shared one by the first clause)
+        pool = target.pool
+        conn: Connection | H2Call
         try:
-            if self.upgrade:  # never a kept-alive one: the connection becomes the tunnel
-                conn = await target.pool.open_fresh(wait)
+            if self.upgrade and isinstance(pool, Pool):  # a fresh one: it becomes the tunnel
+                conn = await pool.open_fresh(wait)
             else:
-                conn = await target.pool.acquire(wait)
+                conn = await pool.acquire(wait)
         except ConnectTimeout as late:
             failure = HeadersLate("total") if kind == "total" else late
         except ssl.SSLError as tls:  # an OSError too, but a TLS failure, not a refusal
@@ -184,16 +189,16 @@ class Exchange:
             self._attempt_failed(failure)
             return
         if self.ended:  # stopped while the connection opened
-            target.pool.release(conn, reuse=True)
+            conn.give_back()
             return
         if self.request.protocol.closed:  # the client left while its connection was found
-            target.pool.release(conn, reuse=True)
+            conn.give_back()
             self._detach()
             self._fail(ClientClosed("the client left before the request was sent"))
             return
         self._send(conn)
 
-    def _send(self, conn: Connection) -> None:
+    def _send(self, conn: Connection | H2Call) -> None:
         target = self.target
         assert target is not None
         request = self.request
@@ -201,13 +206,16 @@ class Exchange:
         request.on_gone = conn.close  # the client leaving ends the exchange upstream
         data = self.data
         streamed = data is not None and not isinstance(data, bytes)
-        conn.send(
-            head_of(target, self),
-            None if streamed else data,
-            request.method != "HEAD",
-            self,
-            self.upgrade,
-        )
+        if isinstance(conn, H2Call):
+            conn.send(h2_fields(target, self), None if streamed else data, streamed, True, self)
+        else:
+            conn.send(
+                head_of(target, self),
+                None if streamed else data,
+                request.method != "HEAD",
+                self,
+                self.upgrade,
+            )
         if streamed:
             chunked = request.content_length is None
             conn.stream_body(data, chunked, request.trailers, self.trailer_rules)

@@ -48,6 +48,18 @@ class Waiter(Protocol):
     def error(self, exc: BaseException) -> None: ...
 
 
+class Carrier(Protocol):
+    """What an answer's body comes through: an HTTP/1.1 connection or an HTTP/2 stream."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def finished(self, response: UpstreamResponse) -> None: ...
+
+    def hand_over(self, protocol: asyncio.Protocol) -> bytes | None: ...
+
+
 class UpstreamResponse:
     """Status, headers and a body that streams: `read()` returns b"" at the end."""
 
@@ -63,7 +75,7 @@ class UpstreamResponse:
         "trailers",
     )
 
-    def __init__(self, conn: Connection, head: ResponseHead) -> None:
+    def __init__(self, conn: Carrier, head: ResponseHead) -> None:
         self.status = head.status
         self.reason = head.reason
         self.headers = head.fields
@@ -173,6 +185,10 @@ class Connection(FlowControl):
             waiter.response(self._response)
         elif exc is not None:
             waiter.error(exc)
+
+    def give_back(self) -> None:
+        """Taken from the pool but never used (the exchange ended meanwhile)."""
+        self._pool.release(self, True)
 
     def abandon(self) -> None:
         """The waiter gives up on the exchange (its deadline passed): close, tell nobody."""

@@ -15,6 +15,7 @@ from gateway.base.errors import ConfigError
 from gateway.base.log import event, proxy_log
 from gateway.config.model import HealthCheck, PassiveHealth, TargetSpec, UpstreamConfig
 from gateway.observe.metrics import Metrics
+from gateway.upstream.h2pool import H2Pool
 from gateway.upstream.pool import Pool
 
 
@@ -39,6 +40,8 @@ def upstream_tls_context(cfg: UpstreamConfig, where: str) -> ssl.SSLContext | No
     ctx.minimum_version = (
         ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     )
+    if cfg.protocol == "h2":
+        ctx.set_alpn_protocols(["h2"])
     return ctx
 
 
@@ -77,15 +80,16 @@ class Target:
             total=None, connect=cfg.timeouts.connect, sock_connect=cfg.timeouts.connect
         )
         self._passive = cfg.passive
-        self._session: aiohttp.ClientSession | None = None  # health checks and WebSockets
+        self._session: aiohttp.ClientSession | None = None  # HTTP/1.1 health checks
         assert base.host is not None and base.port is not None
-        self.pool = Pool(
-            base.host,
-            base.port,
-            tls,
-            cfg.tls.server_name or base.host if tls is not None else None,
-            cfg.max_connections,
-        )
+        server_name = cfg.tls.server_name or base.host if tls is not None else None
+        self.pool: Pool | H2Pool
+        if cfg.protocol == "h1":
+            self.pool = Pool(base.host, base.port, tls, server_name, cfg.max_connections)
+        else:
+            self.pool = H2Pool(
+                base.host, base.port, tls, server_name, cfg.max_connections, cfg.max_streams
+            )
         # active checks (healthy until proven otherwise) and passive ejection
         self.active_healthy = True
         self._passes = 0

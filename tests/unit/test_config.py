@@ -180,6 +180,26 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "upstreams[0].tls: client_cert and client_key go together",
     ),
     (
+        "h2c to an https target",
+        lambda d: d["upstreams"][0].update(url="https://127.0.0.1:9000", protocol="h2c"),
+        "upstreams[0].protocol: h2c is HTTP/2 in clear, to http:// targets; for https:// targets use h2",
+    ),
+    (
+        "h2 to an http target",
+        lambda d: d["upstreams"][0].update(protocol="h2"),
+        "upstreams[0].protocol: h2 is HTTP/2 over TLS, to https:// targets; for http:// targets use h2c",
+    ),
+    (
+        "unknown upstream protocol",
+        lambda d: d["upstreams"][0].update(protocol="h3"),
+        "upstreams[0].protocol: Input should be 'h1', 'h2c' or 'h2' (got 'h3')",
+    ),
+    (
+        "websocket to an http2 upstream",
+        lambda d: (d["upstreams"][0].update(protocol="h2c"), d["routes"][0].update(websocket=True)),
+        "routes[0].websocket: WebSocket upgrades need an HTTP/1.1 upstream; 'orders' has protocol h2c",
+    ),
+    (
         "strip and rewrite",
         lambda d: d["routes"][0].update(strip_prefix=True, rewrite_prefix="/v2"),
         "routes[0].rewrite_prefix: use strip_prefix or rewrite_prefix, not both",

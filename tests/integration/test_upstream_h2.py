@@ -1,0 +1,144 @@
+"""Upstreams that speak HTTP/2 (`protocol: h2c`, or `h2` over TLS agreed by ALPN), against a real
+HTTP/2 origin (tests/h2origin.py): requests multiplexed over a bounded number of connections,
+the head translated (pseudo-fields, `te: trailers`), trailers relayed, flow control holding an
+answer the client does not read, a client that leaves resetting its stream, a dropped
+connection answered 502 and replaced, ALPN refused named as such, health checks over HTTP/2."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tests.h2origin import H2Origin
+from tests.harness import base_config, client_context, request, running, sample
+
+UP = "mtls_gateway_upstream_requests_total"
+
+
+def _config(pki: Path, echo: int, origin: H2Origin, **upstream: Any) -> dict[str, Any]:
+    cfg = base_config(pki, echo)
+    scheme = "https" if origin.tls is not None else "http"
+    cfg["upstreams"] = [
+        {"name": "h2", "url": f"{scheme}://localhost:{origin.port}",
+         "protocol": "h2" if origin.tls is not None else "h2c", **upstream},
+    ]  # fmt: skip
+    cfg["routes"] = [{"name": "all", "upstream": "h2", "policy": {"allow": "any"},
+                      "forward_identity": ["xfcc"]}]  # fmt: skip
+    return cfg
+
+
+def _origin_tls(pki: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
+    return ctx
+
+
+def test_requests_share_a_bounded_number_of_connections(pki: Path) -> None:
+    """40 requests at once to an origin that allows 5 streams per connection, with at most 2
+    connections: every one is answered, on no more than 2 connections and 5 streams each."""
+    with (
+        H2Origin(max_streams=5) as origin,
+        running(lambda echo: _config(pki, echo, origin, max_connections=2), pki) as gw,
+        ThreadPoolExecutor(max_workers=40) as pool,
+    ):
+        replies = list(pool.map(lambda i: request(gw.port, f"/slow?ms=200&i={i}", pki), range(40)))
+        assert [r.status for r in replies] == [200] * 40
+        assert all(r.body == b"slow" for r in replies)
+        assert origin.connections <= 2, origin.connections
+        assert origin.peak_streams <= 5, origin.peak_streams
+        assert sample(gw.metrics(), UP, upstream="h2", outcome="ok") == 40
+
+
+def test_the_head_is_translated_and_trailers_come_back(pki: Path) -> None:
+    with (
+        H2Origin() as origin,
+        running(lambda echo: _config(pki, echo, origin), pki) as gw,
+    ):
+        reply = request(
+            gw.port, "/echo?q=1", pki, method="POST", body=b"payload",
+            headers=[("Connection", "keep-alive"), ("X-Custom", "v"), ("TE", "trailers")],
+        )  # fmt: skip
+        assert reply.status == 200, reply
+        doc = json.loads(reply.body)
+        head = doc["head"]
+        assert head[":method"] == "POST" and head[":path"] == "/echo?q=1"
+        assert head[":scheme"] == "http" and head[":authority"] == f"localhost:{gw.port}"
+        assert head["te"] == "trailers" and head["x-custom"] == "v"
+        assert head["content-length"] == "7" and doc["body"] == "payload"
+        assert "connection" not in head and "host" not in head
+        assert "URI=spiffe://dev.local/client" in head["x-forwarded-client-cert"]
+
+
+def test_an_answer_the_client_does_not_read_is_held_by_flow_control(pki: Path) -> None:
+    """An endless answer to a client that reads nothing: the origin can send only what the
+    windows allow (the gateway acknowledges what its client took), not the whole stream; when
+    the client leaves, its stream is reset at once."""
+    with (
+        H2Origin() as origin,
+        running(lambda echo: _config(pki, echo, origin), pki) as gw,
+    ):
+        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        tls = client_context(pki).wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        tls.recv(1024)  # the head has come; from now on nothing is read
+        time.sleep(2)
+        held = origin.big_sent
+        time.sleep(1)
+        assert origin.big_sent == held, "the origin kept sending to a client that reads nothing"
+        assert held < 8 * 1024 * 1024, held
+        tls.close()
+        deadline = time.monotonic() + 3
+        while not origin.resets and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert origin.resets, "the client left but its upstream stream was not reset"
+
+
+def test_a_dropped_connection_is_502_and_the_next_request_gets_a_new_one(pki: Path) -> None:
+    with (
+        H2Origin() as origin,
+        running(lambda echo: _config(pki, echo, origin), pki) as gw,
+    ):
+        dropped = request(gw.port, "/drop", pki, method="POST", body=b"x")
+        assert dropped.status == 502, dropped
+        assert request(gw.port, "/after", pki).status == 200
+        assert origin.connections == 2
+        assert sample(gw.metrics(), UP, upstream="h2", outcome="reset") == 1
+
+
+def test_h2_over_tls_is_agreed_by_alpn_or_refused_with_the_reason(pki: Path) -> None:
+    tls_up = {"tls": {"ca": [str(pki / "ca.pem")]}}
+    with (
+        H2Origin(tls=_origin_tls(pki)) as origin,
+        running(lambda echo: _config(pki, echo, origin, **tls_up), pki) as gw,
+    ):
+        reply = request(gw.port, "/echo", pki)
+        assert reply.status == 200 and json.loads(reply.body)["head"][":scheme"] == "https"
+    with (
+        H2Origin(tls=_origin_tls(pki), alpn=("http/1.1",)) as origin,
+        running(lambda echo: _config(pki, echo, origin, **tls_up), pki) as gw,
+    ):
+        refused = request(gw.port, "/echo", pki)
+        assert refused.status == 502, refused
+        assert sample(gw.metrics(), UP, upstream="h2", outcome="tls_error") == 1
+
+
+def test_health_checks_speak_http2_to_an_http2_upstream(pki: Path) -> None:
+    health = {"health": {"path": "/health", "interval": "100ms", "unhealthy_threshold": 1,
+                         "healthy_threshold": 1}}  # fmt: skip
+    with (
+        H2Origin() as origin,
+        running(lambda echo: _config(pki, echo, origin, **health), pki) as gw,
+    ):
+        assert request(gw.port, "/x", pki).status == 200
+        origin.health_status = 503
+        deadline = time.monotonic() + 5
+        while request(gw.port, "/x", pki).status != 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert request(gw.port, "/x", pki).status == 503
+        assert any(path == "/health" for _, path, _ in origin.requests)
