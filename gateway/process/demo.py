@@ -13,6 +13,7 @@ from gateway.base.log import setup as setup_logging
 from gateway.pki import devcerts
 from gateway.process.echo import start_echo
 from gateway.process.eventloop import run_loop
+from gateway.process.grpcecho import start_grpc_echo
 
 
 def _rel(path: Path) -> str:
@@ -41,6 +42,23 @@ def _reachable(host: str) -> str:
     return host
 
 
+def _grpc_snippet(certs: Path, host: str, port: int) -> str:
+    """A one-line grpcio call with the dev client certificate, ready to paste."""
+    files = ", ".join(
+        f"{arg}=open({_rel(certs / name)!r}, 'rb').read()"
+        for arg, name in (
+            ("root_certificates", "ca.pem"),
+            ("private_key", "client.key"),
+            ("certificate_chain", "client.pem"),
+        )
+    )
+    return (
+        f'python -c "import grpc; c = grpc.secure_channel({f"{host}:{port}"!r}, '
+        f"grpc.ssl_channel_credentials({files})); "
+        "print(c.unary_unary('/demo.Echo/Say')(b'hello', timeout=5))\""
+    )
+
+
 def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
     from gateway.pki.certfiles import load_checked
     from gateway.pki.crlfetch import fetch_missing
@@ -53,9 +71,14 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
     cfg, held = load_checked(config_path, fetch_missing)  # a ConfigError is cli's to print
     setup_logging(cfg.logging.level)
     upstream = URL(cfg.upstreams[0].target_specs()[0].url)
+    grpc = next((u for u in cfg.upstreams if u.name == "grpc-echo"), None)
+    grpc_url = URL(grpc.target_specs()[0].url) if grpc is not None else None
 
     async def main() -> None:
         runner, _ = await start_echo(upstream.host or "127.0.0.1", upstream.port or 80)
+        grpc_server = None
+        if grpc_url is not None:
+            grpc_server = await start_grpc_echo(grpc_url.host or "127.0.0.1", grpc_url.port or 80)
         gateway = Gateway(cfg, held=held, config_path=config_path)
 
         def announce() -> None:
@@ -79,6 +102,12 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
                 f"  {_command()} explain -c {_rel(Path(config_path))} "
                 f"--cert {_rel(certs / 'client-revoked.pem')} --host localhost --path /hello",
             ]
+            if grpc_url is not None:
+                lines += [
+                    f"gRPC (needs `pip install grpcio`; the echo upstream on {grpc_url} sends "
+                    "each message back):",
+                    f"  {_grpc_snippet(certs, name, port)}",
+                ]
             if gateway.admin is not None:
                 ahost, aport = gateway.admin.address
                 ahost = "127.0.0.1" if ahost in ("0.0.0.0", "::") else ahost
@@ -94,6 +123,8 @@ def run_demo(config_path: str, certs_dir: str, loop_kind: str) -> int:
         try:
             await gateway.serve_until_signalled(on_ready=announce)
         finally:
+            if grpc_server is not None:
+                grpc_server.close()
             await runner.cleanup()
 
     try:

@@ -66,6 +66,7 @@ LAYER = {
     "pki.opensslcheck": 3,
     "downstream.admission": 3,
     "process.echo": 3,
+    "process.grpcecho": 3,
     "process.watch": 3,
     "pki.crlfetch": 3,
     "request.serving": 4,
