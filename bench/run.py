@@ -3,7 +3,7 @@ same CPU), driven by the same load generators on the other CPU, alternating targ
 
 Measures keep-alive proxied requests/s and p50/p99 at 64 connections, p99 at half of the
 gateway's own peak, full and resumed mTLS handshakes (`openssl s_time`), CPU per handshake and
-peak RSS; prints each figure with the ratio gateway/nginx and writes bench/results.json.
+peak RSS, and HTTP/2 with h2load (bench/h2phase.py); prints each figure with the ratio gateway/nginx and writes bench/results.json.
 Installs nginx (apt) and autocannon (npm) when missing. All traffic stays on 127.0.0.1."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import h2phase
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -462,6 +464,17 @@ def main() -> int:
             add(name, "peak_rss_mib", srv.peak_rss_mib())
         for srv in (ngx, gw):  # the scaling runs need both CPUs
             srv.stop()
+        h2 = h2phase.run_phase(
+            work,
+            pki,
+            origin_port,
+            json.loads((work / "gateway.yaml").read_text()),
+            Server,
+            free_port,
+            (GATEWAY_CPU, LOAD_CPU),
+            ROUNDS,
+            SECONDS,
+        )
         logged = access_log_runs(work, pki, origin_port)
         workers = scaling(work, pki, json.loads((work / "gateway.yaml").read_text()))
     finally:
@@ -511,6 +524,7 @@ def main() -> int:
         f"req/s, {on_cpu:.0f} per CPU-second; on/off: {logged['on_off_rps']:.2f} requests/s, "
         f"{logged['on_off_per_cpu_s']:.2f} per CPU-second"
     )
+    h2phase.report(h2)
     one, two = workers["1w"], workers["2w"]
     print(
         f"\nworkers: 1 worker {one['rps']:.0f} req/s ({one['rps_per_cpu']:.0f} per CPU-second); "
@@ -533,6 +547,7 @@ def main() -> int:
                 "paced_at_half": paced_runs,
                 "workers": workers,
                 "access_log_on": logged,
+                "http2": h2,
             },
             indent=2,
         )
