@@ -464,6 +464,7 @@ def main() -> int:
             add(name, "peak_rss_mib", srv.peak_rss_mib())
         for srv in (ngx, gw):  # the scaling runs need both CPUs
             srv.stop()
+        logged = access_log_runs(work, pki, origin_port)
         h2 = h2phase.run_phase(
             work,
             pki,
@@ -475,7 +476,6 @@ def main() -> int:
             ROUNDS,
             SECONDS,
         )
-        logged = access_log_runs(work, pki, origin_port)
         workers = scaling(work, pki, json.loads((work / "gateway.yaml").read_text()))
     finally:
         for srv in reversed(servers):
