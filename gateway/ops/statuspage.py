@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from html import escape
-from typing import Any
+from typing import Any, Final
 
 from gateway import __version__
 from gateway.observe.traffic import Totals, quantile
@@ -90,9 +90,14 @@ def route_rows(src: StatusSource, traffic: Totals) -> list[list[str]]:
     return rows
 
 
+# an upstream's `protocol`, as the listeners' ALPN column names protocols
+UPSTREAM_PROTOCOLS: Final = {"h1": "http/1.1", "h2c": "h2c", "h2": "h2"}
+
+
 def upstream_rows(src: StatusSource, traffic: Totals) -> list[list[str]]:
-    """Each upstream: its targets' health now and the window's outcomes."""
+    """Each upstream: what it speaks, its targets' health now and the window's outcomes."""
     rows = []
+    protocols = {u.name: UPSTREAM_PROTOCOLS[u.protocol] for u in src.config.upstreams}
     for name in sorted({r.upstream for r in src.config.routes} | set(traffic.outcomes)):
         targets = sorted((t, ok) for (u, t), ok in traffic.healthy.items() if u == name)
         down = [t for t, ok in targets if not ok]
@@ -101,6 +106,7 @@ def upstream_rows(src: StatusSource, traffic: Totals) -> list[list[str]]:
         rows.append(
             [
                 _td(name),
+                _td(protocols.get(name, NONE)),
                 _td(health, "bad" if down else "ok" if targets else ""),
                 _td(", ".join(down) or NONE, "bad" if down else ""),
                 _td(outcomes or "none"),
@@ -190,7 +196,7 @@ started {escape(str(st["started_at"]))} · last reload {escape(str(st["last_relo
 <h2>Routes, {escape(window)} (first match wins)</h2>
 {_table(route_heads, route_rows(src, traffic), "no routes")}
 <h2>Upstreams, {escape(window)}</h2>
-{_table(["upstream", "health", "unhealthy targets", "outcomes"], upstream_rows(src, traffic), "no upstreams")}
+{_table(["upstream", "protocol", "health", "unhealthy targets", "outcomes"], upstream_rows(src, traffic), "no upstreams")}
 <h2>Listeners</h2>
 {_table(["name", "address", "protocols", "client auth", "TLS", "profile", "CRL", "OCSP"], listeners, "no listeners")}
 <h2>Certificates</h2>

@@ -146,8 +146,9 @@ def test_the_page_shows_each_routes_traffic_and_the_upstreams_health(gateway, ce
     assert int(admin[6]) >= 1 and int(admin[3]) == int(admin[6])
     assert every[8].endswith(" ms") and every[9].endswith(" ms")
     assert float(every[8][:-3]) <= float(every[9][:-3]) < 1000
-    assert rows["echo"][1] == "1 of 1 healthy" and rows["echo"][2] == "-"
-    assert "ok " in rows["echo"][3]  # the window's outcomes
+    assert rows["echo"][1] == "http/1.1"  # what the upstream speaks
+    assert rows["echo"][2] == "1 of 1 healthy" and rows["echo"][3] == "-"
+    assert "ok " in rows["echo"][4]  # the window's outcomes
     # the certificates table: each once, with the listeners holding it
     every_row = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in page.split("<tr>")]
     root = [c for c in every_row if c[1:3] == ["ca", "mtls-gateway dev root CA"]]
