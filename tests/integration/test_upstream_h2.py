@@ -33,8 +33,11 @@ def _config(pki: Path, echo: int, origin: H2Origin, **upstream: Any) -> dict[str
 
 
 def _origin_tls(pki: Path) -> ssl.SSLContext:
+    """The origin's TLS: it demands a client certificate from the dev CA (the gateway's own)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pki / "server.pem", pki / "server.key")
+    ctx.load_verify_locations(pki / "ca.pem")
+    ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 
 
@@ -112,7 +115,15 @@ def test_a_dropped_connection_is_502_and_the_next_request_gets_a_new_one(pki: Pa
 
 
 def test_h2_over_tls_is_agreed_by_alpn_or_refused_with_the_reason(pki: Path) -> None:
-    tls_up = {"tls": {"ca": [str(pki / "ca.pem")]}}
+    """h2 over the upstream's TLS options (its CA, the gateway's client certificate for an
+    origin that demands one); an origin that picks another protocol by ALPN is a TLS error."""
+    tls_up = {
+        "tls": {
+            "ca": [str(pki / "ca.pem")],
+            "client_cert": str(pki / "client.pem"),
+            "client_key": str(pki / "client.key"),
+        }
+    }
     with (
         H2Origin(tls=_origin_tls(pki)) as origin,
         running(lambda echo: _config(pki, echo, origin, **tls_up), pki) as gw,
