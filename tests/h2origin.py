@@ -5,7 +5,9 @@ records what a test asserts on: connections, the most streams open at once on on
 
 Paths: `/slow?ms=N` answers after N ms; `/big` is an endless body sent as the flow-control
 window allows; `/echo` answers with what it received (JSON) and a trailer; `/health` answers
-`health_status`; `/drop` closes the connection without an answer; anything else is 200 "ok"."""
+`health_status`; `/drop` closes the connection without an answer; `/goaway` is answered, then
+the connection goes away with a GOAWAY; anything else is 200 "ok". With `refuse`, every
+stream is reset with REFUSED_STREAM instead."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 
@@ -79,7 +82,10 @@ class _Conn(asyncio.Protocol):
 
     def answer(self, sid: int) -> None:
         path, _, query = self.heads[sid][":path"].partition("?")
-        if path == "/slow":
+        if self.origin.refuse:  # refused unprocessed: safe to send again elsewhere
+            self.open.discard(sid)
+            self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+        elif path == "/slow":
             ms = int(urllib.parse.parse_qs(query).get("ms", ["100"])[0])
             asyncio.get_running_loop().call_later(ms / 1000, self.reply, sid, 200, b"slow")
         elif path == "/big":
@@ -90,6 +96,12 @@ class _Conn(asyncio.Protocol):
             head = {k: v for k, v in self.heads[sid].items()}
             doc = {"head": head, "body": self.bodies[sid].decode("utf-8", "replace")}
             self.reply(sid, 200, json.dumps(doc).encode(), trailers=[("x-origin", "done")])
+        elif path == "/goaway":  # answered, then the connection goes away gracefully
+            self.reply(sid, 200, b"last")
+            self.h2.close_connection(last_stream_id=sid)
+            self.flush()
+            assert self.transport is not None
+            self.transport.close()
         elif path == "/health":
             self.reply(sid, self.origin.health_status, b"")
         else:
@@ -131,9 +143,14 @@ class H2Origin:
     """See the module's text."""
 
     def __init__(
-        self, max_streams: int = 100, tls: ssl.SSLContext | None = None, alpn: Any = ("h2",)
+        self,
+        max_streams: int = 100,
+        tls: ssl.SSLContext | None = None,
+        alpn: Any = ("h2",),
+        refuse: bool = False,
     ) -> None:
         self.max_streams = max_streams
+        self.refuse = refuse
         self.tls = tls
         if tls is not None:
             tls.set_alpn_protocols(list(alpn))

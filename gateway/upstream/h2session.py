@@ -67,6 +67,9 @@ class H2Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
+        if not self.ready.done() and data.startswith(b"HTTP/"):
+            self.fail(BadResponse("the upstream answered in HTTP/1, not HTTP/2 (protocol: h1?)"))
+            return
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -124,8 +127,12 @@ class H2Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.ready.done():
-            self.ready.set_exception(ConnectionLost(exc))
+        if not self.ready.done():  # an HTTP/2 server says SETTINGS first, whatever else it does
+            self.ready.set_exception(
+                BadResponse("the upstream closed the connection before its HTTP/2 SETTINGS")
+                if exc is None
+                else ConnectionLost(exc)
+            )
         self._pool.gone(self)
         for call in list(self.calls.values()):
             call.lost(ConnectionLost(exc))

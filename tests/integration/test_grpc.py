@@ -202,6 +202,10 @@ def test_unary_and_streaming_calls_reach_a_grpc_server_end_to_end(pki: Path) -> 
         assert reply.startswith(b"hello from Hash="), reply
         assert b"URI=spiffe://dev.local/client" in reply
         assert ("x-echo-trailer", "kept") in call.trailing_metadata()
+        # 3 MB each way: many times every flow-control window on the path
+        big = bytes(range(256)) * (3_000_000 // 256)
+        reply = channel.unary_unary("/echo.Echo/Unary")(big, timeout=20)
+        assert reply[: len(big)] == big and reply[len(big) :].startswith(b" from Hash=")
 
         outbox: queue.Queue[bytes | None] = queue.Queue()
 
@@ -227,4 +231,4 @@ def test_unary_and_streaming_calls_reach_a_grpc_server_end_to_end(pki: Path) -> 
 
         m = gw.metrics()
         ok = sample(m, "mtls_gateway_upstream_requests_total", upstream="grpc", outcome="ok")
-        assert ok == 3, ok
+        assert ok == 4, ok

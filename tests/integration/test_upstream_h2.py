@@ -153,3 +153,53 @@ def test_health_checks_speak_http2_to_an_http2_upstream(pki: Path) -> None:
             time.sleep(0.1)
         assert request(gw.port, "/x", pki).status == 503
         assert any(path == "/health" for _, path, _ in origin.requests)
+
+
+def test_goaway_lets_the_answer_finish_and_the_next_request_opens_a_new_connection(
+    pki: Path,
+) -> None:
+    with (
+        H2Origin() as origin,
+        running(lambda echo: _config(pki, echo, origin), pki) as gw,
+    ):
+        last = request(gw.port, "/goaway", pki)
+        assert last.status == 200 and last.body == b"last", last
+        assert request(gw.port, "/after", pki).status == 200
+        assert origin.connections == 2
+
+
+def test_a_refused_stream_is_retried_on_another_target(pki: Path) -> None:
+    """REFUSED_STREAM says the upstream never processed the request: a GET goes to the next
+    target, and the client never sees the refusal."""
+    with (
+        H2Origin(refuse=True) as refusing,
+        H2Origin() as origin,
+        running(
+            lambda echo: _config(
+                pki, echo, origin,
+                targets=[f"http://localhost:{refusing.port}", f"http://localhost:{origin.port}"],
+                url=None,
+            ),
+            pki,
+        ) as gw,
+    ):  # fmt: skip
+        for i in range(4):  # round robin: the refusing target comes first at least twice
+            reply = request(gw.port, f"/r/{i}", pki)
+            assert reply.status == 200 and reply.body == b"ok", reply
+        assert len(refusing.requests) >= 2
+        assert sample(gw.metrics(), UP, upstream="h2", outcome="retry") >= 2
+
+
+def test_h2c_to_an_http1_server_is_502_bad_response(pki: Path) -> None:
+    """A misconfigured upstream (h2c to a server that speaks only HTTP/1.1) is named for what
+    it is: the answer to HTTP/2's preface is not HTTP/2."""
+
+    def config(echo: int) -> dict[str, Any]:
+        cfg = base_config(pki, echo)
+        cfg["upstreams"][0]["protocol"] = "h2c"
+        return cfg
+
+    with running(config, pki) as gw:
+        reply = request(gw.port, "/x", pki)
+        assert reply.status == 502, reply
+        assert sample(gw.metrics(), UP, upstream="echo", outcome="bad_response") == 1
