@@ -203,12 +203,12 @@ class H2Stream(ClientStream):
             if request.method == "HEAD" or answer.status in NO_BODY:
                 body = b""
             length = None if answer.status in NO_BODY else len(answer.body)
-            self._send_head(h2_fields(answer.status, answer.headers, length), end=not body)
+            fields = h2_fields(answer.status, answer.headers, length)
+            self._send_head(fields, end=not body, flush=not body)  # pump flushes head and body
+            self.answered = True
             if body:
+                self._end = []  # no trailers: the body's last DATA frame ends the stream
                 self._queue(body)
-                self._finish([])
-            else:
-                self.answered = True
         self.conn.answered(self)
 
     def start_stream(self, request: Request, answer: StreamResponse) -> None:
@@ -226,7 +226,7 @@ class H2Stream(ClientStream):
         if answer.mode != "none":
             self._finish(trailers)
 
-    def _send_head(self, headers: list[Header], end: bool) -> None:
+    def _send_head(self, headers: list[Header], end: bool, flush: bool = True) -> None:
         if self.closed:
             return
         try:
@@ -236,7 +236,8 @@ class H2Stream(ClientStream):
             return
         if end:
             self.ended = True
-        self.conn.flush()
+        if flush:
+            self.conn.flush()
 
     def _queue(self, data: bytes) -> None:
         if self.closed:
@@ -268,8 +269,12 @@ class H2Stream(ClientStream):
                     out.appendleft(data[room:])
                     data = data[:room]
                 self._out_size -= len(data)
-                h2c.send_data(sid, data)
+                last = not out and self._end is not None and not self._end
+                h2c.send_data(sid, data, end_stream=last)
                 self._moved = self.conn.now()
+                if last:  # the end without trailers rides on the last DATA frame
+                    self._end = None
+                    self.ended = True
             if not out and self._end is not None and not self.closed:
                 trailers, self._end = self._end, None
                 if trailers:
