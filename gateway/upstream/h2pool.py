@@ -16,25 +16,18 @@ from collections import deque
 from gateway.upstream.connection import ConnectTimeout
 from gateway.upstream.h2call import H2Call
 from gateway.upstream.h2session import H2Session
+from gateway.upstream.pool import Endpoint
 
 
 class H2Pool:
     """HTTP/2 sessions to one host:port (see the module's text)."""
 
     def __init__(
-        self,
-        host: str,
-        port: int,
-        tls: ssl.SSLContext | None,
-        server_hostname: str | None,
-        limit: int,
-        max_streams: int,
-        idle_timeout: float = 30.0,
+        self, endpoint: Endpoint, limit: int, max_streams: int, idle_timeout: float = 30.0
     ) -> None:
-        self.host = host
-        self.port = port
-        self._tls = tls
-        self._server_hostname = server_hostname
+        self.endpoint = endpoint
+        self.host = endpoint.host
+        self.port = endpoint.port
         self._limit = limit
         self._max_streams = max_streams
         self._idle_timeout = idle_timeout
@@ -64,7 +57,7 @@ class H2Pool:
                     if self._opening is not None:
                         await asyncio.shield(self._opening)
                     elif len(self.sessions) < self._limit:
-                        await self._open()
+                        await self._open(connect_timeout)
                     else:
                         waiter = asyncio.get_running_loop().create_future()
                         self._waiters.append(waiter)
@@ -76,18 +69,13 @@ class H2Pool:
         except TimeoutError:
             raise ConnectTimeout(f"no HTTP/2 stream to {self.host}:{self.port} in time") from None
 
-    async def _open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._opening = opening = loop.create_future()
+    async def _open(self, within: float) -> None:
+        self._opening = opening = asyncio.get_running_loop().create_future()
         try:
-            _, session = await loop.create_connection(
-                lambda: H2Session(self, self._max_streams),
-                self.host,
-                self.port,
-                ssl=self._tls,
-                server_hostname=self._server_hostname if self._tls is not None else None,
+            session = await self.endpoint.connect(
+                lambda: H2Session(self, self._max_streams), within
             )
-            if self._tls is not None:
+            if self.endpoint.tls is not None:
                 tls = session.transport.get_extra_info("ssl_object") if session.transport else None
                 chosen = tls.selected_alpn_protocol() if tls is not None else None
                 if chosen != "h2":

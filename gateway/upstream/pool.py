@@ -8,26 +8,49 @@ import asyncio
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import TypeVar
 
 from gateway.upstream.connection import Connection, ConnectTimeout
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+class Endpoint:
+    """Where a target's connections go: host:port, over TLS (verifying `server_hostname`) when
+    there is a context. Both protocols' pools open their connections through it."""
+
+    def __init__(
+        self, host: str, port: int, tls: ssl.SSLContext | None, server_hostname: str | None
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.server_hostname = server_hostname if tls is not None else None
+
+    async def connect(self, factory: Callable[[], P], within: float) -> P:
+        """A connection whose protocol `factory` makes; ConnectTimeout after `within` s."""
+        try:
+            async with asyncio.timeout(within):
+                _, protocol = await asyncio.get_running_loop().create_connection(
+                    factory,
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.server_hostname,
+                )
+        except TimeoutError:
+            raise ConnectTimeout(f"connect to {self.host}:{self.port} timed out") from None
+        return protocol
 
 
 class Pool:
     """Keep-alive connections to one host:port, at most `limit` open (0: no limit)."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        tls: ssl.SSLContext | None,
-        server_hostname: str | None,
-        limit: int,
-        idle_timeout: float = 30.0,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self._tls = tls
-        self._server_hostname = server_hostname
+    def __init__(self, endpoint: Endpoint, limit: int, idle_timeout: float = 30.0) -> None:
+        self.endpoint = endpoint
+        self.host = endpoint.host
+        self.port = endpoint.port
         self._limit = limit
         self._idle_timeout = idle_timeout
         self._idle: list[Connection] = []
@@ -77,19 +100,7 @@ class Pool:
         return await self._connect(connect_timeout, pooled=False)
 
     async def _connect(self, connect_timeout: float, pooled: bool) -> Connection:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(self, pooled),
-                    self.host,
-                    self.port,
-                    ssl=self._tls,
-                    server_hostname=self._server_hostname if self._tls is not None else None,
-                )
-        except TimeoutError:
-            raise ConnectTimeout(f"connect to {self.host}:{self.port} timed out") from None
-        return conn
+        return await self.endpoint.connect(lambda: Connection(self, pooled), connect_timeout)
 
     def _slot_freed(self) -> None:
         self._open -= 1

@@ -16,7 +16,7 @@ from gateway.base.log import event, proxy_log
 from gateway.config.model import HealthCheck, PassiveHealth, TargetSpec, UpstreamConfig
 from gateway.observe.metrics import Metrics
 from gateway.upstream.h2pool import H2Pool
-from gateway.upstream.pool import Pool
+from gateway.upstream.pool import Endpoint, Pool
 
 
 def upstream_tls_context(cfg: UpstreamConfig, where: str) -> ssl.SSLContext | None:
@@ -82,14 +82,12 @@ class Target:
         self._passive = cfg.passive
         self._session: aiohttp.ClientSession | None = None  # HTTP/1.1 health checks
         assert base.host is not None and base.port is not None
-        server_name = cfg.tls.server_name or base.host if tls is not None else None
+        endpoint = Endpoint(base.host, base.port, tls, cfg.tls.server_name or base.host)
         self.pool: Pool | H2Pool
         if cfg.protocol == "h1":
-            self.pool = Pool(base.host, base.port, tls, server_name, cfg.max_connections)
+            self.pool = Pool(endpoint, cfg.max_connections)
         else:
-            self.pool = H2Pool(
-                base.host, base.port, tls, server_name, cfg.max_connections, cfg.max_streams
-            )
+            self.pool = H2Pool(endpoint, cfg.max_connections, cfg.max_streams)
         # active checks (healthy until proven otherwise) and passive ejection
         self.active_healthy = True
         self._passes = 0

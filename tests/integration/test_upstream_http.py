@@ -528,6 +528,30 @@ def test_an_answer_head_over_the_limits_is_502_bad_response(
         assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="bad_response") == 1
 
 
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+    b"Connection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+)
+
+
+@contextmanager
+def _websocket_gateway(
+    tmp_path: Path, pki: Path, answer: bytes, close: bool = True
+) -> Iterator[Any]:
+    """A gateway whose route allows WebSockets, to an upstream that answers `answer` (and then
+    closes the connection, unless not `close`)."""
+    with ScriptedUpstream(lambda m, p: (answer, close)) as up:
+        path, port, admin = write_config(tmp_path, pki, up.port)
+        doc = yaml.safe_load(path.read_text())
+        doc["routes"][0]["websocket"] = True
+        path.write_text(yaml.safe_dump(doc))
+        with GatewayProcess(path, admin) as gw:
+            gw.port = port
+            gw.upstream = up
+            yield gw
+
+
 @pytest.mark.parametrize(
     "head",
     [
@@ -540,22 +564,12 @@ def test_an_answer_head_over_the_limits_is_502_bad_response(
 )
 def test_an_upgrade_answer_over_the_limits_is_502(tmp_path: Path, pki: Path, head: bytes) -> None:
     """The WebSocket upgrade's answer is read by the same core, with the same limits."""
-    with ScriptedUpstream(lambda m, p: (head, True)) as up:
-        path, port, admin = write_config(tmp_path, pki, up.port)
-        doc = yaml.safe_load(path.read_text())
-        doc["routes"][0]["websocket"] = True
-        path.write_text(yaml.safe_dump(doc))
-        with GatewayProcess(path, admin):
-            started = time.monotonic()
-            upgrade = (
-                b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-            )
-            answer = _raw_exchange(port, pki, upgrade)
-            assert answer.startswith(b"HTTP/1.1 502"), answer[:200]
-            assert time.monotonic() - started < 5
-            assert sample(scrape(admin), UP, upstream="echo", outcome="bad_response") == 1
+    with _websocket_gateway(tmp_path, pki, head) as gw:
+        started = time.monotonic()
+        answer = _raw_exchange(gw.port, pki, UPGRADE)
+        assert answer.startswith(b"HTTP/1.1 502"), answer[:200]
+        assert time.monotonic() - started < 5
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="bad_response") == 1
 
 
 def test_an_upstreams_refusal_of_an_upgrade_reaches_the_client_as_it_is(
@@ -565,25 +579,15 @@ def test_an_upstreams_refusal_of_an_upgrade_reaches_the_client_as_it_is(
     of an origin's own auth) is passed on, not turned into a 502, and its connection is closed,
     never pooled: it was opened for the upgrade alone."""
     refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 8\r\nX-Why: token\r\n\r\nnot you\n"
-    with ScriptedUpstream(lambda m, p: (refusal, False)) as up:
-        path, port, admin = write_config(tmp_path, pki, up.port)
-        doc = yaml.safe_load(path.read_text())
-        doc["routes"][0]["websocket"] = True
-        path.write_text(yaml.safe_dump(doc))
-        with GatewayProcess(path, admin):
-            upgrade = (
-                b"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade, close\r\nSec-WebSocket-Version: 13\r\n"
-                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-            )
-            answer = _raw_exchange(port, pki, upgrade)
-            assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), answer[:200]
-            assert b"\r\nX-Why: token\r\n" in answer and answer.endswith(b"not you\n")
-            assert sample(scrape(admin), UP, upstream="echo", outcome="ok") == 1
-            deadline = time.monotonic() + 5
-            while up.open and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert up.open == 0 and up.requests == ["GET /ws"]
+    with _websocket_gateway(tmp_path, pki, refusal, close=False) as gw:
+        answer = _raw_exchange(gw.port, pki, UPGRADE)
+        assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n"), answer[:200]
+        assert b"\r\nX-Why: token\r\n" in answer and answer.endswith(b"not you\n")
+        assert sample(scrape(gw.admin_port), UP, upstream="echo", outcome="ok") == 1
+        deadline = time.monotonic() + 5
+        while gw.upstream.open and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.upstream.open == 0 and gw.upstream.requests == ["GET /ws"]
 
 
 def test_answer_header_bytes_pass_as_they_came(tmp_path: Path, pki: Path) -> None:
