@@ -4,7 +4,7 @@ records what a test asserts on: connections, the most streams open at once on on
 (method, path, fields), the streams the gateway reset, the bytes of the endless answer sent.
 
 Paths: `/slow?ms=N` answers after N ms; `/big` is an endless body sent as the flow-control
-window allows; `/echo` answers with what it received (JSON) and a trailer; `/health` answers
+window allows, `/bytes?n=N` the same for N bytes; `/echo` answers with what it received (JSON) and a trailer; `/health` answers
 `health_status`; `/drop` closes the connection without an answer; `/goaway` is answered, then
 the connection goes away with a GOAWAY; anything else is 200 "ok". With `refuse`, every
 stream is reset with REFUSED_STREAM instead."""
@@ -36,10 +36,12 @@ class _Conn(asyncio.Protocol):
         self.heads: dict[int, dict[str, str]] = {}
         self.open: set[int] = set()
         self.big: set[int] = set()
+        self.left: dict[int, int] = {}  # bytes still to send of a `/bytes` answer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.origin.connections += 1
+        self.origin.live.add(self)
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -88,8 +90,12 @@ class _Conn(asyncio.Protocol):
         elif path == "/slow":
             ms = int(urllib.parse.parse_qs(query).get("ms", ["100"])[0])
             asyncio.get_running_loop().call_later(ms / 1000, self.reply, sid, 200, b"slow")
-        elif path == "/big":
-            self.h2.send_headers(sid, [(":status", "200"), ("content-type", "text/plain")])
+        elif path in ("/big", "/bytes"):  # endless, or `n` bytes
+            fields = [(":status", "200"), ("content-type", "text/plain")]
+            if path == "/bytes":
+                self.left[sid] = int(urllib.parse.parse_qs(query)["n"][0])
+                fields.append(("content-length", str(self.left[sid])))
+            self.h2.send_headers(sid, fields)
             self.big.add(sid)
             self.pump(sid)
         elif path == "/echo":
@@ -108,11 +114,19 @@ class _Conn(asyncio.Protocol):
             self.reply(sid, 200, b"ok")
 
     def pump(self, sid: int) -> None:
-        """The endless answer: as much as the windows allow."""
+        """The endless (or `n`-byte) answer: as much as the windows allow."""
         try:
             while (room := min(self.h2.local_flow_control_window(sid), 16384)) > 0:
-                self.h2.send_data(sid, b"x" * room)
+                left = self.left.get(sid)
+                if left is not None:
+                    room = min(room, left)
+                    self.left[sid] = left = left - room
+                self.h2.send_data(sid, b"x" * room, end_stream=left == 0)
                 self.origin.big_sent += room
+                if left == 0:
+                    self.big.discard(sid)
+                    self.open.discard(sid)
+                    break
         except Exception:
             self.big.discard(sid)
         self.flush()
@@ -135,6 +149,7 @@ class _Conn(asyncio.Protocol):
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.origin.live.discard(self)
         self.open.clear()
         self.big.clear()
 
@@ -160,6 +175,7 @@ class H2Origin:
         self.resets: list[int] = []
         self.big_sent = 0
         self.health_status = 200
+        self.live: set[_Conn] = set()
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -183,5 +199,12 @@ class H2Origin:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop.call_soon_threadsafe(self._shutdown)
         self._thread.join(10)
+
+    def _shutdown(self) -> None:
+        """Close every connection, then stop once their closing has run (no socket left)."""
+        for conn in list(self.live):
+            if conn.transport is not None:
+                conn.transport.abort()
+        self._loop.call_soon(self._loop.stop)

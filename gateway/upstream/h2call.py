@@ -238,6 +238,13 @@ class H2Call:
             task.cancel()
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        response = self._response
+        if response is not None and not response.complete:  # its reader must not wait on
+            response.body.fail(ConnectionLost(None))  # a stream that is gone
+        held, self._held = self._held, 0
+        if held:  # bytes held back from a reader that paused: the session's window gets them
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._session.h2.acknowledge_received_data(held, self.stream_id)
         if self.stream_id and not (self._ended_in and self._ended_out):
             # the stream is still open one way or both: the upstream may stop
             with contextlib.suppress(h2.exceptions.StreamClosedError):

@@ -15,6 +15,7 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.settings
 
 from gateway.upstream.connection import ConnectionLost
 from gateway.upstream.h1response import BadResponse
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from gateway.upstream.h2pool import H2Pool
 
 WINDOW: Final = 1 << 20  # the session's receive window, for all its answers' bodies at once
+STREAM_WINDOW: Final = 256 * 1024  # one answer's: what its reader buffers before it pauses
 
 
 class H2Session(asyncio.Protocol):
@@ -46,6 +48,10 @@ class H2Session(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.h2.local_settings = h2.settings.Settings(
+            client=True,
+            initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW},
+        )
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(WINDOW - 65535)
         self.flush()

@@ -32,6 +32,15 @@ def _config(pki: Path, echo: int, origin: H2Origin, **upstream: Any) -> dict[str
     return cfg
 
 
+def _requests(gw: Any, route: str) -> float:
+    """The requests a route has counted (each once it ended), whatever their status."""
+    return sum(
+        value
+        for (name, labels), value in gw.metrics().items()
+        if name == "mtls_gateway_requests_total" and ("route", route) in labels
+    )
+
+
 def _origin_tls(pki: Path) -> ssl.SSLContext:
     """The origin's TLS: it demands a client certificate from the dev CA (the gateway's own)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -100,6 +109,10 @@ def test_an_answer_the_client_does_not_read_is_held_by_flow_control(pki: Path) -
         while not origin.resets and time.monotonic() < deadline:
             time.sleep(0.05)
         assert origin.resets, "the client left but its upstream stream was not reset"
+        # and the exchange ended with it (it is counted when it ends), not at the idle timeout
+        while not _requests(gw, "all") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _requests(gw, "all") == 1
 
 
 def test_a_dropped_connection_is_502_and_the_next_request_gets_a_new_one(pki: Path) -> None:
@@ -203,3 +216,36 @@ def test_h2c_to_an_http1_server_is_502_bad_response(pki: Path) -> None:
         reply = request(gw.port, "/x", pki)
         assert reply.status == 502, reply
         assert sample(gw.metrics(), UP, upstream="echo", outcome="bad_response") == 1
+
+
+def test_answers_to_clients_that_pause_give_the_session_its_window_back(pki: Path) -> None:
+    """Bytes held back from a client that stopped reading (its reader full, so not
+    acknowledged) go back to the session's window when its answer ends: six clients that each
+    stall an endless answer and leave, one after another on one connection, and the next
+    request still gets its answer at once. Held bytes that were never given back would have
+    shut the session's 1 MiB window after about four."""
+    with (
+        H2Origin() as origin,
+        running(
+            lambda echo: _config(pki, echo, origin, max_connections=1, timeouts={"headers": "3s"}),
+            pki,
+        ) as gw,
+    ):
+        for i in range(6):
+            raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            tls = client_context(pki).wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            tls.recv(1024)  # the head came; nothing more is read
+            sent = -1
+            while sent != origin.big_sent:  # until the windows stop the origin
+                sent = origin.big_sent
+                time.sleep(0.3)
+            tls.close()
+            deadline = time.monotonic() + 3
+            while len(origin.resets) <= i and time.monotonic() < deadline:
+                time.sleep(0.05)
+        started = time.monotonic()
+        assert request(gw.port, "/after", pki).status == 200
+        assert time.monotonic() - started < 2
+        assert origin.connections == 1

@@ -173,7 +173,9 @@ def test_an_upgrade_is_retried_on_another_target_when_one_cannot_connect(pki: Pa
         async with await _session(client_context(pki)) as session:
             for _ in range(4):  # round robin: the dead target comes up at least twice
                 async with session.ws_connect(f"wss://localhost:{gw.port}/ws") as ws:
+                    sock = ws.get_extra_info("socket")
                     out.append("client" in await ws.receive_json(timeout=5))
+                await _closed(sock)
         return out
 
     with running(config, pki) as gw:
