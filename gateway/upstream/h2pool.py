@@ -16,7 +16,7 @@ from collections import deque
 from gateway.upstream.connection import ConnectTimeout
 from gateway.upstream.h2call import H2Call
 from gateway.upstream.h2session import H2Session
-from gateway.upstream.pool import Endpoint
+from gateway.upstream.pool import Endpoint, wake_first
 
 
 class H2Pool:
@@ -96,11 +96,7 @@ class H2Pool:
 
     def room_changed(self) -> None:
         """A stream ended or the upstream's SETTINGS changed: a waiter may go on."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        wake_first(self._waiters)
 
     def gone(self, session: H2Session) -> None:
         if session in self.sessions:

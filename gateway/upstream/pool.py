@@ -16,6 +16,15 @@ from gateway.upstream.connection import Connection, ConnectTimeout
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
+def wake_first(waiters: deque[asyncio.Future[None]]) -> None:
+    """Let the longest-waiting request that still waits go on."""
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
 class Endpoint:
     """Where a target's connections go: host:port, over TLS (verifying `server_hostname`) when
     there is a context. Both protocols' pools open their connections through it."""
@@ -104,11 +113,7 @@ class Pool:
 
     def _slot_freed(self) -> None:
         self._open -= 1
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        wake_first(self._waiters)
 
     def _expire_idle(self, now: float) -> None:
         while self._idle and now - self._idle[0].idle_since > self._idle_timeout:
@@ -120,11 +125,7 @@ class Pool:
             return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
+        wake_first(self._waiters)
 
     def gone(self, conn: Connection) -> None:
         """Called once per connection when its transport has closed."""
